@@ -1,0 +1,6 @@
+"""lstmkit: the LSTM of the article, from its equations.
+
+Exact to ``torch.nn.LSTM``, fast on the CPU, and able to show its gates at work.
+"""
+
+__version__ = "0.1.0"
