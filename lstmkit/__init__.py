@@ -4,3 +4,18 @@ Exact to ``torch.nn.LSTM``, fast on the CPU, and able to show its gates at work.
 """
 
 __version__ = "0.1.0"
+
+from lstmkit.modules import (
+    GRU,
+    LSTM,
+    RNN,
+    GRUCell,
+    GRUTrace,
+    LSTMCell,
+    LSTMTrace,
+    RNNCell,
+    RNNTrace,
+    Trace,
+)
+
+__all__ = ["GRU", "GRUCell", "GRUTrace", "LSTM", "LSTMCell", "LSTMTrace", "RNN", "RNNCell", "RNNTrace", "Trace"]

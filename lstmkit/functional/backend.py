@@ -1,0 +1,51 @@
+"""Which implementation runs a recurrence, and the small helpers every recurrence shares.
+
+``recurrence_for(x)`` returns a namespace with ``lstm_/gru_/rnn_recurrence_forward/backward``:
+the compiled CPU kernel where ``lstmkit.kernels`` has one for tensors like x and it is selected,
+else the pure-PyTorch functions of this package (every device, and the fallback of every kernel).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def recurrence_for(x: Tensor):
+    """The namespace of recurrence functions that runs tensors like x."""
+    try:
+        from lstmkit import kernels
+    except ImportError:  # the compiled path is optional
+        return torch_recurrences()
+    return kernels.recurrence_for(x)
+
+
+def torch_recurrences():
+    """The pure-PyTorch recurrence functions (the contract every kernel follows)."""
+    import lstmkit.functional as functional
+
+    return functional
+
+
+def _step_mask(lengths: Tensor | None, t: int) -> Tensor | None:
+    """(B,1) bool: which sequences still run at step t (None: all of them)."""
+    return None if lengths is None else (lengths > t).unsqueeze(1)
+
+
+def _valid_steps(lengths: Tensor, T: int, like: Tensor) -> Tensor:
+    """(T,B,1) 1 where step t < lengths[b], 0 on padding, in like's dtype."""
+    t = torch.arange(T, device=lengths.device).unsqueeze(1)  # (T,1)
+    return (t < lengths.unsqueeze(0)).unsqueeze(2).to(like.dtype)
+
+
+def _copy(grad: Tensor | None) -> Tensor | None:
+    """A second, unaliased gradient for a parameter that shares one (b_ih and b_hh)."""
+    return None if grad is None else grad.clone()
+
+
+def _outside_grad(dy: Tensor, lengths: Tensor | None) -> Tensor:
+    """(T,B,P) the gradient reaching each h_t from the outputs: dy, zero on padding (the output
+    there is a constant zero); a new contiguous tensor the caller may add into."""
+    if lengths is None:
+        return dy.clone(memory_format=torch.contiguous_format)
+    return (dy * _valid_steps(lengths, dy.shape[0], dy)).contiguous()

@@ -1,0 +1,107 @@
+"""The GRU layer in pure PyTorch: the recurrence and its hand-written backward.
+
+PyTorch's GRU (``lstmkit.reference.gru`` writes the equations out), gates stacked r, z, n:
+    r_t = σ(zx_r + gh_r),  z_t = σ(zx_z + gh_z),  n_t = tanh(zx_n + r_t ⊙ gh_n),
+    h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1},
+with zx = x W_ih^T + b_ih (all steps at once) and gh = h_{t-1} W_hh^T + b_hh (step by step; its
+n-part sits inside the reset gate, so b_hh cannot be folded into zx as for the LSTM).
+Dimensions: T time, B batch, I input, H hidden. Held steps as in ``functional.lstm``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional.backend import _outside_grad, _step_mask, _valid_steps, recurrence_for
+
+
+def gru_recurrence_forward(
+    zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None.
+    Returns gates (T,B,3H) activated [r z n], hn (T,B,H) = gh_n (kept for backward), hs (T,B,H)."""
+    T, B, H3 = zx.shape
+    H = H3 // 3
+    gates = torch.empty_like(zx)                            # (T,B,3H)
+    hn = zx.new_empty(T, B, H)                              # (T,B,H)
+    hs = zx.new_empty(T, B, H)                              # (T,B,H)
+    h = h0
+    for t in range(T):
+        gh = h @ w_hh.t() if b_hh is None else torch.addmm(b_hh, h, w_hh.t())  # (B,3H)
+        xr, xz, xn = zx[t].chunk(3, dim=1)
+        hr, hz, ghn = gh.chunk(3, dim=1)
+        r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
+        n = (xn + r * ghn).tanh()
+        h_new = (1 - z) * n + z * h                         # (B,H)
+        run = _step_mask(lengths, t)
+        if run is not None:
+            h_new = torch.where(run, h_new, h)
+            r, z, n = (a * run for a in (r, z, n))
+        torch.cat((r, z, n), dim=1, out=gates[t])
+        hn[t], hs[t] = ghn, h_new
+        h = h_new
+    return gates, hn, hs
+
+
+def gru_recurrence_backward(
+    dhs: Tensor, gates: Tensor, hn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, lengths: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """dhs (T,B,H) gradient reaching each h_t from outside. Returns dzx (T,B,3H) the gradient of the
+    input pre-activations, dgh (T,B,3H) that of the recurrent ones, and dh0 (B,H)."""
+    T = dhs.shape[0]
+    dzx, dgh = torch.empty_like(gates), torch.empty_like(gates)
+    dh = torch.zeros_like(h0)
+    for t in reversed(range(T)):
+        dh = dh + dhs[t]                                    # (B,H)
+        r, z, n = gates[t].chunk(3, dim=1)
+        h_prev = hs[t - 1] if t > 0 else h0
+        dn_pre = dh * (1 - z) * (1 - n * n)                 # through n = tanh(.)
+        dz_pre = dh * (h_prev - n) * z * (1 - z)
+        dr_pre = dn_pre * hn[t] * r * (1 - r)
+        torch.cat((dr_pre, dz_pre, dn_pre), dim=1, out=dzx[t])
+        torch.cat((dr_pre, dz_pre, dn_pre * r), dim=1, out=dgh[t])
+        dh_prev = dh * z + dgh[t] @ w_hh                    # (B,H)
+        run = _step_mask(lengths, t)
+        if run is not None:
+            dzx[t] *= run
+            dgh[t] *= run
+            dh_prev = torch.where(run, dh_prev, dh)
+        dh = dh_prev
+    return dzx, dgh, dh
+
+
+class GRULayerFunction(torch.autograd.Function):
+    """One GRU layer and direction over a sequence. forward(x (T,B,I), h0 (B,H), w_ih (3H,I),
+    w_hh (3H,H), b_ih, b_hh (3H,) or None, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+        T, B, I = x.shape
+        x2 = x.reshape(T * B, I)
+        zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())  # (T*B,3H)
+        rec = recurrence_for(x)
+        gates, hn, hs = rec.gru_recurrence_forward(zx.view(T, B, -1), h0, w_hh, b_hh, lengths)
+        y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, gates, hn, hs, lengths)
+        ctx.has_bias = b_ih is not None
+        ctx.mark_non_differentiable(gates)
+        return y, hs[-1].clone(), gates
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, _dgates):
+        x, h0, w_ih, w_hh, gates, hn, hs, lengths = ctx.saved_tensors
+        T, B, I = x.shape
+        dhs = _outside_grad(dy, lengths)                    # (T,B,H) a fresh, contiguous tensor
+        dhs[-1] += dh_n
+        rec = recurrence_for(x)
+        dzx, dgh, dh0 = rec.gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
+        dzx2, dgh2 = dzx.view(T * B, -1), dgh.view(T * B, -1)  # (T*B,3H)
+        need = ctx.needs_input_grad
+        dx = torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else None
+        dw_ih = torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else None
+        h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))      # (T,B,H)
+        dw_hh = torch.mm(dgh2.t(), h_prev.view(T * B, -1)) if need[3] else None
+        db_ih = dzx2.sum(0) if ctx.has_bias else None
+        db_hh = dgh2.sum(0) if ctx.has_bias else None
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None

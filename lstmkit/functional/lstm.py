@@ -1,0 +1,143 @@
+"""The LSTM layer in pure PyTorch: the recurrence and its hand-written backward.
+
+The equations are those of ``lstmkit.reference.lstm`` (its docstring is the one place they are
+written out); here they run on torch tensors, batched, gates stacked in PyTorch's order i, f, g, o.
+This file is the readable fast path on every device and the fallback of every compiled kernel:
+``lstmkit.kernels`` implements ``lstm_recurrence_forward/backward`` with the same contract.
+
+Split of the work (what makes it fast without a compiler):
+- the input projection ``zx = x W_ih^T + b_ih + b_hh`` for all steps is one matrix product;
+- only the recurrent part ``h_{t-1} W_hh^T`` and the pointwise gate math run step by step;
+- in backward only ``dh_{t-1}`` is sequential; weight and input gradients are large products
+  taken once after the loop.
+
+Dimensions: T time, B batch, I input, H hidden, P projection (P == H without ``proj_size``).
+Held steps: with ``lengths``, a step ``t >= lengths[b]`` leaves sequence b's state unchanged
+(``h_t = h_{t-1}``, ``c_t = c_{t-1}``) and its gates are zero, so padded input never leaks in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional.backend import _copy, _outside_grad, _step_mask, _valid_steps, recurrence_for
+
+
+def lstm_recurrence_forward(
+    zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the recurrence over precomputed input projections.
+
+    zx (T,B,4H) pre-activations from the input; h0 (B,P), c0 (B,H); w_hh (4H,P); w_hr (P,H) or None.
+    Returns gates (T,B,4H) activated [i f g o], cs (T,B,H) and hs (T,B,P), the states after each step.
+    """
+    T, B, H4 = zx.shape
+    H = H4 // 4
+    gates = torch.empty_like(zx)                            # (T,B,4H)
+    cs = zx.new_empty(T, B, H)                              # (T,B,H)
+    hs = zx.new_empty(T, B, h0.shape[1])                    # (T,B,P)
+    h, c = h0, c0
+    for t in range(T):
+        z = torch.addmm(zx[t], h, w_hh.t())                 # (B,4H)
+        i, f, g, o = z.chunk(4, dim=1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c_new = f * c + i * g                               # (B,H)
+        r = o * c_new.tanh()                                # (B,H)
+        h_new = r if w_hr is None else r @ w_hr.t()         # (B,P)
+        run = _step_mask(lengths, t)
+        if run is not None:
+            c_new, h_new = torch.where(run, c_new, c), torch.where(run, h_new, h)
+            i, f, g, o = (a * run for a in (i, f, g, o))
+        torch.cat((i, f, g, o), dim=1, out=gates[t])
+        cs[t], hs[t] = c_new, h_new
+        h, c = h_new, c_new
+    return gates, cs, hs
+
+
+def lstm_recurrence_backward(
+    dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, h0: Tensor, c0: Tensor,
+    w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Backpropagate through time from the saved gates and cell states (nothing is recomputed
+    but tanh(c_t), one pointwise op per step, cheaper than storing it).
+
+    dhs (T,B,P) gradient reaching each h_t from outside the recurrence; dc_last (B,H) reaching c_{T-1}.
+    Returns dz (T,B,4H) gradient of the pre-activations, dh0 (B,P), dc0 (B,H), and with a projection
+    dhtot (T,B,P), the total gradient at each h_t (zero at held steps), else None.
+    """
+    T, B, _ = dhs.shape
+    dz = torch.empty_like(gates)                            # (T,B,4H)
+    dhtot = torch.zeros_like(dhs) if w_hr is not None else None
+    dh, dc = torch.zeros_like(h0), dc_last.clone()
+    for t in reversed(range(T)):
+        dh = dh + dhs[t]                                    # (B,P) everything that reaches h_t
+        i, f, g, o = gates[t].chunk(4, dim=1)
+        c_prev = cs[t - 1] if t > 0 else c0
+        tanh_c = cs[t].tanh()
+        if dhtot is not None:
+            dhtot[t] = dh
+        dr = dh if w_hr is None else dh @ w_hr              # (B,H)
+        dc_t = dc + dr * o * (1 - tanh_c * tanh_c)          # tanh' = 1 - y^2
+        dzi = dc_t * g * i * (1 - i)                        # sigma' = y(1 - y)
+        dzf = dc_t * c_prev * f * (1 - f)
+        dzg = dc_t * i * (1 - g * g)
+        dzo = dr * tanh_c * o * (1 - o)
+        torch.cat((dzi, dzf, dzg, dzo), dim=1, out=dz[t])
+        dh_prev, dc_prev = dz[t] @ w_hh, dc_t * f           # (B,P), (B,H)
+        run = _step_mask(lengths, t)
+        if run is not None:                                 # held steps pass dh, dc straight through
+            dz[t] *= run
+            if dhtot is not None:
+                dhtot[t] *= run
+            dh_prev, dc_prev = torch.where(run, dh_prev, dh), torch.where(run, dc_prev, dc)
+        dh, dc = dh_prev, dc_prev
+    return dz, dh, dc, dhtot
+
+
+class LSTMLayerFunction(torch.autograd.Function):
+    """One layer, one direction, over a whole sequence, with the backward above.
+
+    forward(x (T,B,I), h0 (B,P), c0 (B,H), w_ih (4H,I), w_hh (4H,P), b_ih, b_hh (4H,) or None,
+    w_hr (P,H) or None, lengths (B,) int64 or None) -> y (T,B,P) (zero past each length),
+    h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H). The last two are the trace: the very tensors
+    saved for backward, returned without a second computation (not differentiable).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+        T, B, I = x.shape
+        x2 = x.reshape(T * B, I)
+        zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,4H)
+        rec = recurrence_for(x)
+        gates, cs, hs = rec.lstm_recurrence_forward(zx.view(T, B, -1), h0, c0, w_hh, w_hr, lengths)
+        y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, cs, hs, lengths)
+        ctx.has_bias = b_ih is not None
+        ctx.mark_non_differentiable(gates, cs)
+        return y, hs[-1].clone(), cs[-1].clone(), gates, cs
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n, _dgates, _dcs):
+        x, h0, c0, w_ih, w_hh, w_hr, gates, cs, hs, lengths = ctx.saved_tensors
+        T, B, I = x.shape
+        dhs = _outside_grad(dy, lengths)                    # (T,B,P) a fresh, contiguous tensor
+        dhs[-1] += dh_n                                     # h_n is h_{T-1} (held past each length)
+        rec = recurrence_for(x)
+        dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(
+            dhs, dc_n.contiguous(), gates, cs, hs, h0, c0, w_hh, w_hr, lengths)
+        dz2 = dz.view(T * B, -1)                            # (T*B,4H)
+        need = ctx.needs_input_grad
+        dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else None
+        dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else None
+        h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))      # (T,B,P) the h_{t-1} of every step
+        dw_hh = torch.mm(dz2.t(), h_prev.view(T * B, -1)) if need[4] else None
+        db = dz2.sum(0) if ctx.has_bias else None
+        dw_hr = None
+        if w_hr is not None and need[7]:
+            H = cs.shape[2]
+            r = gates[:, :, 3 * H:] * cs.tanh()             # (T,B,H) recomputed: one pointwise op
+            dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H))
+        return dx, dh0, dc0, dw_ih, dw_hh, db, _copy(db), dw_hr, None
+
+

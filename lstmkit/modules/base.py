@@ -1,0 +1,250 @@
+"""The loop around the cells: layers, directions, lengths, layouts and PackedSequence.
+
+``RecurrentBase`` owns what LSTM, GRU and RNN share with ``torch.nn.RNNBase``: constructor
+arguments, parameter names, shapes and initialisation, the input conventions (batch_first,
+unbatched 2-D input, PackedSequence, optional initial state) and ``lengths=`` for padded input.
+Each subclass says how one layer and direction runs (``_run_direction``, an autograd Function
+from ``lstmkit.functional``) and what its trace holds. No cell math lives here.
+
+Dimensions: T time, B batch, I input, H hidden, P output of a direction (proj_size or H),
+L layers, D directions. Inside, everything is time-major (T,B,·).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from lstmkit.modules.checks import check_dropout, check_input, check_lengths, check_sizes, check_state
+
+
+def padding_mask(lengths: Tensor, T: int) -> Tensor:
+    """(T,B,1) bool: True at real steps t < lengths[b]."""
+    return (torch.arange(T, device=lengths.device).unsqueeze(1) < lengths).unsqueeze(2)
+
+
+class RecurrentBase(nn.Module):
+    """Shared machinery; see LSTM, GRU and RNN for the documented public classes."""
+
+    gate_count: int          # 4 LSTM (i,f,g,o), 3 GRU (r,z,n), 1 RNN
+    state_names: tuple[str, ...] = ("h_0",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None) -> None:
+        super().__init__()
+        self.input_size = check_sizes("input_size", input_size, 1)
+        self.hidden_size = check_sizes("hidden_size", hidden_size, 1)
+        self.num_layers = check_sizes("num_layers", num_layers, 1)
+        self.proj_size = check_sizes("proj_size", proj_size, 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
+                             f"and hidden_size={hidden_size}")
+        self.dropout = check_dropout(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn("dropout acts between recurrent layers, so a non-zero dropout expects "
+                          f"num_layers greater than 1, but got dropout={dropout} and num_layers=1",
+                          stacklevel=3)
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self._create_parameters(device, dtype)
+        self.reset_parameters()
+
+    # ---- parameters: torch.nn's names, shapes, order and initialisation ----------------------------
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """P: the size of h_t of one direction (proj_size when set, else hidden_size)."""
+        return self.proj_size or self.hidden_size
+
+    def _suffix(self, layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _create_parameters(self, device, dtype) -> None:
+        G, H, P = self.gate_count, self.hidden_size, self.output_size
+        kw = {"device": device, "dtype": dtype}
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else P * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = self._suffix(layer, direction)
+                self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **kw)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, P, **kw)))
+                if self.bias:
+                    self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **kw)))
+                    self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **kw)))
+                if self.proj_size:
+                    self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(P, H, **kw)))
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation: every parameter from U(-1/sqrt(H), 1/sqrt(H)), in the same
+        order, so the same seed gives the same weights as the torch.nn module."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent."""
+        sfx = self._suffix(layer, direction)
+        return tuple(getattr(self, name + sfx, None)
+                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+
+    def flatten_parameters(self) -> None:
+        """Accepted for drop-in compatibility with torch.nn (cuDNN's weight packing); nothing to do."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
+                    "dropout": 0.0, "bidirectional": False}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+    # ---- forward: layouts in and out, then the loop over layers and directions ----------------------
+
+    def _forward(self, input, hx, lengths, return_trace):
+        """Normalise the input to time-major (T,B,I), run, and restore the caller's layout."""
+        weight = self.weight_ih_l0
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths= is for padded tensors; a PackedSequence carries its own lengths")
+            check_input(input.data, self.input_size, weight)
+            sequences, lengths = pad_packed_sequence(input)           # (T,B,I), original order
+            x, unbatched = sequences, False
+        else:
+            x = check_input(input, self.input_size, weight)
+            unbatched = x.dim() == 2
+            x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+        T, B, _ = x.shape
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T, x.device)
+        state = self._initial_state(hx, B, unbatched, x)
+        y, state_n, trace = self._run_layers(x, state, lengths, return_trace)
+        if packed:
+            y = _pack_like(y, lengths, input)
+        else:
+            y = self._output_layout(y, unbatched)
+        if unbatched:
+            state_n = tuple(s.squeeze(1) for s in state_n)
+        if trace is not None:
+            trace = tuple(tuple(self._make_trace(raw, unbatched) for raw in layer) for layer in trace)
+        return y, state_n, trace
+
+    def _output_layout(self, t: Tensor, unbatched: bool) -> Tensor:
+        """(T,B,·) -> the caller's layout: (T,·) unbatched, (B,T,·) batch_first."""
+        if unbatched:
+            return t.squeeze(1)
+        return t.transpose(0, 1) if self.batch_first else t
+
+    def step(self, x_t: Tensor, state=None):
+        """Advance every layer by one time step (streaming); unidirectional modules only.
+
+        x_t (B,I) or (I,); state as ``hx`` of forward ((L,B,·) tensors, (L,·) unbatched), zeros if
+        None. Returns (y_t (B,P), new state); T calls equal one T-step forward (tested).
+        """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional module: the reverse direction of a "
+                             "bidirectional one needs the whole sequence")
+        if not isinstance(x_t, Tensor) or x_t.dim() not in (1, 2):
+            got = f"shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise TypeError(f"x_t should be a tensor of shape (B, input_size) or (input_size,), got {got}")
+        check_input(x_t.unsqueeze(0), self.input_size, self.weight_ih_l0)
+        unbatched = x_t.dim() == 1
+        x = x_t.reshape(1, 1 if unbatched else x_t.shape[0], -1)              # (1,B,I)
+        y, state_n, _ = self._run_layers(x, self._initial_state(state, x.shape[1], unbatched, x), None, False)
+        if unbatched:
+            y, state_n = y.squeeze(1), tuple(s.squeeze(1) for s in state_n)
+        return y[0], (state_n if len(state_n) > 1 else state_n[0])
+
+    def _state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the initial state tensors, (L*D,B,P) for h (and (L*D,B,H) for an LSTM's c)."""
+        return ((self.num_layers * self.num_directions, batch, self.output_size),)
+
+    def _initial_state(self, hx, batch: int, unbatched: bool, x: Tensor) -> tuple[Tensor, ...]:
+        """hx as a tuple of (L*D,B,·) tensors; zeros where not given."""
+        shapes = self._state_shapes(batch)
+        if hx is None:
+            return tuple(x.new_zeros(shape) for shape in shapes)
+        given = hx if isinstance(hx, tuple | list) else (hx,)
+        if len(given) != len(shapes):
+            raise TypeError(f"hx should be {self._hx_description()}, got {type(hx).__name__} "
+                            f"of {len(given)} tensors")
+        state = []
+        for name, t, shape in zip(self.state_names, given, shapes, strict=True):
+            expected = (shape[0], shape[2]) if unbatched else shape
+            t = check_state(name, t, expected, self.weight_ih_l0)
+            state.append(t.unsqueeze(1) if unbatched else t)
+        return tuple(state)
+
+    def _hx_description(self) -> str:
+        return "a tensor h_0 of shape (L*D, B, H)"
+
+    def _run_layers(self, x: Tensor, state: tuple[Tensor, ...], lengths: Tensor | None, return_trace: bool):
+        """Every layer and direction in turn; dropout between layers while training.
+        x (T,B,I); state tensors (L*D,B,·). Returns y (T,B,D*P), final states, raw traces."""
+        D = self.num_directions
+        finals, traces = [], []
+        for layer in range(self.num_layers):
+            outputs, layer_traces = [], []
+            for direction in range(D):
+                k = layer * D + direction
+                y, state_k, raw = self._run_one(x, tuple(s[k] for s in state), layer, direction,
+                                                lengths, return_trace)
+                outputs.append(y)
+                finals.append(state_k)
+                layer_traces.append(raw)
+            x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)        # (T,B,D*P)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            traces.append(layer_traces)
+        state_n = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))  # (L*D,B,·) each
+        return x, state_n, (traces if return_trace else None)
+
+    def _run_one(self, x, state, layer, direction, lengths, want_trace):
+        """One layer and direction; the reverse direction reads each sequence backwards within its
+        own length, and its outputs and trace come back in forward time order."""
+        if direction == 0:
+            return self._run_direction(x, state, layer, direction, lengths, want_trace)
+        x = _reverse(x, lengths)
+        y, state_n, raw = self._run_direction(x, state, layer, direction, lengths, want_trace)
+        raw = None if raw is None else tuple(_reverse(t, lengths) for t in raw)
+        return _reverse(y, lengths), state_n, raw
+
+    # ---- what a subclass provides ------------------------------------------------------------------
+
+    def _run_direction(self, x, state, layer, direction, lengths, want_trace):
+        """Run one layer and direction over x (T,B,I) from state; return y (T,B,P), the final
+        state and, if want_trace, the raw trace tensors (T,B,·) with zeros at padded steps."""
+        raise NotImplementedError
+
+    def _make_trace(self, raw: tuple[Tensor, ...], unbatched: bool):
+        raise NotImplementedError
+
+
+def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """x (T,B,·) with each sequence reversed within its own length, padding left in place.
+    The map is its own inverse, so the same call restores forward order."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device).unsqueeze(1)               # (T,1)
+    idx = torch.where(t < lengths, lengths - 1 - t, t)              # (T,B)
+    return x.gather(0, idx.unsqueeze(2).expand_as(x))
+
+
+def _pack_like(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """y (T,B,·) in the original batch order -> a PackedSequence with like's batch_sizes and
+    sorting, in one indexing operation (not one slice per step, whose backward is O(T^2))."""
+    sorted_idx = like.sorted_indices
+    y_sorted = y if sorted_idx is None else y.index_select(1, sorted_idx)           # (T,B,·)
+    lengths_sorted = lengths if sorted_idx is None else lengths[sorted_idx]
+    valid = torch.arange(y.shape[0], device=y.device).unsqueeze(1) < lengths_sorted  # (T,B)
+    return PackedSequence(y_sorted[valid], like.batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -1,0 +1,84 @@
+"""Checks at the public edge of the modules: every message names the argument, what was
+expected, what came, and where it helps, the fix. Internal invariants use ``assert`` instead."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_sizes(name: str, value: object, minimum: int) -> int:
+    """An int >= minimum (bools refused), for constructor sizes."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} should be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} should be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_dropout(dropout: object) -> float:
+    """A probability in [0, 1]; like torch.nn it only acts between layers."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"dropout should be a number in [0, 1], got {type(dropout).__name__} {dropout!r}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout should be a number in [0, 1] representing the probability of an "
+                         f"element being zeroed, got {dropout}")
+    return float(dropout)
+
+
+def check_input(x: object, input_size: int, weight: Tensor) -> Tensor:
+    """A 2-D (unbatched) or 3-D float tensor whose last size is input_size, on the weights'
+    device and of their dtype."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input should be a torch.Tensor or PackedSequence, got {type(x).__name__}")
+    if x.dim() not in (2, 3):
+        raise ValueError(f"input should be 3-D (batched) or 2-D (unbatched), got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")
+    if x.shape[-1] != input_size:
+        raise ValueError(f"input.size(-1) must be equal to input_size. Expected {input_size}, "
+                         f"got {x.shape[-1]}")
+    check_like(x, weight, "input")
+    return x
+
+
+def check_like(t: Tensor, weight: Tensor, name: str) -> None:
+    """t has the weights' dtype and device; the message says how to convert either side."""
+    if t.dtype != weight.dtype:
+        raise TypeError(f"{name} dtype {t.dtype} does not match the weights' dtype {weight.dtype}: "
+                        f"convert {name}: {name}.to({weight.dtype}), or the model: model.to({t.dtype})")
+    if t.device != weight.device:
+        raise ValueError(f"{name} is on {t.device} but the weights are on {weight.device}: "
+                         f"move {name}: {name}.to('{weight.device}'), or the model: model.to('{t.device}')")
+
+
+def check_state(name: str, t: object, expected: tuple[int, ...], weight: Tensor) -> Tensor:
+    """An initial state tensor of exactly the expected shape, dtype and device."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} should be a torch.Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != expected:
+        raise ValueError(f"Expected {name} size {expected}, got {tuple(t.shape)}")
+    check_like(t, weight, name)
+    return t
+
+
+def check_lengths(lengths: object, batch: int, steps: int, device: torch.device) -> Tensor:
+    """Lengths of the sequences in a padded batch: B integers in [1, T], as int64 on device."""
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+            raise TypeError(f"lengths should hold integers, got a tensor of {lengths.dtype}")
+    elif isinstance(lengths, Sequence) and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths):
+        lengths = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths should be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"lengths should have one entry per sequence in the batch, shape ({batch},), "
+                         f"got shape {tuple(lengths.shape)}")
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > steps:
+        raise ValueError(f"lengths should lie in [1, {steps}] (the padded input has {steps} steps), "
+                         f"got values from {low} to {high}")
+    return lengths.to(device=device, dtype=torch.int64)

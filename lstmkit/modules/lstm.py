@@ -1,0 +1,96 @@
+"""``lstmkit.LSTM``: a drop-in ``torch.nn.LSTM`` computed from the article's equations, with what
+``nn.LSTM`` lacks: gate traces, forget-bias initialisation, ``lengths=`` without packing, and a
+streaming step. The math of one layer lives in ``lstmkit.functional.lstm``; the loop over layers,
+directions and layouts in ``lstmkit.modules.base``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from lstmkit.functional import LSTMLayerFunction
+from lstmkit.modules.base import RecurrentBase, padding_mask
+from lstmkit.modules.convert import torch_twin
+from lstmkit.modules.trace import LSTMTrace
+
+
+class LSTM(RecurrentBase):
+    """Multi-layer LSTM with ``torch.nn.LSTM``'s arguments, parameters and conventions.
+
+    Args (as torch.nn.LSTM): input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None; and
+    forget_bias: added to the forget-gate part of ``bias_ih_l*`` at initialisation. 0.0 keeps
+    parity with nn.LSTM; 1.0 is the usual advice (Jozefowicz, Zaremba & Sutskever 2015), so the
+    cell starts by keeping its memory.
+
+    forward(input, hx=None, *, lengths=None, return_trace=False):
+      input (T,B,I), (B,T,I) with batch_first, (T,I) unbatched, or a PackedSequence;
+      hx = (h_0 (L*D,B,P), c_0 (L*D,B,H)), zeros when omitted;
+      lengths (B,) ints: padded input, each sequence ends at its length: outputs are zero past it,
+      h_n/c_n are each sequence's last real state, and the reverse direction starts at each end;
+      return_trace: also return ``trace[layer][direction]``, an ``LSTMTrace`` of every gate and state.
+    Returns output (T,B,D*P), (h_n (L*D,B,P), c_n (L*D,B,H)) [, trace].
+    """
+
+    gate_count = 4
+    state_names = ("h_0", "c_0")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None, forget_bias: float = 0.0) -> None:
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
+            raise TypeError(f"forget_bias should be a number, got {type(forget_bias).__name__}")
+        if forget_bias and not bias:
+            raise ValueError(f"forget_bias={forget_bias} needs bias=True (there is no bias to add it to)")
+        self.forget_bias = float(forget_bias)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype)
+
+    def reset_parameters(self) -> None:
+        """torch.nn.LSTM's initialisation, then forget_bias added to every b_ih's forget block."""
+        super().reset_parameters()
+        if self.forget_bias:
+            H = self.hidden_size
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if name.startswith("bias_ih"):
+                        p[H:2 * H] += self.forget_bias
+
+    def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
+        y, (h_n, c_n), trace = self._forward(input, hx, lengths, return_trace)
+        return (y, (h_n, c_n), trace) if return_trace else (y, (h_n, c_n))
+
+    def _state_shapes(self, batch: int):
+        LD = self.num_layers * self.num_directions
+        return ((LD, batch, self.output_size), (LD, batch, self.hidden_size))
+
+    def _hx_description(self) -> str:
+        return "a tuple (h_0, c_0) of shapes (L*D, B, P) and (L*D, B, H)"
+
+    def _run_direction(self, x, state, layer, direction, lengths, want_trace):
+        h0, c0 = state
+        w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, direction)
+        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(
+            x, h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+        if not want_trace:
+            return y, (h_n, c_n), None
+        if lengths is not None:                             # the cell is held on padding: show zeros
+            cs = cs * padding_mask(lengths, x.shape[0])
+        return y, (h_n, c_n), (gates, cs, y)
+
+    def _make_trace(self, raw, unbatched: bool) -> LSTMTrace:
+        gates, cs, y = (self._output_layout(t, unbatched) for t in raw)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        return LSTMTrace(input_gate=i, forget_gate=f, candidate=g, output_gate=o, cell=cs, hidden=y)
+
+    @classmethod
+    def from_torch(cls, module: nn.LSTM) -> LSTM:
+        """An lstmkit.LSTM with the configuration and a copy of the weights of a torch.nn.LSTM."""
+        return torch_twin(cls, module, nn.LSTM)
+
+    def to_torch(self) -> nn.LSTM:
+        """A torch.nn.LSTM with this configuration and a copy of these weights."""
+        return torch_twin(nn.LSTM, self, type(self))
