@@ -1,0 +1,204 @@
+"""Compiled recurrences, and the choice between them and the pure-PyTorch ones.
+
+What it is: the loader of the C++ CPU kernels in this folder (``lstm_cpu.cpp``, ``gru_cpu.cpp``,
+``rnn_cpu.cpp``), built with ``torch.utils.cpp_extension.load`` on first use into the user's cache
+(``$LSTMKIT_CACHE`` or ``~/.cache/lstmkit``), and the one switch that picks a backend:
+
+- ``LSTMKIT_BACKEND=auto`` (default): the C++ kernels for CPU tensors when they build, else PyTorch;
+- ``LSTMKIT_BACKEND=cpp``: the C++ kernels, an error if they cannot be built;
+- ``LSTMKIT_BACKEND=torch``: always the pure-PyTorch recurrences of ``lstmkit.functional``.
+
+``set_backend(name)`` and the context manager ``backend(name)`` do the same from code. CUDA (and any
+non-CPU) tensors always take the PyTorch path. ``recurrence_for(x)`` returns the namespace of
+recurrence functions for tensors like ``x``, with the contract of ``lstmkit.functional``
+(``lstm_recurrence_forward/backward``, ``gru_recurrence_*``, ``rnn_recurrence_*``).
+
+What it is not: autograd. The ``autograd.Function`` classes in ``lstmkit.functional`` call these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import sys
+import types
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+BACKENDS = ("auto", "cpp", "torch")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
+_HEADERS = ("cpu_math.h",)
+# -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
+# depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
+_CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+
+_backend: str | None = None          # set_backend(); None: read LSTMKIT_BACKEND
+_ext = None                          # the loaded extension module
+_build_error: str | None = None      # why it could not be built (then we never try again)
+
+# Which batched product each call uses: 0 auto, 1 the hand-written small-batch one, 2 BLAS per step.
+# Tests set it to check both paths against the same oracle.
+PATH_AUTO, PATH_SMALL, PATH_BLAS = 0, 1, 2
+_path = PATH_AUTO
+
+
+def _check_name(name: str, where: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{where} must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return name
+
+
+def get_backend() -> str:
+    """The selected backend: ``set_backend``'s choice, else ``$LSTMKIT_BACKEND``, else 'auto'."""
+    if _backend is not None:
+        return _backend
+    return _check_name(os.environ.get("LSTMKIT_BACKEND", "auto"), "LSTMKIT_BACKEND")
+
+
+def set_backend(name: str) -> None:
+    """Select 'auto', 'cpp' or 'torch' for every later call (overrides ``$LSTMKIT_BACKEND``)."""
+    global _backend
+    _backend = _check_name(name, "backend")
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """``with lstmkit.kernels.backend('torch'): ...`` runs the block on that backend."""
+    global _backend
+    previous, _backend = _backend, _check_name(name, "backend")
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
+def _build_dir() -> Path:
+    """One folder per torch version, CPU model and source text: -march=native code is not portable."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in _SOURCES + _HEADERS:
+        h.update((here / name).read_bytes())
+    h.update(" ".join(_CFLAGS).encode())
+    h.update((platform.processor() or platform.machine()).encode())
+    try:
+        h.update(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].encode())
+    except (OSError, IndexError):
+        pass
+    root = Path(os.environ.get("LSTMKIT_CACHE", Path.home() / ".cache" / "lstmkit"))
+    return root / f"torch{torch.__version__.replace('+', '_')}-{h.hexdigest()[:12]}"
+
+
+def load_extension(verbose: bool = False):
+    """The compiled module, built on first call (about a minute, once per machine); None if it fails."""
+    global _ext, _build_error
+    if _ext is not None or _build_error is not None:
+        return _ext
+    from torch.utils import cpp_extension
+
+    here = Path(__file__).parent
+    build_dir = _build_dir()
+    fresh = not any(build_dir.glob("*.so"))
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            print("lstmkit: compiling the CPU kernel (once, ~1 min)...", file=sys.stderr, flush=True)
+        _ext = cpp_extension.load(
+            name="lstmkit_cpu", sources=[str(here / s) for s in _SOURCES], extra_cflags=_CFLAGS,
+            extra_ldflags=["-fopenmp"], extra_include_paths=[str(here)], build_directory=str(build_dir),
+            verbose=verbose)
+    except Exception as e:  # noqa: BLE001 (no compiler, no ninja, a compile error: all mean "fall back")
+        lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or [str(e)]
+        _build_error = f"{type(e).__name__}: {lines[0].strip()}"
+    return _ext
+
+
+def cpp_available() -> bool:
+    """True when the C++ kernels are built (building them now if needed)."""
+    return load_extension() is not None
+
+
+def recurrence_for(x: Tensor) -> types.SimpleNamespace | types.ModuleType:
+    """The recurrence functions (the contract of ``lstmkit.functional``) for tensors like ``x``."""
+    name = get_backend()
+    if name == "torch" or x.device.type != "cpu":
+        return _torch_namespace()
+    if load_extension() is None:
+        if name == "cpp":
+            raise RuntimeError(f"LSTMKIT_BACKEND=cpp but the CPU kernel could not be built: {_build_error}. "
+                               "Install a C++ compiler (g++) and ninja, or use LSTMKIT_BACKEND=torch.")
+        _warn_fallback()
+        return _torch_namespace()
+    return _cpp_namespace()
+
+
+_warned = False
+
+
+def _warn_fallback() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"lstmkit: the C++ CPU kernel is unavailable ({_build_error}); using the pure-PyTorch "
+                      "recurrence (correct, slower). Set LSTMKIT_BACKEND=torch to silence this.", stacklevel=3)
+
+
+def _torch_namespace() -> types.SimpleNamespace:
+    """The pure-PyTorch recurrences, gathered from ``lstmkit.functional`` (imported late: no cycle)."""
+    import importlib
+
+    ns = types.SimpleNamespace(name="torch")
+    for cell in ("lstm", "gru", "rnn"):
+        try:
+            mod = importlib.import_module(f"lstmkit.functional.{cell}")
+        except ImportError:
+            continue
+        for fn in ("recurrence_forward", "recurrence_backward"):
+            if hasattr(mod, f"{cell}_{fn}"):
+                setattr(ns, f"{cell}_{fn}", getattr(mod, f"{cell}_{fn}"))
+    return ns
+
+
+# ---- the C++ functions under the contract's names and signatures --------------------------------
+
+def lstm_recurrence_forward(zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None,
+                            lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """zx (T,B,4H), h0 (B,P), c0 (B,H), w_hh (4H,P), w_hr (P,H) or None, lengths (B,) int64 or None
+    -> gates (T,B,4H) activated [i f g o], cs (T,B,H), hs (T,B,P)."""
+    gates, cs, hs = _ext.lstm_forward(zx.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
+                                      _c(w_hr), _c(lengths), _path)
+    return gates, cs, hs
+
+
+def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, h0: Tensor,
+                             c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """-> dz (T,B,4H), dh0 (B,P), dc0 (B,H), and with w_hr the total gradient at each h_t, dhtot (T,B,P)
+    (zero at held steps; dW_hr = sum_t dhtot_t^T r_t), else None. hs is not needed here (the caller
+    forms dW_hh from it); it is taken for the contract."""
+    dz, dh0, dc0, dhtot = _ext.lstm_backward(dhs.contiguous(), dc_last.contiguous(), gates, cs, h0.contiguous(),
+                                             c0.contiguous(), w_hh.contiguous(), _c(w_hr), _c(lengths), _path)
+    return dz, dh0, dc0, dhtot
+
+
+def _c(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def _cpp_namespace() -> types.SimpleNamespace:
+    ns = types.SimpleNamespace(name="cpp", lstm_recurrence_forward=lstm_recurrence_forward,
+                               lstm_recurrence_backward=lstm_recurrence_backward)
+    for fn in ("gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
+               "rnn_recurrence_backward"):
+        if fn in globals():
+            setattr(ns, fn, globals()[fn])
+        else:  # not compiled yet: the PyTorch one
+            tns = _torch_namespace()
+            if hasattr(tns, fn):
+                setattr(ns, fn, getattr(tns, fn))
+    return ns

@@ -1,0 +1,295 @@
+// lstm_cpu.cpp: the LSTM recurrence on the CPU, forward and backward, the whole loop over time in C++.
+//
+// What it is: the compiled twin of lstm_recurrence_forward / lstm_recurrence_backward in
+// lstmkit/functional/lstm.py, same contract and same tensors (see that file's docstrings; the
+// equations are written once, in lstmkit/reference/lstm.py). The input projection and the weight
+// gradients are not here: they are large matrix products the caller takes once per sequence.
+// What it is not: a layer. No directions, layers or packing; no autograd.
+//
+// Per step, two ways to take the recurrent product h_{t-1} W_hh^T:
+// - few rows (small batch): a hand-written product over W_hh^T packed once per call, fused with the
+//   gate math, one parallel region per step, each thread owning a slice of the hidden units
+//   (all four gates of its units, so the cell update needs nothing from the other threads);
+// - many rows: ATen's GEMM (MKL) into the preallocated gate buffer, then the gate math by rows.
+// Dimensions: T time, B batch, H hidden, P projection (P == H without one), G = 4H.
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include "cpu_math.h"
+
+namespace lstmkit {
+
+enum Path : int64_t { kAuto = 0, kSmall = 1, kBlas = 2 };
+
+// Rows up to which the hand-written product beats a BLAS call per step (measured, see bench).
+constexpr int64_t kSmallBatch = 8;
+
+inline bool use_small(int64_t path, int64_t B) { return path == kSmall || (path == kAuto && B <= kSmallBatch); }
+
+// Units per parallel block: one vector register's worth, so a block's loops vectorize whole.
+template <typename T> constexpr int64_t kBlock = 64 / sizeof(T);
+
+// Split [0, n) into blocks of kBlock<T>; run in parallel only when a step has enough work.
+template <typename T, typename F>
+inline void for_unit_blocks(int64_t n, int64_t work, const F& f) {
+  const int64_t nblk = (n + kBlock<T> - 1) / kBlock<T>;
+  const int64_t grain = work >= 16384 ? 1 : nblk;             // below that a fork costs more than it saves
+  at::parallel_for(0, nblk, grain, [&](int64_t b0, int64_t b1) {
+    f(b0 * kBlock<T>, std::min(n, b1 * kBlock<T>));
+  });
+}
+
+// ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
+
+// z (G) pre-activations in, activated gates [i f g o] out; c = f c_prev + i g; r = o tanh(c).
+template <typename T>
+inline void cell_forward(T* z, const T* c_prev, T* c, T* r, int64_t H, int64_t j0, int64_t j1) {
+  T *zi = z, *zf = z + H, *zg = z + 2 * H, *zo = z + 3 * H;
+  for (int64_t j = j0; j < j1; ++j) {
+    const T i = sigmoid_(zi[j]), f = sigmoid_(zf[j]), g = tanh_(zg[j]), o = sigmoid_(zo[j]);
+    const T cj = f * c_prev[j] + i * g;
+    zi[j] = i, zf[j] = f, zg[j] = g, zo[j] = o;
+    c[j] = cj;
+    r[j] = o * tanh_(cj);
+  }
+}
+
+// The mirror: from dr = dL/dr_t and dc = dL/dc_t (the part from step t+1), the gradient of the
+// pre-activations dz, and dc becomes dL/dc_{t-1}. tanh(c_t) is recomputed (one tanh per unit),
+// cheaper than storing a fourth (T,B,H) tensor. sigma' = y(1 - y), tanh' = 1 - y^2.
+template <typename T>
+inline void cell_backward(const T* gate, const T* c, const T* c_prev, const T* dr, T* dc, T* dz,
+                          int64_t H, int64_t j0, int64_t j1) {
+  const T *i_ = gate, *f_ = gate + H, *g_ = gate + 2 * H, *o_ = gate + 3 * H;
+  T *dzi = dz, *dzf = dz + H, *dzg = dz + 2 * H, *dzo = dz + 3 * H;
+  for (int64_t j = j0; j < j1; ++j) {
+    const T i = i_[j], f = f_[j], g = g_[j], o = o_[j];
+    const T tc = tanh_(c[j]);
+    const T dcj = dc[j] + dr[j] * o * (T(1) - tc * tc);
+    dzi[j] = dcj * g * i * (T(1) - i);
+    dzf[j] = dcj * c_prev[j] * f * (T(1) - f);
+    dzg[j] = dcj * i * (T(1) - g * g);
+    dzo[j] = dr[j] * tc * o * (T(1) - o);
+    dc[j] = dcj * f;
+  }
+}
+
+// A held step (t >= lengths[b]): gates 0, c_t = c_{t-1}; in backward dz = 0 and dc passes through.
+template <typename T>
+inline void cell_hold(T* z, const T* c_prev, T* c, int64_t H, int64_t j0, int64_t j1) {
+  for (int64_t q = 0; q < 4; ++q) std::fill(z + q * H + j0, z + q * H + j1, T(0));
+  std::copy(c_prev + j0, c_prev + j1, c + j0);
+}
+
+// ---- forward ----------------------------------------------------------------------------------
+
+template <typename T>
+void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
+                  const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& gates, at::Tensor& cs,
+                  at::Tensor& hs, bool small) {
+  const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
+  const bool proj = w_hr.has_value();
+  at::Tensor w_hhT = small ? w_hh.t().contiguous() : at::Tensor();             // (P,G) packed once
+  at::Tensor w_hrT = small && proj ? w_hr->t().contiguous() : at::Tensor();   // (H,P)
+  at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
+  T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>();
+  const T* pzx = zx.data_ptr<T>();
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* hp = t ? ph + (t - 1) * B * P : h0.data_ptr<T>();                 // (B,P) h_{t-1}
+    const T* cp = t ? pc + (t - 1) * B * H : c0.data_ptr<T>();                 // (B,H) c_{t-1}
+    T *z = pz + t * B * G, *c = pc + t * B * H, *h = ph + t * B * P;
+    T* r = proj ? rbuf.data_ptr<T>() : h;                                      // (B,H)
+    auto held = [&](int64_t b) { return len && t >= len[b]; };
+    auto cells = [&](int64_t j0, int64_t j1) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (held(b)) {
+          cell_hold(z + b * G, cp + b * H, c + b * H, H, j0, j1);
+          if (!proj) std::copy(hp + b * P + j0, hp + b * P + j1, h + b * P + j0);
+        } else {
+          cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, j0, j1);
+        }
+      }
+    };
+    // z = zx_t + h_{t-1} W_hh^T, then the cell
+    if (small) {
+      const T* wt = w_hhT.data_ptr<T>();
+      for_unit_blocks<T>(H, B * G * P, [&](int64_t j0, int64_t j1) {
+        for (int64_t q = 0; q < 4; ++q)
+          small_gemm(z + q * H, G, pzx + t * B * G + q * H, G, hp, P, wt + q * H, G, B, P, j0, j1);
+        cells(j0, j1);
+      });
+    } else {
+      at::Tensor z_t = gates[t];
+      at::addmm_out(z_t, zx[t], t ? hs[t - 1] : h0, w_hh.t());
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          if (held(b)) {
+            cell_hold(z + b * G, cp + b * H, c + b * H, H, 0, H);
+            if (!proj) std::copy(hp + b * P, hp + (b + 1) * P, h + b * P);
+          } else {
+            cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, 0, H);
+          }
+        }
+      });
+    }
+    if (!proj) continue;
+    // h_t = r_t W_hr^T; held rows keep h_{t-1}
+    if (small) {
+      for_unit_blocks<T>(P, B * H * P, [&](int64_t p0, int64_t p1) {
+        small_gemm(h, P, static_cast<const T*>(nullptr), 0, r, H, w_hrT.data_ptr<T>(), P, B, H, p0, p1);
+      });
+    } else {
+      at::Tensor h_t = hs[t];
+      at::mm_out(h_t, rbuf, w_hr->t());
+    }
+    for (int64_t b = 0; b < B; ++b)
+      if (held(b)) std::copy(hp + b * P, hp + (b + 1) * P, h + b * P);
+  }
+}
+
+// ---- backward ---------------------------------------------------------------------------------
+
+template <typename T>
+void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
+                   const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
+                   const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& dz, at::Tensor& dh0,
+                   at::Tensor& dc0, at::Tensor& dhtot, bool small) {
+  const int64_t T_ = dhs.size(0), B = dhs.size(1), P = dhs.size(2), G = gates.size(2), H = G / 4;
+  const bool proj = w_hr.has_value();
+  at::Tensor dh_buf = at::zeros({2, B, P}, dhs.options());                      // dh_t, dh_{t+1}
+  at::Tensor drbuf = proj ? at::empty({B, H}, dhs.options()) : at::Tensor();    // (B,H) dr_t
+  dc0.copy_(dc_last);                                                           // dc runs in place
+  T *pdz = dz.data_ptr<T>(), *dc = dc0.data_ptr<T>();
+  const T *pg = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *pdhs = dhs.data_ptr<T>();
+  const T *whh = w_hh.data_ptr<T>(), *whr = proj ? w_hr->data_ptr<T>() : nullptr;
+  T* pdh = dh_buf.data_ptr<T>();
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    T* dh = pdh + (t & 1) * B * P;                                              // (B,P) total at h_t
+    const T* dh_next = pdh + ((t + 1) & 1) * B * P;                             // (B,P) total at h_{t+1}
+    const T* dz_next = pdz + (t + 1) * B * G;                                   // (B,G) dz_{t+1}
+    const T* cp = t ? pc + (t - 1) * B * H : c0.data_ptr<T>();
+    const T *g = pg + t * B * G, *c = pc + t * B * H;
+    T* dzt = pdz + t * B * G;
+    T* dr = proj ? drbuf.data_ptr<T>() : dh;
+    auto held = [&](int64_t s, int64_t b) { return len && s >= len[b]; };
+    // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held: it passed straight through)
+    auto dh_cols = [&](int64_t p0, int64_t p1) {
+      if (t + 1 < T_) {
+        small_gemm(dh, P, pdhs + t * B * P, P, dz_next, G, whh, P, B, G, p0, p1);
+      } else {
+        for (int64_t b = 0; b < B; ++b) std::copy(pdhs + b * P + t * B * P + p0, pdhs + b * P + t * B * P + p1, dh + b * P + p0);
+      }
+      for (int64_t b = 0; b < B; ++b)
+        if (t + 1 < T_ && held(t + 1, b))
+          for (int64_t p = p0; p < p1; ++p) dh[b * P + p] += dh_next[b * P + p];
+    };
+    auto cells = [&](int64_t j0, int64_t j1) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (held(t, b)) {
+          for (int64_t q = 0; q < 4; ++q) std::fill(dzt + b * G + q * H + j0, dzt + b * G + q * H + j1, T(0));
+        } else {
+          cell_backward(g + b * G, c + b * H, cp + b * H, dr + b * H, dc + b * H, dzt + b * G, H, j0, j1);
+        }
+      }
+    };
+    if (small && !proj) {
+      for_unit_blocks<T>(H, B * G * P, [&](int64_t j0, int64_t j1) { dh_cols(j0, j1); cells(j0, j1); });
+      continue;
+    }
+    if (small) {
+      for_unit_blocks<T>(P, B * G * P, dh_cols);
+    } else {
+      at::Tensor dh_t = dh_buf[t & 1];
+      if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh); else dh_t.copy_(dhs[t]);
+      if (len && t + 1 < T_)
+        for (int64_t b = 0; b < B; ++b)
+          if (held(t + 1, b))
+            for (int64_t p = 0; p < P; ++p) dh[b * P + p] += dh_next[b * P + p];
+    }
+    if (proj) {
+      // dhtot_t (zero at held steps), then dr_t = dh_t W_hr
+      T* dht = dhtot.data_ptr<T>() + t * B * P;
+      for (int64_t b = 0; b < B; ++b) {
+        if (held(t, b)) std::fill(dht + b * P, dht + (b + 1) * P, T(0));
+        else std::copy(dh + b * P, dh + (b + 1) * P, dht + b * P);
+      }
+      if (small) {
+        for_unit_blocks<T>(H, B * H * P, [&](int64_t j0, int64_t j1) {
+          small_gemm(dr, H, static_cast<const T*>(nullptr), 0, dh, P, whr, H, B, P, j0, j1);
+          cells(j0, j1);
+        });
+        continue;
+      }
+      at::mm_out(drbuf, dh_buf[t & 1], *w_hr);
+    }
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        if (held(t, b)) std::fill(dzt + b * G, dzt + (b + 1) * G, T(0));
+        else cell_backward(g + b * G, c + b * H, cp + b * H, dr + b * H, dc + b * H, dzt + b * G, H, 0, H);
+      }
+    });
+  }
+  // dh0 = dz_0 W_hh (step 0 always runs: lengths >= 1)
+  if (small) {
+    T* out = dh0.data_ptr<T>();
+    for_unit_blocks<T>(P, B * G * P, [&](int64_t p0, int64_t p1) {
+      small_gemm(out, P, static_cast<const T*>(nullptr), 0, pdz, G, whh, P, B, G, p0, p1);
+    });
+  } else {
+    at::mm_out(dh0, dz[0], w_hh);
+  }
+}
+
+// ---- entry points -----------------------------------------------------------------------------
+
+static void check(const at::Tensor& x, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(x.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(), ", got ",
+              x.scalar_type());
+}
+
+static const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths, int64_t B) {
+  if (!lengths.has_value()) return nullptr;
+  TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->is_contiguous() && lengths->numel() == B,
+              "lengths must be a contiguous int64 tensor of shape (B,)");
+  return lengths->data_ptr<int64_t>();
+}
+
+std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+                                     const c10::optional<at::Tensor>& lengths, int64_t path) {
+  for (auto [x, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_hh, "w_hh"}}) check(*x, zx, n);
+  check(zx, zx, "zx");
+  if (w_hr) check(*w_hr, zx, "w_hr");
+  const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 4, P = h0.size(1);
+  const int64_t* len = lengths_ptr(lengths, B);
+  at::Tensor gates = at::empty_like(zx), cs = at::empty({T_, B, H}, zx.options());
+  at::Tensor hs = at::empty({T_, B, P}, zx.options());
+  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
+    forward_impl<scalar_t>(zx, h0, c0, w_hh, w_hr, len, gates, cs, hs, use_small(path, B));
+  });
+  return {gates, cs, hs};
+}
+
+std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
+                                      const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+                                      const c10::optional<at::Tensor>& lengths, int64_t path) {
+  for (auto [x, n] : {std::pair{&dc_last, "dc_last"}, {&gates, "gates"}, {&cs, "cs"}, {&h0, "h0"}, {&c0, "c0"},
+                      {&w_hh, "w_hh"}})
+    check(*x, dhs, n);
+  check(dhs, dhs, "dhs");
+  if (w_hr) check(*w_hr, dhs, "w_hr");
+  const int64_t B = dhs.size(1);
+  const int64_t* len = lengths_ptr(lengths, B);
+  at::Tensor dz = at::empty_like(gates), dh0 = at::empty_like(h0), dc0 = at::empty_like(c0);
+  at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
+    backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,
+                            use_small(path, B));
+  });
+  return {dz, dh0, dc0, dhtot};
+}
+
+}  // namespace lstmkit
