@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "cpp", "torch")
-_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp")
 _HEADERS = ("cpu_math.h",)
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
