@@ -1,0 +1,68 @@
+"""The layer Functions of lstmkit.functional: torch.autograd.gradcheck in float64 on every input
+(with and without lengths and projection), and the compute path never touches torch's own RNNs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.functional import GRULayerFunction, LSTMLayerFunction, RNNLayerFunction
+
+T, B, I, H, P = 5, 3, 4, 5, 3
+
+
+def leaf(*shape):
+    return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+
+LENGTHS = [None, torch.tensor([5, 2, 4])]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("proj", [False, True], ids=["no-proj", "proj"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_lstm_function_gradcheck(lengths, proj, bias):
+    torch.manual_seed(0)
+    p = P if proj else H
+    args = [leaf(T, B, I), leaf(B, p), leaf(B, H), leaf(4 * H, I), leaf(4 * H, p),
+            leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, leaf(P, H) if proj else None]
+
+    def f(*a):
+        return LSTMLayerFunction.apply(*a, lengths)[:3]            # y, h_n, c_n (the trace is not differentiable)
+    assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_gru_function_gradcheck(lengths, bias):
+    torch.manual_seed(1)
+    args = [leaf(T, B, I), leaf(B, H), leaf(3 * H, I), leaf(3 * H, H),
+            leaf(3 * H) if bias else None, leaf(3 * H) if bias else None]
+    assert torch.autograd.gradcheck(lambda *a: GRULayerFunction.apply(*a, lengths)[:2], args, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_function_gradcheck(lengths, nonlinearity):
+    torch.manual_seed(2)
+    args = [leaf(T, B, I), leaf(B, H), leaf(H, I), leaf(H, H), leaf(H), leaf(H)]
+    assert torch.autograd.gradcheck(lambda *a: RNNLayerFunction.apply(*a, nonlinearity, lengths), args,
+                                    atol=1e-8, rtol=1e-6)
+
+
+def test_compute_path_never_calls_torch_rnns(monkeypatch):
+    """Forward and backward of every module run with torch's own RNN entry points disabled."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("lstmkit called a torch.nn RNN implementation")
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell"):
+        monkeypatch.setattr(torch._VF, name, forbidden, raising=False)
+    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.LSTMCell, torch.nn.GRUCell):
+        monkeypatch.setattr(cls, "forward", forbidden)
+    x = torch.randn(4, 2, 3, requires_grad=True)
+    for module in (lstmkit.LSTM(3, 4, 2, bidirectional=True, proj_size=2), lstmkit.GRU(3, 4), lstmkit.RNN(3, 4)):
+        module(x, lengths=[4, 2])[0].sum().backward()
+    for cell in (lstmkit.LSTMCell(3, 4), lstmkit.GRUCell(3, 4), lstmkit.RNNCell(3, 4)):
+        out = cell(x[0])
+        (out[0] if isinstance(out, tuple) else out).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
