@@ -80,9 +80,11 @@ def test_gru_state_shape_error():
 
 
 @pytest.mark.parametrize("lengths, error, words", [
-    (torch.tensor([5, 6]), ValueError, "lengths should lie in [1, 5] (the padded input has 5 steps), got values from 5 to 6"),
+    (torch.tensor([5, 6]), ValueError,
+     "lengths should lie in [1, 5] (the padded input has 5 steps), got values from 5 to 6"),
     (torch.tensor([0, 3]), ValueError, "lengths should lie in [1, 5]"),
-    (torch.tensor([5, 3, 2]), ValueError, "lengths should have one entry per sequence in the batch, shape (2,), got shape (3,)"),
+    (torch.tensor([5, 3, 2]), ValueError,
+     "lengths should have one entry per sequence in the batch, shape (2,), got shape (3,)"),
     (torch.tensor([5.0, 3.0]), TypeError, "lengths should hold integers, got a tensor of torch.float32"),
     ("5,3", TypeError, "lengths should be a 1-D integer tensor or a list of ints, got str"),
 ])
@@ -103,7 +105,8 @@ def test_lengths_as_list_works_and_packed_with_lengths_fails():
 def test_step_errors():
     with pytest.raises(ValueError, match="step\\(\\) needs a unidirectional module"):
         lstmkit.LSTM(3, 4, bidirectional=True).step(torch.randn(2, 3))
-    with pytest.raises(TypeError, match=_re("x_t should be a tensor of shape (B, input_size) or (input_size,), got shape (1, 2, 3)")):
+    expected = "x_t should be a tensor of shape (B, input_size) or (input_size,), got shape (1, 2, 3)"
+    with pytest.raises(TypeError, match=_re(expected)):
         lstmkit.LSTM(3, 4).step(torch.randn(1, 2, 3))
     with pytest.raises(ValueError, match="Expected 3, got 2"):
         lstmkit.GRU(3, 4).step(torch.randn(2))

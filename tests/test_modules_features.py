@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from torch_oracle import assert_same
+from torch_oracle import BACKENDS, assert_same, use_backend
 
 import lstmkit
 from lstmkit import reference
@@ -20,15 +20,13 @@ F64 = {"rtol": 0.0, "atol": 1e-9}
 KINDS = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}
 
 
-def torch_twin(module):
-    return module.to_torch()
-
-
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @settings(max_examples=10, deadline=None)
 @given(batch=st.integers(1, 4), layers=st.integers(1, 2), bidirectional=st.booleans(),
        batch_first=st.booleans(), data=st.data())
-def test_lengths_equal_packed_sequence_through_torch(kind, batch, layers, bidirectional, batch_first, data):
+def test_lengths_equal_packed_sequence_through_torch(backend, kind, batch, layers, bidirectional, batch_first,
+                                                     data):
     """lengths= on padded input gives torch.nn's packed result: outputs (zero on padding), final
     states, and every gradient — no sorting or packing by the user."""
     torch.manual_seed(batch)
@@ -57,7 +55,8 @@ def test_lengths_equal_packed_sequence_through_torch(kind, batch, layers, bidire
         def forward(self, x, hx=None):
             return self.inner(x, hx, lengths=lengths)
 
-    assert_same(Padded(), PackedTorch(), x)
+    with use_backend(backend):
+        assert_same(Padded(), PackedTorch(), x)
 
 
 def test_lstm_trace_equals_reference_gates_and_states():

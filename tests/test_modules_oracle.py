@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from torch_oracle import assert_same
+from torch_oracle import BACKENDS, assert_same, use_backend
 
 import lstmkit
 
@@ -49,17 +49,19 @@ def make_state(kind, module, batch, dtype, unbatched=False):
     return tuple(torch.randn(*(s[0], s[2]) if unbatched else s, dtype=dtype) for s in shapes)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @settings(max_examples=12, deadline=None)
 @given(data=st.data(), dtype=DTYPES, steps=st.integers(1, 6), batch=st.integers(1, 4),
        with_state=st.booleans())
-def test_batched_matches_torch(kind, data, dtype, steps, batch, with_state):
+def test_batched_matches_torch(backend, kind, data, dtype, steps, batch, with_state):
     config = data.draw(configs(kind))
     ours, theirs = make_pair(kind, config, dtype, seed=steps * 7 + batch)
     shape = (batch, steps) if config["batch_first"] else (steps, batch)
     x = torch.randn(*shape, config["input_size"], dtype=dtype)
     hx = make_state(kind, ours, batch, dtype) if with_state else None
-    assert_same(ours, theirs, x, hx)
+    with use_backend(backend):
+        assert_same(ours, theirs, x, hx)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
@@ -73,10 +75,11 @@ def test_unbatched_matches_torch(kind, data, steps, with_state):
     assert_same(ours, theirs, x, hx)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @settings(max_examples=8, deadline=None)
 @given(data=st.data(), dtype=DTYPES, batch=st.integers(1, 4), sorted_=st.booleans())
-def test_packed_matches_torch(kind, data, dtype, batch, sorted_):
+def test_packed_matches_torch(backend, kind, data, dtype, batch, sorted_):
     config = data.draw(configs(kind))
     ours, theirs = make_pair(kind, config, dtype, seed=batch)
     lengths = torch.tensor(data.draw(st.lists(st.integers(1, 6), min_size=batch, max_size=batch)))
@@ -97,7 +100,8 @@ def test_packed_matches_torch(kind, data, dtype, batch, sorted_):
                                           enforce_sorted=sorted_)
             return self.inner(packed, hx)
 
-    assert_same(Packed(ours), Packed(theirs), x, hx)
+    with use_backend(backend):
+        assert_same(Packed(ours), Packed(theirs), x, hx)
 
 
 CELLS = {"lstm": (lstmkit.LSTMCell, nn.LSTMCell), "gru": (lstmkit.GRUCell, nn.GRUCell),

@@ -3,8 +3,24 @@ on the same input and state, and compare outputs, final states and every gradien
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence
+
+from lstmkit import kernels
+
+BACKENDS = ["torch", "cpp"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the block on one recurrence backend; skip where the C++ kernel cannot be built."""
+    if name == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    with kernels.backend(name):
+        yield
 
 # Stated tolerances: float64 within 1e-9 absolute, float32 within 1e-5 relative (atol for values
 # near zero, where a relative bound means nothing).

@@ -13,10 +13,8 @@ from torch import Tensor
 
 def recurrence_for(x: Tensor):
     """The namespace of recurrence functions that runs tensors like x."""
-    try:
-        from lstmkit import kernels
-    except ImportError:  # the compiled path is optional
-        return torch_recurrences()
+    from lstmkit import kernels
+
     return kernels.recurrence_for(x)
 
 
