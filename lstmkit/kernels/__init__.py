@@ -148,20 +148,11 @@ def _warn_fallback() -> None:
                       "recurrence (correct, slower). Set LSTMKIT_BACKEND=torch to silence this.", stacklevel=3)
 
 
-def _torch_namespace() -> types.SimpleNamespace:
-    """The pure-PyTorch recurrences, gathered from ``lstmkit.functional`` (imported late: no cycle)."""
-    import importlib
+def _torch_namespace() -> types.ModuleType:
+    """The pure-PyTorch recurrences: ``lstmkit.functional`` itself (imported late: no cycle)."""
+    import lstmkit.functional
 
-    ns = types.SimpleNamespace(name="torch")
-    for cell in ("lstm", "gru", "rnn"):
-        try:
-            mod = importlib.import_module(f"lstmkit.functional.{cell}")
-        except ImportError:
-            continue
-        for fn in ("recurrence_forward", "recurrence_backward"):
-            if hasattr(mod, f"{cell}_{fn}"):
-                setattr(ns, f"{cell}_{fn}", getattr(mod, f"{cell}_{fn}"))
-    return ns
+    return lstmkit.functional
 
 
 # ---- the C++ functions under the contract's names and signatures --------------------------------
@@ -190,15 +181,16 @@ def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
 
+_cpp_ns: types.SimpleNamespace | None = None
+
+
 def _cpp_namespace() -> types.SimpleNamespace:
-    ns = types.SimpleNamespace(name="cpp", lstm_recurrence_forward=lstm_recurrence_forward,
-                               lstm_recurrence_backward=lstm_recurrence_backward)
-    for fn in ("gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
-               "rnn_recurrence_backward"):
-        if fn in globals():
-            setattr(ns, fn, globals()[fn])
-        else:  # not compiled yet: the PyTorch one
-            tns = _torch_namespace()
-            if hasattr(tns, fn):
-                setattr(ns, fn, getattr(tns, fn))
-    return ns
+    """The compiled recurrences; a cell without a kernel here keeps its PyTorch one."""
+    global _cpp_ns
+    if _cpp_ns is None:
+        tns = _torch_namespace()
+        names = [f"{cell}_recurrence_{way}" for cell in ("lstm", "gru", "rnn") for way in ("forward", "backward")]
+        _cpp_ns = types.SimpleNamespace(name="cpp")
+        for fn in names:
+            setattr(_cpp_ns, fn, globals()[fn] if fn in globals() else getattr(tns, fn))
+    return _cpp_ns

@@ -1,0 +1,241 @@
+"""Benchmark: lstmkit.LSTM against torch.nn.LSTM and against a loop over torch.nn.LSTMCell.
+
+What it is: the timing behind ``lstmkit bench`` and ``benchmarks/bench_lstm.py``. All contenders
+run in one process on the same weights and inputs, interleaved (each repeat times every contender
+once, in turn), so a busy machine slows them alike; each time is the median over repeats, and the
+table reports ratios (lstmkit time / baseline time: below 1 means lstmkit is faster).
+What it is not: a test. Targets (issue 3, 2 threads): training <= 0.75 on B, C, D and <= 0.5 on A;
+inference <= 1.0 on B, C, D and <= 0.5 on A; streaming step <= 0.5; against the cell loop <= 0.2.
+
+Modes: ``infer`` is a forward under no_grad; ``train`` is forward plus backward of the sum of the
+outputs (the input projection and weight gradients included); ``stream`` is one step, B=1, of
+``lstmkit.LSTM.step`` against ``nn.LSTM`` called on a length-1 sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+# name: (T, B, I, H)
+CONFIGS: dict[str, tuple[int, int, int, int]] = {
+    "A": (100, 1, 64, 128),
+    "B": (100, 32, 128, 256),
+    "C": (500, 32, 256, 256),
+    "D": (100, 64, 512, 512),
+    "long": (2000, 8, 128, 128),
+}
+STREAM = (1, 64, 128)              # streaming step: B, I, H
+MODES = ("infer", "train")
+
+
+@dataclass
+class Result:
+    config: str
+    mode: str
+    shape: tuple[int, ...]
+    ms: dict[str, float]           # contender -> median milliseconds per call
+    ratio_torch: float             # lstmkit / torch.nn.LSTM
+    ratio_cell: float | None       # lstmkit / LSTMCell loop (None when not timed)
+
+
+def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) -> dict[str, float]:
+    """Interleaved timing: warm every contender, pick a per-contender inner count so a sample lasts
+    about min_s, then in each repeat time every contender once; median ms per call."""
+    inner = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-6)
+        inner[name] = max(1, int(min_s / once))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner[name] * 1e3)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _models(I: int, H: int, seed: int = 0):
+    import lstmkit
+
+    torch.manual_seed(seed)
+    ref = nn.LSTM(I, H)
+    mine = lstmkit.LSTM.from_torch(ref)
+    cell = nn.LSTMCell(I, H)
+    cell.load_state_dict({k[:-3]: v for k, v in ref.state_dict().items()})   # weight_ih_l0 -> weight_ih
+    return mine, ref, cell
+
+
+def _cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
+    h = c = x.new_zeros(x.shape[1], cell.hidden_size)
+    ys = []
+    for x_t in x:
+        h, c = cell(x_t, (h, c))
+        ys.append(h)
+    return torch.stack(ys)
+
+
+def _contenders(mode: str, x: torch.Tensor, mine, ref, cell, with_cell: bool) -> dict[str, Callable]:
+    params = [*mine.parameters(), *ref.parameters(), *cell.parameters()]
+
+    def infer(f):
+        def run():
+            with torch.no_grad():
+                f(x)
+        return run
+
+    def train(f):
+        def run():
+            for p in params:
+                p.grad = None
+            f(x).sum().backward()
+        return run
+
+    wrap = infer if mode == "infer" else train
+    fns = {"lstmkit": wrap(lambda x: mine(x)[0]), "torch": wrap(lambda x: ref(x)[0])}
+    if with_cell:
+        fns["cell"] = wrap(lambda x: _cell_loop(cell, x))
+    return fns
+
+
+def bench_config(name: str, mode: str, repeats: int, min_s: float, with_cell: bool = True) -> Result:
+    T, B, I, H = CONFIGS[name]
+    mine, ref, cell = _models(I, H)
+    x = torch.randn(T, B, I)
+    ms = _median_ms(_contenders(mode, x, mine, ref, cell, with_cell), repeats, min_s)
+    return Result(name, mode, (T, B, I, H), ms, ms["lstmkit"] / ms["torch"],
+                  ms["lstmkit"] / ms["cell"] if "cell" in ms else None)
+
+
+def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
+    """ms per step, B=1: lstmkit's step() against nn.LSTM on one-step sequences and an LSTMCell."""
+    B, I, H = STREAM
+    mine, ref, cell = _models(I, H)
+    xs = torch.randn(steps, B, I)
+
+    def run_mine():
+        state = None
+        for x_t in xs:
+            _, state = mine.step(x_t, state)
+
+    def run_ref():
+        state = None
+        for x_t in xs:
+            _, state = ref(x_t.unsqueeze(0), state)
+
+    def run_cell():
+        state = None
+        for x_t in xs:
+            state = cell(x_t, state)
+
+    def no_grad(f):
+        def run():
+            with torch.no_grad():
+                f()
+        return run
+
+    fns = {"lstmkit": no_grad(run_mine), "torch": no_grad(run_ref), "cell": no_grad(run_cell)}
+    ms = {k: v / steps for k, v in _median_ms(fns, repeats, min_s).items()}
+    return Result("stream", "step", (1, B, I, H), ms, ms["lstmkit"] / ms["torch"], ms["lstmkit"] / ms["cell"])
+
+
+def machine() -> dict:
+    """Where the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    from lstmkit import kernels
+
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "backend": kernels.get_backend(), "cpp_kernel": kernels.cpp_available()}
+
+
+def to_markdown(results: Sequence[Result], info: dict) -> str:
+    lines = [f"Machine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
+             f"lstmkit backend {info['backend']} (C++ kernel: {'yes' if info['cpp_kernel'] else 'no'}).",
+             "", "| config (T,B,I,H) | mode | lstmkit ms | nn.LSTM ms | LSTMCell loop ms | "
+             "lstmkit / nn.LSTM | lstmkit / cell loop |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        cell = f"{r.ms['cell']:.3f}" if "cell" in r.ms else "-"
+        rc = f"{r.ratio_cell:.2f}" if r.ratio_cell is not None else "-"
+        lines.append(f"| {r.config} {r.shape} | {r.mode} | {r.ms['lstmkit']:.3f} | {r.ms['torch']:.3f} | "
+                     f"{cell} | **{r.ratio_torch:.2f}** | {rc} |")
+    return "\n".join(lines)
+
+
+def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MODES, repeats: int = 7,
+              threads: int | None = 2, stream: bool = True, with_cell: bool = True, min_s: float = 0.02,
+              out_markdown: str | None = None, out_json: str | None = None, verbose: bool = True
+              ) -> list[Result]:
+    """Time every config and mode (and the streaming step); print and optionally save the table.
+
+    configs: names from CONFIGS; threads: torch.set_num_threads (None: leave as is); min_s: the least
+    duration of one timed sample (short calls are repeated inside it). Returns the Results.
+    """
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"configs must be among {', '.join(CONFIGS)}; got {', '.join(unknown)}")
+    bad_modes = [m for m in modes if m not in MODES]
+    if bad_modes:
+        raise ValueError(f"modes must be among {', '.join(MODES)}; got {', '.join(bad_modes)}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    results = []
+    for name in configs:
+        for mode in modes:
+            results.append(bench_config(name, mode, repeats, min_s, with_cell))
+            if verbose:
+                r = results[-1]
+                print(f"{name:5s} {mode:6s} lstmkit/torch {r.ratio_torch:.2f}  "
+                      f"({r.ms['lstmkit']:.3f} vs {r.ms['torch']:.3f} ms)", flush=True)
+    if stream:
+        results.append(bench_stream(repeats, min_s))
+    info = machine()
+    table = to_markdown(results, info)
+    if verbose:
+        print(table)
+    if out_markdown:
+        with open(out_markdown, "w") as f:
+            f.write(table + "\n")
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump({"machine": info, "results": [asdict(r) for r in results]}, f, indent=1)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lstmkit bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configs to time (default: all)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), help="infer and/or train (default: both)")
+    p.add_argument("--repeats", type=int, default=7, help="timed samples per contender; the median is kept")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2)")
+    p.add_argument("--no-stream", action="store_true", help="skip the streaming-step timing")
+    p.add_argument("--no-cell", action="store_true", help="skip the LSTMCell loop (slow on long configs)")
+    p.add_argument("--min-time", type=float, default=0.02, help="least seconds per timed sample")
+    p.add_argument("--markdown", help="write the table to this Markdown file")
+    p.add_argument("--json", help="write machine info and results to this JSON file")
+    a = p.parse_args(argv)
+    if a.repeats < 1 or a.threads < 1 or a.min_time <= 0:
+        p.error("--repeats and --threads must be >= 1 and --min-time > 0")
+    run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
+              a.markdown, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""The compiled CPU recurrences (lstmkit.kernels) against oracles, tensor by tensor.
+
+Oracles, each with a stated tolerance (max |a - b| <= tol * max(1, max |b|): 1e-10 in float64,
+1e-5 in float32):
+- ``oracle_lstm``: the contract of ``lstm_recurrence_forward/backward`` written as a plain loop,
+  differentiated by autograd (gradients of L = sum(hs * dhs) + sum(c_{T-1} * dc_last));
+- ``lstmkit.functional``'s pure-PyTorch recurrences (the fallback path), same grid;
+- ``torch.nn.LSTM`` through ``lstmkit.LSTM`` on the C++ backend, and ``gradcheck`` in float64.
+Both product paths of the kernel (hand-written small-batch, BLAS per step) are checked, and results
+are checked not to depend on the thread count. Skips, with the reason, where the kernel cannot build.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lstmkit import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
+                                reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+PATHS = (kernels.PATH_SMALL, kernels.PATH_BLAS)
+
+
+def assert_near(actual, expected, dtype, what=""):
+    """Normwise-relative closeness: max |a - b| <= tol * max(1, max |b|)."""
+    if expected is None:
+        assert actual is None, what
+        return
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    scale = max(1.0, expected.abs().max().item() if expected.numel() else 0.0)
+    assert err <= TOL[dtype] * scale, f"{what}: max error {err:.3g} > {TOL[dtype]:g} * {scale:.3g}"
+
+
+@contextmanager
+def product_path(path: int):
+    previous, kernels._path = kernels._path, path
+    try:
+        yield
+    finally:
+        kernels._path = previous
+
+
+def make_case(T, B, H, P, proj, with_lengths, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    P = P if proj else H
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+    lengths = torch.randint(1, T + 1, (B,), generator=g) if with_lengths else None
+    return dict(zx=r(T, B, 4 * H), h0=r(B, P), c0=r(B, H), w_hh=r(4 * H, P, scale=0.5),
+                w_hr=r(P, H, scale=0.5) if proj else None, lengths=lengths,
+                dhs=r(T, B, P), dc_last=r(B, H))
+
+
+# ---- oracle: the contract, step by step, differentiated by autograd -----------------------------
+
+def oracle_lstm(zx, h0, c0, w_hh, w_hr, lengths, dhs, dc_last):
+    """-> (gates, cs, hs), (dz, dh0, dc0, dhtot or None), by autograd through a plain loop."""
+    T, B, G = zx.shape
+    H = G // 4
+    zx, h0, c0 = (t.detach().clone().requires_grad_() for t in (zx, h0, c0))
+    h, c, gates, cs, hs = h0, c0, [], [], []
+    for t in range(T):
+        z = zx[t] + h @ w_hh.t()                                    # (B,4H)
+        i, f, g, o = z[:, :H].sigmoid(), z[:, H:2 * H].sigmoid(), z[:, 2 * H:3 * H].tanh(), z[:, 3 * H:].sigmoid()
+        c_new = f * c + i * g
+        r = o * c_new.tanh()
+        h_new = r if w_hr is None else r @ w_hr.t()
+        run = torch.ones(B, 1, dtype=torch.bool) if lengths is None else (lengths > t).unsqueeze(1)
+        h, c = torch.where(run, h_new, h), torch.where(run, c_new, c)
+        h.retain_grad()
+        gates.append(torch.cat((i, f, g, o), 1) * run)
+        cs.append(c)
+        hs.append(h)
+    loss = sum((h_t * dhs[t]).sum() for t, h_t in enumerate(hs)) + (cs[-1] * dc_last).sum()
+    loss.backward()
+    dhtot = None
+    if w_hr is not None:
+        run_all = torch.ones(T, B, 1) if lengths is None else (torch.arange(T)[:, None] < lengths[None]).unsqueeze(2)
+        dhtot = torch.stack([h_t.grad for h_t in hs]) * run_all
+    fwd = tuple(torch.stack(a).detach() for a in (gates, cs, hs))
+    return fwd, (zx.grad, h0.grad, c0.grad, dhtot)
+
+
+def run_kernel(case):
+    fwd = kernels.lstm_recurrence_forward(case["zx"], case["h0"], case["c0"], case["w_hh"], case["w_hr"],
+                                          case["lengths"])
+    bwd = kernels.lstm_recurrence_backward(case["dhs"], case["dc_last"], *fwd, case["h0"], case["c0"],
+                                           case["w_hh"], case["w_hr"], case["lengths"])
+    return fwd, bwd
+
+
+def compare(got, want, dtype):
+    for name, a, b in zip(("gates", "cs", "hs"), got[0], want[0], strict=True):
+        assert_near(a, b, dtype, name)
+    for name, a, b in zip(("dz", "dh0", "dc0", "dhtot"), got[1], want[1], strict=True):
+        assert_near(a, b, dtype, name)
+
+
+grid = dict(T=st.integers(1, 7), B=st.integers(1, 5), H=st.integers(1, 9), P=st.integers(1, 8),
+            proj=st.booleans(), with_lengths=st.booleans(), dtype=st.sampled_from([torch.float64, torch.float32]),
+            path=st.sampled_from(PATHS), seed=st.integers(0, 2**16))
+
+
+@settings(max_examples=80, deadline=None)
+@given(**grid)
+def test_lstm_kernel_matches_autograd_oracle(T, B, H, P, proj, with_lengths, dtype, path, seed):
+    proj = proj and H > 1
+    P = min(P, H - 1) if proj else H
+    case = make_case(T, B, H, P, proj, with_lengths, dtype, seed)
+    want = oracle_lstm(**case)
+    with product_path(path):
+        compare(run_kernel(case), want, dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**grid)
+def test_lstm_kernel_matches_functional(T, B, H, P, proj, with_lengths, dtype, path, seed):
+    from lstmkit.functional import lstm as F
+
+    proj = proj and H > 1
+    P = min(P, H - 1) if proj else H
+    case = make_case(T, B, H, P, proj, with_lengths, dtype, seed)
+    fwd = F.lstm_recurrence_forward(case["zx"], case["h0"], case["c0"], case["w_hh"], case["w_hr"],
+                                    case["lengths"])
+    bwd = F.lstm_recurrence_backward(case["dhs"], case["dc_last"], *fwd, case["h0"], case["c0"], case["w_hh"],
+                                     case["w_hr"], case["lengths"])
+    with product_path(path):
+        compare(run_kernel(case), (fwd, bwd), dtype)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("proj", [False, True])
+def test_lstm_kernel_wide_layers_match_oracle(path, proj):
+    """Sizes past one vector block and the parallel threshold (several unit blocks, a ragged last one)."""
+    case = make_case(4, 3, 70, 40, proj, True, torch.float64, seed=1)
+    with product_path(path):
+        compare(run_kernel(case), oracle_lstm(**case), torch.float64)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype):
+    case = make_case(6, 4, 96, 48, True, True, dtype, seed=2)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with product_path(path):
+                results.append(run_kernel(case))
+    finally:
+        torch.set_num_threads(threads)
+    compare(results[1], results[0], dtype)
+
+
+def test_lstm_module_on_cpp_backend_matches_torch_lstm():
+    import lstmkit
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3, bidirectional=True).double()
+    mine = lstmkit.LSTM.from_torch(ref)
+    x = torch.randn(6, 4, 5, dtype=torch.float64)
+    with kernels.backend("cpp"):
+        y, (h, c) = mine(x)
+        (y.sum() + h.sum() + c.sum()).backward()
+    y_ref, (h_ref, c_ref) = ref(x)
+    (y_ref.sum() + h_ref.sum() + c_ref.sum()).backward()
+    for a, b, name in ((y, y_ref, "output"), (h, h_ref, "h_n"), (c, c_ref, "c_n")):
+        assert_near(a.detach(), b.detach(), torch.float64, name)
+    for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
+        assert_near(p.grad, q.grad, torch.float64, f"d{name}")
+
+
+def test_lstm_module_on_cpp_backend_passes_gradcheck():
+    import lstmkit
+
+    torch.manual_seed(0)
+    m = lstmkit.LSTM(3, 4, proj_size=2).double()
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 3, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(1, 3, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    with kernels.backend("cpp"):
+        assert torch.autograd.gradcheck(
+            lambda x, h0, c0: m(x, (h0, c0), lengths=lengths)[0], (x, h0, c0), eps=1e-6, atol=1e-7)
+
+
+# ---- backend selection ----------------------------------------------------------------------------
+
+def test_backend_context_selects_and_restores():
+    x = torch.zeros(1)
+    before = kernels.get_backend()
+    with kernels.backend("torch"):
+        assert kernels.get_backend() == "torch"
+        assert kernels.recurrence_for(x).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+    with kernels.backend("cpp"):
+        assert kernels.recurrence_for(x).lstm_recurrence_forward is kernels.lstm_recurrence_forward
+    assert kernels.get_backend() == before
+
+
+def test_backend_rejects_unknown_names(monkeypatch):
+    with pytest.raises(ValueError, match="backend must be one of auto, cpp, torch; got 'fast'"):
+        kernels.set_backend("fast")
+    monkeypatch.setattr(kernels, "_backend", None)
+    monkeypatch.setenv("LSTMKIT_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="LSTMKIT_BACKEND must be one of"):
+        kernels.get_backend()
+
+
+def test_env_variable_selects_torch(monkeypatch):
+    monkeypatch.setattr(kernels, "_backend", None)
+    monkeypatch.setenv("LSTMKIT_BACKEND", "torch")
+    assert kernels.recurrence_for(torch.zeros(1)).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+
+
+def test_missing_compiler_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(kernels, "_ext", None)
+    monkeypatch.setattr(kernels, "_build_error", "RuntimeError: no compiler")
+    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_backend", "auto")
+    with pytest.warns(UserWarning, match="unavailable .*no compiler.*pure-PyTorch"):
+        ns = kernels.recurrence_for(torch.zeros(1))
+    assert ns.lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+    monkeypatch.setattr(kernels, "_backend", "cpp")
+    with pytest.raises(RuntimeError, match="LSTMKIT_BACKEND=cpp but the CPU kernel could not be built"):
+        kernels.recurrence_for(torch.zeros(1))
+
+
+def test_build_cache_location_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LSTMKIT_CACHE", str(tmp_path))
+    assert kernels._build_dir().parent == tmp_path
+    assert os.path.basename(kernels._build_dir()).startswith("torch")
