@@ -1,0 +1,7 @@
+"""``python -m lstmkit``: the command line (also what ``torchrun -m lstmkit`` runs)."""
+
+import sys
+
+from lstmkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""The command line: ``lstmkit demo | train | evaluate | generate | predict | bench``.
+
+Training options are generated from ``lstmkit.train.TrainConfig`` (the one place their defaults and
+help live); task options (--distance, --data, ...) are listed here. A user's mistake ends in one
+line on stderr and exit code 2, never a traceback (set LSTMKIT_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from lstmkit.runs import RunError
+from lstmkit.tasks import TASKS, TaskError
+from lstmkit.train import ConfigError, TrainConfig
+
+TASK_OPTIONS = {  # name -> (type, help); each task reads the ones it needs
+    "distance": (int, "sentence: neutral filler words between the opening clause and the cue"),
+    "length": (int, "adding, copy, temporal-order: sequence length T; text: characters per example"),
+    "size": (int, "examples to generate (generated tasks) or to read at most (text)"),
+    "data": (str, "text: a UTF-8 file; classify: a CSV or JSONL file; forecast: a CSV file"),
+    "column": (str, "forecast: the CSV column of the series; classify: the label column"),
+    "window": (int, "forecast: past values the model sees for each forecast"),
+}
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="lstmkit", description="Train, compare and use LSTMs, GRUs and RNNs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    d = sub.add_parser("demo", help="the article's claim measured: RNN vs GRU vs LSTM by distance")
+    from lstmkit.demo import add_arguments
+    add_arguments(d)
+
+    t = sub.add_parser("train", help="train a model on a task")
+    t.add_argument("task", help="one of: " + ", ".join(TASKS))
+    for f in fields(TrainConfig):
+        kind = {"str": str, "int": int, "float": float, "float | None": float}[f.type]
+        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help=f"{f.metadata['help']} (default: {f.default}, or the task's own)")
+    for name, (kind, text) in TASK_OPTIONS.items():
+        t.add_argument("--" + name, type=kind, default=None, help=text)
+    t.add_argument("--out", help="run folder (default: runs/TASK-MODEL-TIME)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--quick", action="store_true", help="tiny data and few steps (tests, a first look)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="score a run's model on its task's test set")
+    e.add_argument("run", help="a run folder")
+
+    g = sub.add_parser("generate", help="sample text from a `text` run")
+    g.add_argument("run", help="a run folder of task text")
+    g.add_argument("--prompt", default="", help="text to start from")
+    g.add_argument("--length", type=int, default=200, help="characters to generate")
+    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+    r = sub.add_parser("predict", help="the model's answer for new input (sentence, classify, forecast)")
+    r.add_argument("run", help="a run folder")
+    r.add_argument("--input", required=True, help="sentence: words; classify: numbers; forecast: past values")
+
+    b = sub.add_parser("bench", help="speed of lstmkit's LSTM against torch.nn.LSTM", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, TaskError, RunError, ConfigError) as e:
+        if os.environ.get("LSTMKIT_DEBUG"):
+            raise
+        print(f"lstmkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lstmkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lstmkit.tasks import task_class
+    from lstmkit.train import resolve, train
+
+    cls = task_class(args.task)
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    task_options = {k: getattr(args, k) for k in TASK_OPTIONS}
+    if args.quick:
+        overrides = {**cls.quick_train, **{k: v for k, v in overrides.items() if v is not None}}
+        task_options = {**cls.quick_options, **{k: v for k, v in task_options.items() if v is not None}}
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
+    config = _resumable(Path(args.out), args.task) if args.resume else resolve(args.task, task_options,
+                                                                                overrides)
+    out = Path(args.out or f"runs/{args.task}-{config['train']['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    results = train(config, out, resume=args.resume, progress=not args.quiet)
+    if results:
+        print(f"{args.task} · {config['train']['model']}: {results['summary']}  "
+              f"({results['steps']} steps, stopped by {results['stopped']})")
+        print(f"run folder: {out}")
+    return 0
+
+
+def _resumable(out: Path, task: str) -> dict:
+    """On --resume the run's own config.json says how to go on (other options are ignored)."""
+    from lstmkit.runs import read_config
+    saved = read_config(out)
+    if saved["task"] != task:
+        raise UsageError(f"{out} is a run of task {saved['task']!r}, not {task!r}")
+    return {k: saved[k] for k in ("task", "task_options", "model", "train")}
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lstmkit.runs import load_run
+    from lstmkit.train import evaluate_split
+
+    loaded = load_run(args.run)
+    _, _, test = loaded.task.build()
+    scores = evaluate_split(loaded.model, loaded.task, test, "cpu")
+    print(f"{loaded.config['task']} · {loaded.config['model']['cell']}: {loaded.task.summary(scores)} "
+          f"(test set, {len(test)} examples)")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from lstmkit.runs import load_run
+    if args.length < 1:
+        raise UsageError(f"--length must be >= 1, got {args.length}")
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+    loaded = load_run(args.run)
+    print(generate(loaded, args.prompt, args.length, args.temperature, args.seed))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lstmkit.runs import load_run
+    print(predict(load_run(args.run), args.input))
+    return 0
+
+
+@torch.no_grad()
+def generate(loaded, prompt: str, length: int, temperature: float, seed: int) -> str:
+    """``prompt`` followed by ``length`` characters sampled from a text run's model."""
+    if loaded.config["task"] != "text":
+        raise UsageError(f"generate needs a run of task text, this one is {loaded.config['task']!r}: "
+                         "use `lstmkit predict`")
+    task, model = loaded.task, loaded.model
+    index = {c: i for i, c in enumerate(task.vocab)}
+    ids = [index.get(c, 0) for c in prompt] or [0]
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(length):  # whole-prefix forward each step: simple, and fast enough for a demo
+        x = torch.tensor([ids])
+        logits = model(x, torch.tensor([len(ids)]))[0, -1]  # (V,)
+        ids.append(int(torch.multinomial((logits / temperature).softmax(-1), 1, generator=g)))
+    return prompt + "".join(task.vocab[i] for i in ids[len(prompt) or 1:])
+
+
+@torch.no_grad()
+def predict(loaded, text: str) -> str:
+    """The model's answer for one input, as the task writes it."""
+    example = loaded.task.encode(text)
+    return loaded.task.decode(loaded.model(example.x, example.lengths))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lstmkit.demo import run_demo
+    return run_demo(args)
+
+
+def _bench(argv: list[str]) -> int:
+    try:
+        from lstmkit.bench import main as bench_main
+    except ImportError:
+        print("lstmkit: error: `lstmkit bench` is not available in this version (no lstmkit.bench)",
+              file=sys.stderr)
+        return 2
+    return int(bench_main(argv) or 0)
+
+
+COMMANDS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "generate": _generate,
+            "predict": _predict}
+
+if __name__ == "__main__":
+    sys.exit(main())

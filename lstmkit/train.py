@@ -1,0 +1,276 @@
+"""The training loop: Adam, clipping, validation, early stopping, checkpoints, resume, DDP.
+
+``TrainConfig`` is the one place where training defaults live, each with its help text (the
+command line is generated from it). ``train`` runs one task to the end and leaves a run folder
+(see ``lstmkit.runs``). It is deterministic on CPU for a seed: batches are a pure function of
+(seed, step), and the only other randomness (dropout) comes from the torch RNG, whose state is
+checkpointed, so a resumed run ends with the same weights as an uninterrupted one.
+
+Distributed: under ``torchrun`` (WORLD_SIZE > 1) each process takes an equal slice of every
+global batch and DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA);
+rank 0 alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lstmkit import runs
+from lstmkit.models import ModelConfig, build_model
+from lstmkit.tasks import make_task, task_class
+from lstmkit.tasks.base import Split, Task
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+class ConfigError(ValueError):
+    """A training option out of range: one line for the user."""
+
+
+@dataclass
+class TrainConfig:
+    """Training defaults; a task may prefer others (``Task.defaults``), the user overrides both."""
+
+    model: str = _opt("lstm", "recurrent cell: lstm, gru or rnn")
+    hidden_size: int = _opt(64, "hidden units per layer")
+    layers: int = _opt(1, "stacked recurrent layers")
+    embed_size: int = _opt(32, "embedding size (token tasks)")
+    dropout: float = _opt(0.0, "dropout between layers and before the head")
+    forget_bias: float = _opt(1.0, "added to the LSTM forget-gate bias at init (keeps memory early on)")
+    lr: float = _opt(3e-3, "Adam learning rate")
+    batch_size: int = _opt(64, "sequences per optimizer step (global, across processes)")
+    steps: int = _opt(1000, "optimizer steps (the run may stop earlier, see --patience, --target)")
+    clip: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
+    eval_every: int = _opt(50, "steps between validation evaluations")
+    patience: int = _opt(10, "stop after this many evaluations without a better val loss (0: never)")
+    target: float | None = _opt(None, "stop once the validation metric reaches this value")
+    checkpoint_every: int = _opt(100, "steps between checkpoints (and always at the end)")
+    seed: int = _opt(0, "seed for data, initialisation and batch order")
+    device: str = _opt("cpu", "cpu or cuda")
+    threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        if self.model not in ("lstm", "gru", "rnn"):
+            raise ConfigError(f"--model must be lstm, gru or rnn, got {self.model!r}")
+        for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("patience", "threads", "clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu")
+
+
+def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | None = None) -> dict:
+    """The full config of a run: TrainConfig defaults < the task's defaults < the user's ``overrides``."""
+    cls = task_class(task_name)
+    values = {f.name: f.default for f in fields(TrainConfig)}
+    values.update({k: v for k, v in cls.defaults.items() if k in values})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if seed is not None:
+        values["seed"] = seed
+    cfg = TrainConfig(**values)
+    cfg.check()
+    task = make_task(task_name, dict(task_options), cfg.seed)
+    model = ModelConfig(cell=cfg.model, vocab_size=len(task.vocab) if task.vocab else 0,
+                        input_size=task.input_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
+                        num_layers=cfg.layers, dropout=cfg.dropout, forget_bias=cfg.forget_bias,
+                        output_size=task.output_size, head=task.head)
+    return {"task": task_name, "task_options": task.options, "model": model.to_dict(), "train": asdict(cfg)}
+
+
+class Batches:
+    """Batch ``step`` of the training set: a fixed-seed shuffle per epoch, cut into full batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.B, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = n // self.B
+        self._epoch, self._perm = -1, None
+
+    def indices(self, step: int) -> Tensor:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm[i * self.B:(i + 1) * self.B]
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, task: Task, data: Split, device: str, chunk: int = 256) -> dict:
+    """Mean loss and the task's metrics on a whole split (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    outs, loss_sum = [], 0.0
+    for start in range(0, len(data), chunk):
+        part = data.take(torch.arange(start, min(start + chunk, len(data))))
+        out = model(part.x.to(device), part.lengths.to(device)).cpu()
+        loss_sum += float(task.loss_fn(out, part)) * len(part)
+        outs.append(out)
+    T = int(data.lengths.max())
+    if task.head == "every":  # chunks were trimmed to their own longest sequence: pad back to T
+        outs = [torch.nn.functional.pad(o, (0, 0, 0, T - o.shape[1])) for o in outs]
+    model.train(was_training)
+    return {"loss": loss_sum / len(data), **task.metrics(torch.cat(outs), data)}
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), starting the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("LSTMKIT_DEVICE") == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(config: dict, out: Path, resume: bool = False, progress: bool = True, desc: str = "") -> dict:
+    """Train as ``config`` (from ``resolve``) says, writing the run folder ``out``; returns test scores."""
+    cfg = TrainConfig(**config["train"])
+    out = Path(out)
+    rank, world = _distributed()
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly among {world} processes")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device == "cuda" and world > 1 else cfg.device
+    task = make_task(config["task"], dict(config["task_options"]), cfg.seed)
+    train_set, val_set, test_set = task.build()
+    torch.manual_seed(cfg.seed)
+    model = build_model(config["model"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
+    config = {**config, "task_state": task.state()}
+    if resume:
+        counters = _resume(out, config, model, optimizer)
+    elif rank == 0:
+        _start(out, config, task)
+    ddp = model
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
+    counters = _loop(cfg, task, ddp, model, optimizer, train_set, val_set, out, counters, rank, world,
+                     device, progress, desc)
+    if rank != 0:
+        return {}
+    runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
+    runs.write_tensors(out / "model.safetensors", model.state_dict())
+    runs.load_weights(model, runs.best_weights(out))
+    scores = evaluate_split(model, task, test_set, device)
+    results = {"task": config["task"], "model": cfg.model, "steps": counters["step"],
+               "stopped": counters["stopped"] or "steps", "test": scores, "summary": task.summary(scores)}
+    runs.write_json(out / "results.json", results)
+    runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",
+                     f"{config['task']} · {cfg.model}")
+    return results
+
+
+def _start(out: Path, config: dict, task: Task) -> None:
+    """A fresh run folder: refuses to overwrite another run's files."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "checkpoint.safetensors").exists() or (out / "config.json").exists():
+        raise runs.RunError(f"{out} already holds a run: use --resume to continue it, or another --out")
+    runs.write_json(out / "config.json", config)
+    if task.vocab:
+        runs.write_json(out / "vocab.json", task.vocab)
+    (out / "metrics.jsonl").write_text("", encoding="utf-8")
+
+
+def _resume(out: Path, config: dict, model: nn.Module, optimizer) -> dict:
+    saved = runs.read_config(out)
+    if {k: saved.get(k) for k in config} != json.loads(json.dumps(config)):
+        raise runs.RunError(f"{out} was trained with another config: resume with the same task and options "
+                            "(see its config.json)")
+    ckpt = out / "checkpoint.safetensors"
+    if not ckpt.is_file():
+        raise runs.RunError(f"{out} has no checkpoint.safetensors yet: start it again without --resume")
+    counters = runs.load_checkpoint(ckpt, model, optimizer)
+    rows = runs.read_metrics(out / "metrics.jsonl", up_to_step=counters["step"])  # drop the lost steps
+    runs.atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(
+        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
+    return counters
+
+
+def _loop(cfg: TrainConfig, task: Task, ddp: nn.Module, model: nn.Module, optimizer, train_set: Split,
+          val_set: Split, out: Path, counters: dict, rank: int, world: int, device: str,
+          progress: bool, desc: str) -> dict:
+    from tqdm import tqdm
+
+    batches = Batches(len(train_set), cfg.batch_size, cfg.seed)
+    share = batches.B // world
+    bar = tqdm(total=cfg.steps, initial=counters["step"], desc=desc or f"{task.name} {cfg.model}",
+               disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+    metric_log = out / "metrics.jsonl"
+    t0, seen, postfix = time.perf_counter(), 0, {}
+    model.train()
+    while counters["step"] < cfg.steps and not counters["stopped"]:
+        idx = batches.indices(counters["step"])[rank * share:(rank + 1) * share]
+        batch = train_set.take(idx)
+        loss = task.loss_fn(ddp(batch.x.to(device), batch.lengths.to(device)), _to(batch, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        counters["step"] += 1
+        step, seen = counters["step"], seen + batches.B
+        bar.update(1)
+        record = None
+        if step % 10 == 0 or step == cfg.steps:
+            record = {"step": step, "train_loss": loss.item()}
+            postfix.update(loss=f"{loss.item():.4f}", seq_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record = (record or {"step": step}) | _validate(cfg, task, model, val_set, out, counters, rank,
+                                                            device, postfix)
+        if rank == 0:
+            bar.set_postfix(postfix, refresh=False)
+            if record:
+                with open(metric_log, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps and not counters["stopped"]:
+                runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
+                runs.write_tensors(out / "model.safetensors", model.state_dict())
+    bar.close()
+    return counters
+
+
+def _validate(cfg: TrainConfig, task: Task, model: nn.Module, val_set: Split, out: Path, counters: dict,
+              rank: int, device: str, postfix: dict) -> dict:
+    """Score the validation set, keep the best weights, decide on early stopping."""
+    scores = evaluate_split(model, task, val_set, device)
+    if scores["loss"] < counters["best_val_loss"]:
+        counters.update(best_val_loss=scores["loss"], best_step=counters["step"], bad_evals=0)
+        if rank == 0:
+            runs.write_tensors(out / "best.safetensors", model.state_dict())
+    else:
+        counters["bad_evals"] += 1
+        if cfg.patience and counters["bad_evals"] >= cfg.patience:
+            counters["stopped"] = f"no better val loss in {cfg.patience} evaluations"
+    value = scores[task.metric]
+    if cfg.target is not None and (value >= cfg.target if task.higher_is_better else value <= cfg.target):
+        counters["stopped"] = f"val {task.metric} reached {cfg.target}"
+    postfix[f"val_{task.metric}"] = f"{value:.3f}"
+    return {f"val_{k}": v for k, v in scores.items()}
+
+
+def _to(batch: Split, device: str) -> Split:
+    if device == "cpu":
+        return batch
+    return Split(batch.x.to(device), batch.y.to(device), batch.lengths.to(device),
+                 {k: v.to(device) for k, v in batch.extra.items()})
