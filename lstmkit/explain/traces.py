@@ -1,0 +1,125 @@
+"""Per-step data of one recurrent core on one input sequence, ready to be drawn.
+
+What it is: the bridge from a model to the report. ``trace_core`` runs an ``lstmkit.LSTM``/``GRU``/
+``RNN`` (or its ``torch.nn`` twin, converted) on one sequence with ``return_trace=True`` and keeps,
+for every layer and direction, each traced quantity as a NumPy (T, H) array in token order, plus the
+layer's own input (what x_t is for that layer) for the reference computation of the step panel.
+What it is not: a plot, or a second computation of the gates: the values are the module's trace
+(``lstmkit.modules.trace``), the tensors its backward uses.
+
+Dimension legend: T tokens (time steps), I input features of a layer, H hidden units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import lstmkit
+
+# quantity name -> (article symbol, kind); kind "gate" is in (0, 1), "signed" may be any sign
+QUANTITIES: dict[str, tuple[str, str]] = {
+    "forget_gate": ("f_t", "gate"),
+    "input_gate": ("i_t", "gate"),
+    "output_gate": ("o_t", "gate"),
+    "candidate": ("c̃_t", "signed"),
+    "cell": ("c_t", "signed"),
+    "hidden": ("h_t", "signed"),
+    "reset_gate": ("r_t", "gate"),
+    "update_gate": ("z_t", "gate"),
+}
+ORDER = {"lstm": ("forget_gate", "input_gate", "output_gate", "candidate", "cell", "hidden"),
+         "gru": ("reset_gate", "update_gate", "candidate", "hidden"),
+         "rnn": ("hidden",)}
+GRU_CANDIDATE = ("n_t", "signed")  # the GRU's candidate is n_t, not the LSTM's c̃_t
+
+
+@dataclass
+class LayerTrace:
+    """One layer and direction of one sequence, every array in token order."""
+
+    cell: str  # "lstm", "gru" or "rnn"
+    layer: int
+    direction: int  # 0 forward in time, 1 backward (bidirectional)
+    quantities: dict[str, np.ndarray]  # name -> (T, H) float32, the traced values
+    inputs: np.ndarray  # (T, I) float64: x_t of this layer (embeddings, or the layer below's h_t)
+
+    @property
+    def name(self) -> str:
+        return f"layer {self.layer}" + (", backward" if self.direction else "")
+
+    def symbol(self, quantity: str) -> tuple[str, str]:
+        """(article symbol, kind) of a quantity of this cell type."""
+        if self.cell == "gru" and quantity == "candidate":
+            return GRU_CANDIDATE
+        return QUANTITIES[quantity]
+
+
+def as_lstmkit(core: nn.Module) -> nn.Module:
+    """The core itself when it is lstmkit's, else its lstmkit twin (torch.nn cores have no trace)."""
+    twins = {nn.LSTM: lstmkit.LSTM, nn.GRU: lstmkit.GRU, nn.RNN: lstmkit.RNN}
+    if isinstance(core, lstmkit.LSTM | lstmkit.GRU | lstmkit.RNN):
+        return core
+    for torch_cls, own in twins.items():
+        if type(core) is torch_cls:
+            return own.from_torch(core)
+    raise TypeError(f"core should be an lstmkit or torch.nn LSTM, GRU or RNN, got {type(core).__name__}")
+
+
+def cell_name(core: nn.Module) -> str:
+    for name, cls in (("lstm", lstmkit.LSTM), ("gru", lstmkit.GRU), ("rnn", lstmkit.RNN)):
+        if isinstance(core, cls):
+            return name
+    raise TypeError(f"not an lstmkit recurrent core: {type(core).__name__}")
+
+
+def check_inputs(core: nn.Module, x: Tensor) -> None:
+    """ValueError/TypeError naming ``x`` when it is not one (T, I) sequence for this core."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x should be a torch.Tensor of shape (T, input_size), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != core.input_size or x.shape[0] < 1:
+        raise ValueError(f"x should have shape (T, input_size) = (T, {core.input_size}) with T >= 1, "
+                         f"got {tuple(x.shape)}")
+    if getattr(core, "proj_size", 0):
+        raise ValueError("explain needs an LSTM without proj_size (the article's cell has no projection)")
+
+
+@torch.no_grad()
+def trace_core(core: nn.Module, x: Tensor) -> list[LayerTrace]:
+    """Run ``core`` (in eval mode) on one sequence x (T, I); a ``LayerTrace`` per layer and direction,
+    layer by layer, forward direction first."""
+    core = as_lstmkit(core)
+    check_inputs(core, x)
+    was_training = core.training
+    core.eval()
+    weight = core.weight_ih_l0
+    batched = x.to(weight.dtype).unsqueeze(0 if core.batch_first else 1)  # (1, T, I) or (T, 1, I)
+    try:
+        *_, trace = core(batched, return_trace=True)
+    finally:
+        core.train(was_training)
+    cell, out = cell_name(core), []
+    layer_in = x.double().numpy()  # (T, I)
+    for layer, directions in enumerate(trace):
+        hiddens = []
+        for direction, tr in enumerate(directions):
+            q = {name: _one_sequence(getattr(tr, name), core.batch_first) for name in ORDER[cell]}
+            out.append(LayerTrace(cell, layer, direction, q, layer_in))
+            hiddens.append(q["hidden"].astype(np.float64))
+        layer_in = np.concatenate(hiddens, axis=1)  # (T, D*H): the next layer's x_t
+    return out
+
+
+def _one_sequence(t: Tensor, batch_first: bool) -> np.ndarray:
+    """A traced (1, T, H) or (T, 1, H) tensor -> (T, H) float32 NumPy."""
+    t = t[0] if batch_first else t[:, 0]  # (T, H)
+    return t.detach().float().cpu().numpy().copy()
+
+
+def unit_order(tr: LayerTrace) -> np.ndarray:
+    """Units by activity, most active first: mean |h_t| over the tokens (ties by index)."""
+    activity = np.abs(tr.quantities["hidden"]).mean(axis=0)  # (H,)
+    return np.argsort(-activity, kind="stable")
