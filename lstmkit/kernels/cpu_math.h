@@ -62,35 +62,81 @@ inline T tanh_(T x) {
   return a < T(0.0625) ? s : (x < T(0) ? -q : q);
 }
 
+// One 64-byte vector (AVX-512 register; two or four narrower ones elsewhere), GCC/Clang vector extension.
+template <typename T> struct Vec { typedef T type __attribute__((vector_size(64))); };
+template <typename T> using vec_t = typename Vec<T>::type;
+template <typename T> constexpr int64_t kLanes = 64 / sizeof(T);
+template <typename T> inline vec_t<T> load(const T* p) { vec_t<T> v; std::memcpy(&v, p, sizeof v); return v; }
+template <typename T> inline void store(T* p, vec_t<T> v) { std::memcpy(p, &v, sizeof v); }
+
+// R rows of out[r, n0:n1] = (init ? init[r, n0:n1] : 0) + sum_k x[r, k] * A[k, n0:n1]; the
+// accumulators (R rows x NV vectors) stay in registers, each loaded column of A serves R rows.
+template <typename T, int R, int NV>
+inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
+                      const T* A, int64_t lda, int64_t K, int64_t n0, int64_t n1) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  int64_t n = n0;
+  for (; n + NV * L <= n1; n += NV * L) {
+    V acc[R][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = init ? load(init + r * ldi + n + v * L) : V{};
+    for (int64_t k = 0; k < K; ++k) {
+      const T* a = A + k * lda + n;
+      V av[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) av[v] = load(a + v * L);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const T xr = x[r * ldx + k];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][v] += av[v] * xr;
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) store(out + r * ldo + n + v * L, acc[r][v]);
+  }
+  if constexpr (NV > 1) {                                      // what is left, half as wide
+    gemm_rows<T, R, NV / 2>(out, ldo, init, ldi, x, ldx, A, lda, K, n, n1);
+    return;
+  }
+  for (; n < n1; ++n)                                          // the ragged end
+    for (int r = 0; r < R; ++r) {
+      T acc = init ? init[r * ldi + n] : T(0);
+      for (int64_t k = 0; k < K; ++k) acc += x[r * ldx + k] * A[k * lda + n];
+      out[r * ldo + n] = acc;
+    }
+}
+
 // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + sum_k x[b, k] * A[k, n0:n1], for b < B.
-// A (K, N) row-major with row stride lda: each step streams its columns once per batch row,
-// a block of NB columns at a time so that block stays in L1 across the batch rows.
+// A (K, N) row-major with row stride lda. Cache blocking: a panel of 4 vectors of columns and
+// kKc rows of A (32 KiB) stays in L1 while every group of rows (6, 4, 2, then 1) passes over it;
+// panels after the first K block accumulate into out.
 template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
                        const T* A, int64_t lda, int64_t B, int64_t K, int64_t n0, int64_t n1) {
-  constexpr int64_t NB = 64 / sizeof(T) * 4;                  // 4 vector registers of columns
-  for (int64_t nb = n0; nb < n1; nb += NB) {
-    const int64_t w = std::min(NB, n1 - nb);
-    for (int64_t b = 0; b < B; ++b) {
-      T acc[NB];
-      const T* src = init ? init + b * ldi + nb : nullptr;
-      for (int64_t u = 0; u < NB; ++u) acc[u] = (src && u < w) ? src[u] : T(0);
-      const T* xb = x + b * ldx;
-      if (w == NB) {
-        for (int64_t k = 0; k < K; ++k) {
-          const T xk = xb[k];
-          const T* a = A + k * lda + nb;
-          for (int64_t u = 0; u < NB; ++u) acc[u] += xk * a[u];
-        }
-      } else {
-        for (int64_t k = 0; k < K; ++k) {
-          const T xk = xb[k];
-          const T* a = A + k * lda + nb;
-          for (int64_t u = 0; u < w; ++u) acc[u] += xk * a[u];
-        }
-      }
-      T* o = out + b * ldo + nb;
-      for (int64_t u = 0; u < w; ++u) o[u] = acc[u];
+  constexpr int64_t NP = 4 * kLanes<T>, kKc = 32768 / (NP * sizeof(T));
+  for (int64_t n = n0; n < n1; n += NP) {
+    const int64_t ne = std::min(n1, n + NP);
+    for (int64_t k = 0; k < std::max<int64_t>(K, 1); k += kKc) {
+      const int64_t kc = std::min(kKc, K - k);
+      const T* a = A + k * lda;
+      const bool first = k == 0;
+      int64_t b = 0;
+      auto src = [&](int64_t b) { return first ? (init ? init + b * ldi : nullptr) : out + b * ldo; };
+      auto ldsrc = first ? ldi : ldo;
+      for (; b + 6 <= B; b += 6)
+        gemm_rows<T, 6, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+      for (; b + 4 <= B; b += 4)
+        gemm_rows<T, 4, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+      for (; b + 2 <= B; b += 2)
+        gemm_rows<T, 2, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+      for (; b < B; ++b)
+        gemm_rows<T, 1, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
     }
   }
 }
