@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "cpp", "torch")
-_SOURCES = ("bindings.cpp", "lstm_cpu.cpp")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
 _HEADERS = ("cpu_math.h",)
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
@@ -175,6 +175,34 @@ def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Te
     dz, dh0, dc0, dhtot = _ext.lstm_backward(dhs.contiguous(), dc_last.contiguous(), gates, cs, h0.contiguous(),
                                              c0.contiguous(), w_hh.contiguous(), _c(w_hr), _c(lengths), _path)
     return dz, dh0, dc0, dhtot
+
+
+def gru_recurrence_forward(zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None -> gates (T,B,3H) [r z n], hn (T,B,H), hs (T,B,H)."""
+    gates, hn, hs = _ext.gru_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), _c(b_hh), _c(lengths))
+    return gates, hn, hs
+
+
+def gru_recurrence_backward(dhs: Tensor, gates: Tensor, hn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor,
+                            lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """-> dzx (T,B,3H), dgh (T,B,3H), dh0 (B,H)."""
+    dzx, dgh, dh0 = _ext.gru_backward(dhs.contiguous(), gates, hn, hs, h0.contiguous(), w_hh.contiguous(),
+                                      _c(lengths))
+    return dzx, dgh, dh0
+
+
+def rnn_recurrence_forward(zx: Tensor, h0: Tensor, w_hh: Tensor, nonlinearity: str, lengths: Tensor | None
+                           ) -> Tensor:
+    """zx (T,B,H) with both biases, h0 (B,H), w_hh (H,H), 'tanh' or 'relu' -> hs (T,B,H)."""
+    return _ext.rnn_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), nonlinearity, _c(lengths))
+
+
+def rnn_recurrence_backward(dhs: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, nonlinearity: str,
+                            lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """-> dz (T,B,H), dh0 (B,H). h0 is not needed (derivatives come from the saved outputs)."""
+    dz, dh0 = _ext.rnn_backward(dhs.contiguous(), hs, w_hh.contiguous(), nonlinearity, _c(lengths))
+    return dz, dh0
 
 
 def _c(t: Tensor | None) -> Tensor | None:

@@ -10,11 +10,24 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
                                       const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                       const c10::optional<at::Tensor>& lengths, int64_t path);
+std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& hn,
+                                     const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
+                                     const c10::optional<at::Tensor>& lengths);
+at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                       const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
+                                     const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
 }  // namespace lstmkit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "lstmkit CPU recurrences (path: 0 auto, 1 hand-written small-batch product, 2 BLAS per step)";
+  m.doc() = "lstmkit CPU recurrences (LSTM path: 0 auto, 1 hand-written product, 2 BLAS per step)";
   m.def("lstm_forward", &lstmkit::lstm_forward, "(zx, h0, c0, w_hh, w_hr, lengths, path) -> [gates, cs, hs]");
   m.def("lstm_backward", &lstmkit::lstm_backward,
         "(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, lengths, path) -> [dz, dh0, dc0, dhtot or None]");
+  m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths) -> [gates, hn, hs]");
+  m.def("gru_backward", &lstmkit::gru_backward, "(dhs, gates, hn, hs, h0, w_hh, lengths) -> [dzx, dgh, dh0]");
+  m.def("rnn_forward", &lstmkit::rnn_forward, "(zx, h0, w_hh, nonlinearity, lengths) -> hs");
+  m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

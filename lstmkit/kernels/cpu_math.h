@@ -1,13 +1,16 @@
 // cpu_math.h: the scalar building blocks of the CPU recurrences, written so the compiler
 // vectorizes them (plain branch-free loops, -O3 -march=native).
 //
-// What it is: exp / sigmoid / tanh accurate to a few ulp in float and double, and a small
-// matrix product `out[b, n] (+)= sum_k x[b, k] * A[k, n]` for the few-rows case (batch 1..16),
-// where calling a BLAS per step costs more than the arithmetic.
+// What it is: exp / sigmoid / tanh accurate to a few ulp in float and double; a small matrix
+// product `out[b, n] = init + sum_k x[b, k] * A[k, n]` for the rows of one time step, where calling
+// a BLAS per step costs more than the arithmetic (and repacks the weights every time); and the
+// split of a step's hidden units over threads.
 // What it is not: a BLAS. Large batches go to ATen's GEMM (MKL / oneDNN).
 // References: Cody & Waite range reduction for exp; tanh(x) = (1 - e^{-2|x|}) / (1 + e^{-2|x|}),
 // with its Taylor series near 0 where that quotient cancels.
 #pragma once
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -139,6 +142,19 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
         gemm_rows<T, 1, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
     }
   }
+}
+
+// Units per parallel block: one vector register's worth, so a block's loops vectorize whole.
+template <typename T> constexpr int64_t kBlock = 64 / sizeof(T);
+
+// Split [0, n) into blocks of kBlock<T>; run in parallel only when a step has enough work.
+template <typename T, typename F>
+inline void for_unit_blocks(int64_t n, int64_t work, const F& f) {
+  const int64_t nblk = (n + kBlock<T> - 1) / kBlock<T>;
+  const int64_t grain = work >= 16384 ? 1 : nblk;             // below that a fork costs more than it saves
+  at::parallel_for(0, nblk, grain, [&](int64_t b0, int64_t b1) {
+    f(b0 * kBlock<T>, std::min(n, b1 * kBlock<T>));
+  });
 }
 
 }  // namespace lstmkit

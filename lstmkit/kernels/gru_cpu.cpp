@@ -1,0 +1,143 @@
+// gru_cpu.cpp: the GRU recurrence on the CPU, forward and backward, the loop over time in C++.
+//
+// What it is: the compiled twin of gru_recurrence_forward / gru_recurrence_backward in
+// lstmkit/functional/gru.py (same contract; the equations are in that file's docstring, gates r, z, n).
+// What it is not: the input projection or the weight gradients (the caller's large products).
+// Per step one parallel region: each thread owns a slice of the hidden units, takes the columns of
+// gh = h_{t-1} W_hh^T + b_hh for the three gates of its units (hand-written product, cpu_math.h),
+// then the gate math, which needs nothing from the other threads.
+// Dimensions: T time, B batch, H hidden, G = 3H.
+#include <torch/extension.h>
+
+#include "cpu_math.h"
+
+namespace lstmkit {
+
+// One row, units [0, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r ghn), h = (1 - z) n + z h_prev.
+template <typename T>
+inline void gru_cell_forward(const T* __restrict x, const T* __restrict gh, const T* __restrict hp,
+                             T* __restrict gr, T* __restrict gz, T* __restrict gn, T* __restrict hn,
+                             T* __restrict h, int64_t H, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T r = sigmoid_(x[j] + gh[j]), z = sigmoid_(x[H + j] + gh[H + j]);
+    const T nn = tanh_(x[2 * H + j] + r * gh[2 * H + j]);
+    gr[j] = r, gz[j] = z, gn[j] = nn;
+    hn[j] = gh[2 * H + j];
+    h[j] = (T(1) - z) * nn + z * hp[j];
+  }
+}
+
+// The mirror, from dh (everything reaching h_t): the input-side and recurrent-side pre-activation
+// gradients. σ' = y(1 - y), tanh' = 1 - y^2, from the saved gates.
+template <typename T>
+inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, const T* __restrict hp,
+                              const T* __restrict dh, T* __restrict dzx, T* __restrict dgh, int64_t H, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T r = g[j], z = g[H + j], nn = g[2 * H + j];
+    const T dn = dh[j] * (T(1) - z) * (T(1) - nn * nn);
+    const T dzp = dh[j] * (hp[j] - nn) * z * (T(1) - z);
+    const T drp = dn * hn[j] * r * (T(1) - r);
+    dzx[j] = drp, dzx[H + j] = dzp, dzx[2 * H + j] = dn;
+    dgh[j] = drp, dgh[H + j] = dzp, dgh[2 * H + j] = dn * r;
+  }
+}
+
+template <typename T>
+void gru_forward_impl(const T* zx, const T* h0, const T* w_hhT, const T* b_hh, const int64_t* len, T* gates,
+                      T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H) {
+  const int64_t G = 3 * H;
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
+    for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
+      for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
+        small_gemm(gh + q * H, G, b_hh ? b_hh + q * H : b_hh, 0, hp, H, w_hhT + q * H, G, B, H, j0, j1);
+      for (int64_t b = 0; b < B; ++b) {
+        T* g = gates + (t * B + b) * G;
+        T *hnb = hn + (t * B + b) * H, *h = hs + (t * B + b) * H;
+        const T* ghb = gh + b * G;
+        if (len && t >= len[b]) {                                              // held: gates 0, h kept
+          for (int64_t q = 0; q < 3; ++q) std::fill(g + q * H + j0, g + q * H + j1, T(0));
+          std::copy(ghb + 2 * H + j0, ghb + 2 * H + j1, hnb + j0);
+          std::copy(hp + b * H + j0, hp + b * H + j1, h + j0);
+        } else {
+          gru_cell_forward(zx + (t * B + b) * G + j0, ghb + j0, hp + b * H + j0, g + j0, g + H + j0,
+                           g + 2 * H + j0, hnb + j0, h + j0, H, j1 - j0);
+        }
+      }
+    });
+  }
+}
+
+// dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
+template <typename T>
+void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, const T* h0, const T* w_hh,
+                       const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H) {
+  const int64_t G = 3 * H;
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    T* dh = dh_buf + (t & 1) * B * H;
+    const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
+    const T* hp = t ? hs + (t - 1) * B * H : h0;
+    for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
+      if (t + 1 < T_) small_gemm(dh, H, dhs + t * B * H, H, dgh + (t + 1) * B * G, G, w_hh, H, B, G, j0, j1);
+      for (int64_t b = 0; b < B; ++b) {
+        T* dhb = dh + b * H;
+        if (t + 1 == T_) {
+          std::copy(dhs + (t * B + b) * H + j0, dhs + (t * B + b) * H + j1, dhb + j0);
+        } else {
+          const bool held_next = len && t + 1 >= len[b];
+          const T* z_next = gates + ((t + 1) * B + b) * G + H;
+          for (int64_t j = j0; j < j1; ++j) dhb[j] += dh_next[b * H + j] * (held_next ? T(1) : z_next[j]);
+        }
+        T *dzxb = dzx + (t * B + b) * G, *dghb = dgh + (t * B + b) * G;
+        if (len && t >= len[b]) {
+          for (int64_t q = 0; q < 3; ++q) {
+            std::fill(dzxb + q * H + j0, dzxb + q * H + j1, T(0));
+            std::fill(dghb + q * H + j0, dghb + q * H + j1, T(0));
+          }
+        } else {
+          gru_cell_backward(gates + (t * B + b) * G + j0, hn + (t * B + b) * H + j0, hp + b * H + j0, dhb + j0,
+                            dzxb + j0, dghb + j0, H, j1 - j0);
+        }
+      }
+    });
+  }
+  // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1)
+  for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
+    small_gemm(dh0, H, static_cast<const T*>(nullptr), 0, dgh, G, w_hh, H, B, G, j0, j1);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = j0; j < j1; ++j) dh0[b * H + j] += dh_buf[b * H + j] * gates[b * G + H + j];
+  });
+}
+
+std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths) {
+  const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 3;
+  at::Tensor gates = at::empty_like(zx), hn = at::empty({T_, B, H}, zx.options());
+  at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
+  at::Tensor w_hhT = w_hh.t().contiguous();                                     // (H,3H) packed once
+  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
+    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hhT.data_ptr<scalar_t>(),
+                               b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
+                               lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
+                               hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H);
+  });
+  return {gates, hn, hs};
+}
+
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& hn,
+                                     const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
+                                     const c10::optional<at::Tensor>& lengths) {
+  const int64_t T_ = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  at::Tensor dzx = at::empty_like(gates), dgh = at::empty_like(gates), dh0 = at::empty({B, H}, dhs.options());
+  at::Tensor dh_buf = at::empty({2, B, H}, dhs.options());
+  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
+    gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
+                                hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+                                lengths ? lengths->data_ptr<int64_t>() : nullptr, dzx.data_ptr<scalar_t>(),
+                                dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(),
+                                T_, B, H);
+  });
+  return {dzx, dgh, dh0};
+}
+
+}  // namespace lstmkit

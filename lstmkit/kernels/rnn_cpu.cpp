@@ -1,0 +1,93 @@
+// rnn_cpu.cpp: the plain (Elman) RNN recurrence on the CPU, forward and backward, the loop over time in C++.
+//
+// What it is: the compiled twin of rnn_recurrence_forward / rnn_recurrence_backward in
+// lstmkit/functional/rnn.py (same contract): h_t = act(zx_t + h_{t-1} W_hh^T), act tanh or relu.
+// What it is not: the input projection or the weight gradients (the caller's large products).
+// Per step one parallel region: each thread owns a slice of the hidden units, takes their columns of
+// the recurrent product (hand-written, cpu_math.h) and applies the nonlinearity to them.
+// Dimensions: T time, B batch, H hidden.
+#include <torch/extension.h>
+
+#include "cpu_math.h"
+
+namespace lstmkit {
+
+template <typename T>
+void rnn_forward_impl(const T* zx, const T* h0, const T* w_hhT, const int64_t* len, bool relu, T* hs,
+                      int64_t T_, int64_t B, int64_t H) {
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
+    T* h = hs + t * B * H;                                                      // (B,H) h_t
+    for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
+      small_gemm(h, H, zx + t * B * H, H, hp, H, w_hhT, H, B, H, j0, j1);      // zx_t + h_{t-1} W_hh^T
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict hb = h + b * H;
+        if (len && t >= len[b]) std::copy(hp + b * H + j0, hp + b * H + j1, hb + j0);     // held
+        else if (relu) for (int64_t j = j0; j < j1; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
+        else for (int64_t j = j0; j < j1; ++j) hb[j] = tanh_(hb[j]);
+      }
+    });
+  }
+}
+
+// dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held); dz_t = dh_t act'(h_t), from the
+// saved output: tanh' = 1 - h^2, relu' = [h > 0]; 0 at held steps.
+template <typename T>
+void rnn_backward_impl(const T* dhs, const T* hs, const T* w_hh, const int64_t* len, bool relu, T* dz, T* dh0,
+                       T* dh_buf, int64_t T_, int64_t B, int64_t H) {
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    T* dh = dh_buf + (t & 1) * B * H;
+    const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
+    for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
+      if (t + 1 < T_) small_gemm(dh, H, dhs + t * B * H, H, dz + (t + 1) * B * H, H, w_hh, H, B, H, j0, j1);
+      for (int64_t b = 0; b < B; ++b) {
+        T* __restrict dhb = dh + b * H;
+        T* __restrict dzb = dz + t * B * H + b * H;
+        const T* __restrict hb = hs + t * B * H + b * H;
+        if (t + 1 == T_) std::copy(dhs + t * B * H + b * H + j0, dhs + t * B * H + b * H + j1, dhb + j0);
+        else if (len && t + 1 >= len[b]) for (int64_t j = j0; j < j1; ++j) dhb[j] += dh_next[b * H + j];
+        if (len && t >= len[b]) std::fill(dzb + j0, dzb + j1, T(0));
+        else if (relu) for (int64_t j = j0; j < j1; ++j) dzb[j] = hb[j] > T(0) ? dhb[j] : T(0);
+        else for (int64_t j = j0; j < j1; ++j) dzb[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
+      }
+    });
+  }
+  for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {                // dh0 = dz_0 W_hh
+    small_gemm(dh0, H, static_cast<const T*>(nullptr), 0, dz, H, w_hh, H, B, H, j0, j1);
+  });
+}
+
+static bool is_relu(const std::string& nonlinearity) {
+  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity must be 'tanh' or 'relu', got '",
+              nonlinearity, "'");
+  return nonlinearity == "relu";
+}
+
+at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                       const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
+  const bool relu = is_relu(nonlinearity);
+  const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2);
+  at::Tensor hs = at::empty_like(zx), w_hhT = w_hh.t().contiguous();          // (H,H) packed once
+  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
+    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hhT.data_ptr<scalar_t>(),
+                               lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, hs.data_ptr<scalar_t>(),
+                               T_, B, H);
+  });
+  return hs;
+}
+
+std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
+                                     const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
+  const bool relu = is_relu(nonlinearity);
+  const int64_t T_ = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  at::Tensor dz = at::empty_like(hs), dh0 = at::empty({B, H}, hs.options());
+  at::Tensor dh_buf = at::empty({2, B, H}, hs.options());
+  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
+    rnn_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+                                lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, dz.data_ptr<scalar_t>(),
+                                dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(), T_, B, H);
+  });
+  return {dz, dh0};
+}
+
+}  // namespace lstmkit
