@@ -278,7 +278,7 @@
         const dot = el("circle", { cx: P + b * S, cy: 5 + S - s.above[u] * S, r: 3, fill: "rgba(33,113,181,0.55)" }, svg);
         el("title", {}, dot).textContent = "unit " + u + ": " + (100 * b).toFixed(1) + "% below 0.1, " + (100 * s.above[u]).toFixed(1) + "% above 0.9";
       });
-      const cap = document.createElement("figcaption"); cap.textContent = s.symbol + " (" + s.gate.replace("_", " ") + ")";
+      const cap = document.createElement("figcaption"); cap.append(math(s.symbol), " (" + s.gate.replace("_", " ") + ")");
       fig.append(svg, cap); box.append(fig);
       const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
       const row = table.insertRow(); row.insertCell().textContent = s.symbol;
