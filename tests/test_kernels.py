@@ -141,9 +141,11 @@ def test_lstm_kernel_matches_functional(T, B, H, P, proj, with_lengths, dtype, p
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("proj", [False, True])
-def test_lstm_kernel_wide_layers_match_oracle(path, proj):
-    """Sizes past one vector block and the parallel threshold (several unit blocks, a ragged last one)."""
-    case = make_case(4, 3, 70, 40, proj, True, torch.float64, seed=1)
+@pytest.mark.parametrize("B", [1, 3, 7])
+def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
+    """Sizes past one vector block and the parallel threshold (several unit blocks, a ragged last one);
+    B=1 takes the dot-product form against W_hh as stored, B>1 the packed W_hh^T."""
+    case = make_case(4, B, 70, 40, proj, True, torch.float64, seed=1)
     with product_path(path):
         compare(run_kernel(case), oracle_lstm(**case), torch.float64)
 
@@ -293,13 +295,14 @@ def test_rnn_kernel_matches_functional(T, B, H, with_lengths, dtype, seed, nonli
 
 
 @pytest.mark.parametrize("cls", ["GRU", "RNN"])
-def test_gru_rnn_modules_on_cpp_backend_match_torch(cls):
+@pytest.mark.parametrize("B", [1, 3])
+def test_gru_rnn_modules_on_cpp_backend_match_torch(cls, B):
     import lstmkit
 
     torch.manual_seed(0)
     ref = getattr(torch.nn, cls)(5, 40, num_layers=2).double()                 # 40: several unit blocks
     mine = getattr(lstmkit, cls).from_torch(ref)
-    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    x = torch.randn(6, B, 5, dtype=torch.float64)
     with kernels.backend("cpp"):
         y, h = mine(x)
         (y.sum() + h.sum()).backward()

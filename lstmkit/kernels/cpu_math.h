@@ -10,6 +10,7 @@
 // with its Taylor series near 0 where that quotient cancels.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -143,6 +144,58 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
     }
   }
 }
+
+// out[n] = (init ? init[n] : 0) + W[n, :] . x for n in [n0, n1): one row, W (N, K) row-major as
+// stored, so nothing is packed; four rows of W at a time, vector accumulators reduced at the end.
+template <typename T>
+inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw, int64_t K, int64_t n0, int64_t n1) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  const int64_t Kv = K / L * L;
+  auto hsum = [](V v) { T s = T(0); for (int64_t l = 0; l < L; ++l) s += v[l]; return s; };
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const T *w0 = W + n * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+    V a0{}, a1{}, a2{}, a3{};
+    for (int64_t k = 0; k < Kv; k += L) {
+      const V xv = load(x + k);
+      a0 += load(w0 + k) * xv, a1 += load(w1 + k) * xv, a2 += load(w2 + k) * xv, a3 += load(w3 + k) * xv;
+    }
+    T s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (int64_t k = Kv; k < K; ++k) s[0] += w0[k] * x[k], s[1] += w1[k] * x[k], s[2] += w2[k] * x[k], s[3] += w3[k] * x[k];
+    for (int q = 0; q < 4; ++q) out[n + q] = (init ? init[n + q] : T(0)) + s[q];
+  }
+  for (; n < n1; ++n) {
+    T s = T(0);
+    for (int64_t k = 0; k < K; ++k) s += W[n * ldw + k] * x[k];
+    out[n] = (init ? init[n] : T(0)) + s;
+  }
+}
+
+// A recurrent weight W (N, K) as used by the step product out = init + x W^T over rows of x.
+// One row (B == 1): dot products against W as stored (nothing to pack; what a streaming step needs).
+// Several rows: W^T packed once per call, (K, N), for the register-blocked small_gemm.
+template <typename T>
+struct StepWeight {
+  const T* w;
+  at::Tensor packed;
+  int64_t N, K;
+  StepWeight(const at::Tensor& weight, int64_t B)
+      : w(weight.data_ptr<T>()), packed(B > 1 ? weight.t().contiguous() : at::Tensor()),
+        N(weight.size(0)), K(weight.size(1)) {}
+  // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] W[n0:n1, :]^T; offset shifts the columns (a gate).
+  void product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t B,
+               int64_t offset, int64_t n0, int64_t n1) const {
+    if (!packed.defined()) {
+      for (int64_t b = 0; b < B; ++b)
+        gemv_dot(out + b * ldo + offset, init ? init + b * ldi + offset : init, x + b * ldx, w + offset * K, K, K,
+                 n0, n1);
+    } else {
+      small_gemm(out + offset, ldo, init ? init + offset : init, ldi, x, ldx, packed.data_ptr<T>() + offset, N, B, K,
+                 n0, n1);
+    }
+  }
+};
 
 // Units per parallel block: one vector register's worth, so a block's loops vectorize whole.
 template <typename T> constexpr int64_t kBlock = 64 / sizeof(T);

@@ -43,14 +43,14 @@ inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, con
 }
 
 template <typename T>
-void gru_forward_impl(const T* zx, const T* h0, const T* w_hhT, const T* b_hh, const int64_t* len, T* gates,
+void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T* b_hh, const int64_t* len, T* gates,
                       T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H) {
   const int64_t G = 3 * H;
   for (int64_t t = 0; t < T_; ++t) {
     const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
     for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
       for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
-        small_gemm(gh + q * H, G, b_hh ? b_hh + q * H : b_hh, 0, hp, H, w_hhT + q * H, G, B, H, j0, j1);
+        W.product(gh, G, b_hh, 0, hp, H, B, q * H, j0, j1);
       for (int64_t b = 0; b < B; ++b) {
         T* g = gates + (t * B + b) * G;
         T *hnb = hn + (t * B + b) * H, *h = hs + (t * B + b) * H;
@@ -114,9 +114,8 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 3;
   at::Tensor gates = at::empty_like(zx), hn = at::empty({T_, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
-  at::Tensor w_hhT = w_hh.t().contiguous();                                     // (H,3H) packed once
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
-    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hhT.data_ptr<scalar_t>(),
+    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
                                hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H);

@@ -7,13 +7,16 @@
 // What it is not: a layer. No directions, layers or packing; no autograd.
 //
 // Per step, two ways to take the recurrent product h_{t-1} W_hh^T:
-// - few rows (small batch): a hand-written product over W_hh^T packed once per call, fused with the
-//   gate math, one parallel region per step, each thread owning a slice of the hidden units
-//   (all four gates of its units, so the cell update needs nothing from the other threads);
+// - hand-written (StepWeight in cpu_math.h: dot products against W_hh as stored for one row, a
+//   register-blocked product over W_hh^T packed once per call for several), fused with the gate
+//   math, one parallel region per step, each thread owning a slice of the hidden units (all four
+//   gates of its units, so the cell update needs nothing from the other threads);
 // - many rows: ATen's GEMM (MKL) into the preallocated gate buffer, then the gate math by rows.
 // Dimensions: T time, B batch, H hidden, P projection (P == H without one), G = 4H.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
+
+#include <optional>
 
 #include "cpu_math.h"
 
@@ -91,8 +94,9 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
                   at::Tensor& hs, bool small) {
   const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.has_value();
-  at::Tensor w_hhT = small ? w_hh.t().contiguous() : at::Tensor();             // (P,G) packed once
-  at::Tensor w_hrT = small && proj ? w_hr->t().contiguous() : at::Tensor();   // (H,P)
+  std::optional<StepWeight<T>> whh, whr;                                        // packed once per call
+  if (small) whh.emplace(w_hh, B);
+  if (small && proj) whr.emplace(*w_hr, B);
   at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
   T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>();
   const T* pzx = zx.data_ptr<T>();
@@ -114,10 +118,8 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
     };
     // z = zx_t + h_{t-1} W_hh^T, then the cell
     if (small) {
-      const T* wt = w_hhT.data_ptr<T>();
       for_unit_blocks<T>(H, B * G * P, [&](int64_t j0, int64_t j1) {
-        for (int64_t q = 0; q < 4; ++q)
-          small_gemm(z + q * H, G, pzx + t * B * G + q * H, G, hp, P, wt + q * H, G, B, P, j0, j1);
+        for (int64_t q = 0; q < 4; ++q) whh->product(z, G, pzx + t * B * G, G, hp, P, B, q * H, j0, j1);
         cells(j0, j1);
       });
     } else {
@@ -138,7 +140,7 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
     // h_t = r_t W_hr^T; held rows keep h_{t-1}
     if (small) {
       for_unit_blocks<T>(P, B * H * P, [&](int64_t p0, int64_t p1) {
-        small_gemm(h, P, static_cast<const T*>(nullptr), 0, r, H, w_hrT.data_ptr<T>(), P, B, H, p0, p1);
+        whr->product(h, P, static_cast<const T*>(nullptr), 0, r, H, B, 0, p0, p1);
       });
     } else {
       at::Tensor h_t = hs[t];

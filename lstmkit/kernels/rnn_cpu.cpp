@@ -13,13 +13,13 @@
 namespace lstmkit {
 
 template <typename T>
-void rnn_forward_impl(const T* zx, const T* h0, const T* w_hhT, const int64_t* len, bool relu, T* hs,
+void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const int64_t* len, bool relu, T* hs,
                       int64_t T_, int64_t B, int64_t H) {
   for (int64_t t = 0; t < T_; ++t) {
     const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
     T* h = hs + t * B * H;                                                      // (B,H) h_t
     for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
-      small_gemm(h, H, zx + t * B * H, H, hp, H, w_hhT, H, B, H, j0, j1);      // zx_t + h_{t-1} W_hh^T
+      W.product(h, H, zx + t * B * H, H, hp, H, B, 0, j0, j1);                  // zx_t + h_{t-1} W_hh^T
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict hb = h + b * H;
         if (len && t >= len[b]) std::copy(hp + b * H + j0, hp + b * H + j1, hb + j0);     // held
@@ -67,9 +67,9 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
   const bool relu = is_relu(nonlinearity);
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2);
-  at::Tensor hs = at::empty_like(zx), w_hhT = w_hh.t().contiguous();          // (H,H) packed once
+  at::Tensor hs = at::empty_like(zx);
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
-    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hhT.data_ptr<scalar_t>(),
+    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B),
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, hs.data_ptr<scalar_t>(),
                                T_, B, H);
   });
