@@ -1,0 +1,130 @@
+"""The trainer and the run folder: determinism, resume after SIGKILL, checkpoints, damaged files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lstmkit import runs
+from lstmkit.models import build_model
+from lstmkit.train import Batches, resolve, train
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def quick_config(task="adding", **over):
+    train_over = {"steps": 20, "eval_every": 10, "hidden_size": 8, "batch_size": 16, **over}
+    return resolve(task, {"length": 12, "size": 100}, train_over)
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a = train(quick_config(dropout=0.3), tmp_path / "a", progress=False)
+    b = train(quick_config(dropout=0.3), tmp_path / "b", progress=False)
+    assert a == b
+    wa, wb = weights(tmp_path / "a/model.safetensors"), weights(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    train(quick_config(seed=1), tmp_path / "c", progress=False)
+    wc = weights(tmp_path / "c/model.safetensors")
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_run_folder_contents(tmp_path):
+    config = resolve("sentence", {"distance": 3, "size": 60}, {"steps": 10, "eval_every": 5, "hidden_size": 8})
+    results = train(config, tmp_path / "r", progress=False)
+    r = tmp_path / "r"
+    for name in ("config.json", "vocab.json", "checkpoint.safetensors", "model.safetensors", "best.safetensors",
+                 "metrics.jsonl", "loss.png", "results.json"):
+        assert (r / name).is_file(), name
+    saved = json.loads((r / "config.json").read_text())
+    assert saved["train"]["hidden_size"] == 8 and saved["task_options"] == {"distance": 3, "size": 60}
+    model = build_model(saved["model"])  # rebuilt from JSON alone
+    runs.load_weights(model, r / "model.safetensors")
+    assert json.loads((r / "vocab.json").read_text())[:2] == ["<pad>", "<unk>"]
+    rows = runs.read_metrics(r / "metrics.jsonl")
+    assert [x["step"] for x in rows if "val_loss" in x] == [5, 10]
+    assert results["test"]["accuracy"] == json.loads((r / "results.json").read_text())["test"]["accuracy"]
+    assert not list(r.glob("*.tmp")) and not list(r.glob(".*"))  # no temporary files left behind
+
+
+def test_checkpoint_restores_model_optimizer_and_rng(tmp_path):
+    model = build_model(quick_config()["model"])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(2, 5, 2), torch.tensor([5, 3])).sum().backward()
+    opt.step()
+    torch.manual_seed(7)
+    runs.save_checkpoint(tmp_path / "c.safetensors", model, opt, {"step": 1})
+    expected = torch.rand(3)
+    model2 = build_model(quick_config()["model"])
+    opt2 = torch.optim.Adam(model2.parameters(), lr=0.01)
+    assert runs.load_checkpoint(tmp_path / "c.safetensors", model2, opt2) == {"step": 1}
+    assert torch.equal(torch.rand(3), expected)
+    for a, b in zip(opt.state_dict()["state"].values(), opt2.state_dict()["state"].values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_by_target(tmp_path):
+    config = resolve("sentence", {"distance": 2, "size": 300}, {"steps": 400, "eval_every": 10, "target": 0.9,
+                                                               "hidden_size": 16, "lr": 0.01})
+    results = train(config, tmp_path / "r", progress=False)
+    assert results["steps"] < 400 and "reached 0.9" in results["stopped"]
+
+
+def test_batches_cover_each_epoch_once():
+    b = Batches(10, 3, seed=0)
+    epoch = torch.cat([b.indices(s) for s in range(3)])
+    assert len(set(epoch.tolist())) == 9 and torch.equal(b.indices(1), Batches(10, 3, 0).indices(1))
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads(f.metadata()["counters"])["step"]
+    except Exception:
+        return -1
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
+    args = [sys.executable, "-m", "lstmkit", "train", "copy", "--quick", "--quiet", "--steps", "240",
+            "--checkpoint-every", "20", "--patience", "0", "--dropout", "0.2", "--hidden-size", "24"]
+    subprocess.run(args + ["--out", str(tmp_path / "full")], env=ENV, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240  # generous: the first import may compile the C++ kernel
+    while _checkpoint_step(killed / "checkpoint.safetensors") < 40 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = _checkpoint_step(killed / "checkpoint.safetensors")
+    assert 40 <= step < 240 and not (killed / "results.json").exists(), "the kill came too late to test resume"
+    subprocess.run(args + ["--out", str(killed), "--resume"], env=ENV, check=True, capture_output=True)
+    full, resumed = weights(tmp_path / "full/model.safetensors"), weights(killed / "model.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    steps = [r["step"] for r in runs.read_metrics(killed / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 240  # lost steps' records dropped, no duplicates
+
+
+def test_damaged_weights_are_refused(tmp_path):
+    config = quick_config(steps=5)
+    train(config, tmp_path / "r", progress=False)
+    model = build_model(config["model"])
+    w = tmp_path / "r/model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[:len(data) // 2])
+    with pytest.raises(runs.RunError, match="truncated or corrupt"):
+        runs.load_weights(model, w)
+    other = build_model({**config["model"], "hidden_size": 9})
+    with pytest.raises(runs.RunError, match="another model"):
+        runs.load_weights(other, tmp_path / "r/best.safetensors")
