@@ -173,15 +173,16 @@ inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw,
 }
 
 // A recurrent weight W (N, K) as used by the step product out = init + x W^T over rows of x.
-// One row (B == 1): dot products against W as stored (nothing to pack; what a streaming step needs).
-// Several rows: W^T packed once per call, (K, N), for the register-blocked small_gemm.
+// W^T packed once per call, (K, N), for the register-blocked small_gemm: the fast product, worth
+// its cost (a transpose, ~50 us at 512x128) when it serves several rows or steps. A single row
+// for a few steps (a streaming step) takes dot products against W as stored, with nothing to pack.
 template <typename T>
 struct StepWeight {
   const T* w;
   at::Tensor packed;
   int64_t N, K;
-  StepWeight(const at::Tensor& weight, int64_t B)
-      : w(weight.data_ptr<T>()), packed(B > 1 ? weight.t().contiguous() : at::Tensor()),
+  StepWeight(const at::Tensor& weight, int64_t B, int64_t steps)
+      : w(weight.data_ptr<T>()), packed(B > 1 || steps >= 16 ? weight.t().contiguous() : at::Tensor()),
         N(weight.size(0)), K(weight.size(1)) {}
   // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] W[n0:n1, :]^T; offset shifts the columns (a gate).
   void product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t B,

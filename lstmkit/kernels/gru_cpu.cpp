@@ -115,7 +115,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   at::Tensor gates = at::empty_like(zx), hn = at::empty({T_, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
-    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B),
+    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
                                hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H);

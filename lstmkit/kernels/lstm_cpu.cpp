@@ -95,8 +95,8 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
   const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.has_value();
   std::optional<StepWeight<T>> whh, whr;                                        // packed once per call
-  if (small) whh.emplace(w_hh, B);
-  if (small && proj) whr.emplace(*w_hr, B);
+  if (small) whh.emplace(w_hh, B, T_);
+  if (small && proj) whr.emplace(*w_hr, B, T_);
   at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
   T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>();
   const T* pzx = zx.data_ptr<T>();

@@ -69,7 +69,7 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2);
   at::Tensor hs = at::empty_like(zx);
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
-    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B),
+    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, hs.data_ptr<scalar_t>(),
                                T_, B, H);
   });
