@@ -152,8 +152,10 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype):
-    case = make_case(6, 4, 96, 48, True, True, dtype, seed=2)
+@pytest.mark.parametrize("proj", [False, True])
+def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj):
+    """Also checks the two-thread team against the one-thread loop (work above the parallel threshold)."""
+    case = make_case(6, 4, 96, 48, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:
         results = []

@@ -12,6 +12,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -197,6 +200,40 @@ struct StepWeight {
     }
   }
 };
+
+// A step with fewer multiply-adds than this runs on one thread: a fork or a barrier costs more.
+constexpr int64_t kParallelWork = 16384;
+
+// One team of threads for a whole loop over time: body(rank, size) runs once per member; members
+// own fixed slices of the units (team_slice) and meet at team_barrier() between the phases of a
+// step, so a step costs a barrier (~0.2 us) instead of a fork and a join. Nothing inside may call
+// into ATen. Without OpenMP, or inside another parallel region, the team is the calling thread.
+template <typename F>
+inline void run_team(int64_t work, const F& body) {
+  const int n = work >= kParallelWork ? at::get_num_threads() : 1;
+#ifdef _OPENMP
+  if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
+#pragma omp parallel num_threads(n)
+    body(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+inline void team_barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+// Member rank's share [lo, hi) of n units, cut at whole vector blocks.
+template <typename T>
+inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t per = ((n + L - 1) / L + size - 1) / size * L;
+  return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
+}
 
 // Units per parallel block: one vector register's worth, so a block's loops vectorize whole.
 template <typename T> constexpr int64_t kBlock = 64 / sizeof(T);

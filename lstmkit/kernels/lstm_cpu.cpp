@@ -94,60 +94,58 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
                   at::Tensor& hs, bool small) {
   const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
   const bool proj = w_hr.has_value();
-  std::optional<StepWeight<T>> whh, whr;                                        // packed once per call
-  if (small) whh.emplace(w_hh, B, T_);
-  if (small && proj) whr.emplace(*w_hr, B, T_);
   at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
-  T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>();
-  const T* pzx = zx.data_ptr<T>();
-  for (int64_t t = 0; t < T_; ++t) {
-    const T* hp = t ? ph + (t - 1) * B * P : h0.data_ptr<T>();                 // (B,P) h_{t-1}
-    const T* cp = t ? pc + (t - 1) * B * H : c0.data_ptr<T>();                 // (B,H) c_{t-1}
-    T *z = pz + t * B * G, *c = pc + t * B * H, *h = ph + t * B * P;
-    T* r = proj ? rbuf.data_ptr<T>() : h;                                      // (B,H)
-    auto held = [&](int64_t b) { return len && t >= len[b]; };
-    auto cells = [&](int64_t j0, int64_t j1) {
-      for (int64_t b = 0; b < B; ++b) {
-        if (held(b)) {
-          cell_hold(z + b * G, cp + b * H, c + b * H, H, j0, j1);
-          if (!proj) std::copy(hp + b * P + j0, hp + b * P + j1, h + b * P + j0);
-        } else {
-          cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, j0, j1);
-        }
+  T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>(), *r_ = proj ? rbuf.data_ptr<T>() : nullptr;
+  const T *pzx = zx.data_ptr<T>(), *ph0 = h0.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
+  auto held = [&](int64_t t, int64_t b) { return len && t >= len[b]; };
+  // the cell for rows [b0, b1) at step t, units [j0, j1): z_t (already zx_t + h_{t-1} W_hh^T) -> gates, c_t, r_t
+  auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
+    const T* hp = t ? ph + (t - 1) * B * P : ph0;                               // (B,P) h_{t-1}
+    const T* cp = t ? pc + (t - 1) * B * H : pc0;                               // (B,H) c_{t-1}
+    T *z = pz + t * B * G, *c = pc + t * B * H, *h = ph + t * B * P, *r = proj ? r_ : h;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (held(t, b)) {
+        cell_hold(z + b * G, cp + b * H, c + b * H, H, j0, j1);
+        if (!proj) std::copy(hp + b * P + j0, hp + b * P + j1, h + b * P + j0);
+      } else {
+        cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, j0, j1);
       }
-    };
-    // z = zx_t + h_{t-1} W_hh^T, then the cell
-    if (small) {
-      for_unit_blocks<T>(H, B * G * P, [&](int64_t j0, int64_t j1) {
-        for (int64_t q = 0; q < 4; ++q) whh->product(z, G, pzx + t * B * G, G, hp, P, B, q * H, j0, j1);
-        cells(j0, j1);
-      });
-    } else {
-      at::Tensor z_t = gates[t];
-      at::addmm_out(z_t, zx[t], t ? hs[t - 1] : h0, w_hh.t());
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          if (held(b)) {
-            cell_hold(z + b * G, cp + b * H, c + b * H, H, 0, H);
-            if (!proj) std::copy(hp + b * P, hp + (b + 1) * P, h + b * P);
-          } else {
-            cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, 0, H);
-          }
-        }
-      });
     }
-    if (!proj) continue;
-    // h_t = r_t W_hr^T; held rows keep h_{t-1}
-    if (small) {
-      for_unit_blocks<T>(P, B * H * P, [&](int64_t p0, int64_t p1) {
-        whr->product(h, P, static_cast<const T*>(nullptr), 0, r, H, B, 0, p0, p1);
-      });
-    } else {
-      at::Tensor h_t = hs[t];
-      at::mm_out(h_t, rbuf, w_hr->t());
-    }
+  };
+  // held rows keep h_{t-1} (with a projection, after h_t = r_t W_hr^T), columns [p0, p1)
+  auto hold_h = [&](int64_t t, int64_t p0, int64_t p1) {
+    const T* hp = t ? ph + (t - 1) * B * P : ph0;
     for (int64_t b = 0; b < B; ++b)
-      if (held(b)) std::copy(hp + b * P, hp + (b + 1) * P, h + b * P);
+      if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
+  };
+  if (small) {
+    const StepWeight<T> whh(w_hh, B, T_);                                       // packed once per call
+    std::optional<StepWeight<T>> whr;
+    if (proj) whr.emplace(*w_hr, B, T_);
+    run_team(B * G * P, [&](int rank, int size) {
+      const auto [j0, j1] = team_slice<T>(H, rank, size);
+      const auto [p0, p1] = team_slice<T>(P, rank, size);
+      for (int64_t t = 0; t < T_; ++t) {
+        const T* hp = t ? ph + (t - 1) * B * P : ph0;
+        for (int64_t q = 0; q < 4; ++q) whh.product(pz + t * B * G, G, pzx + t * B * G, G, hp, P, B, q * H, j0, j1);
+        cells(t, j0, j1, 0, B);
+        team_barrier();
+        if (!proj) continue;
+        whr->product(ph + t * B * P, P, static_cast<const T*>(nullptr), 0, r_, H, B, 0, p0, p1);
+        hold_h(t, p0, p1);
+        team_barrier();
+      }
+    });
+    return;
+  }
+  for (int64_t t = 0; t < T_; ++t) {                                            // BLAS per step
+    at::Tensor z_t = gates[t];
+    at::addmm_out(z_t, zx[t], t ? hs[t - 1] : h0, w_hh.t());
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+    if (!proj) continue;
+    at::Tensor h_t = hs[t];
+    at::mm_out(h_t, rbuf, w_hr->t());
+    hold_h(t, 0, P);
   }
 }
 
@@ -163,85 +161,74 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   at::Tensor dh_buf = at::zeros({2, B, P}, dhs.options());                      // dh_t, dh_{t+1}
   at::Tensor drbuf = proj ? at::empty({B, H}, dhs.options()) : at::Tensor();    // (B,H) dr_t
   dc0.copy_(dc_last);                                                           // dc runs in place
-  T *pdz = dz.data_ptr<T>(), *dc = dc0.data_ptr<T>();
-  const T *pg = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *pdhs = dhs.data_ptr<T>();
+  T *pdz = dz.data_ptr<T>(), *dc = dc0.data_ptr<T>(), *pdh = dh_buf.data_ptr<T>();
+  T *dr_ = proj ? drbuf.data_ptr<T>() : nullptr, *pdht = proj ? dhtot.data_ptr<T>() : nullptr;
+  const T *pg = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *pdhs = dhs.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
   const T *whh = w_hh.data_ptr<T>(), *whr = proj ? w_hr->data_ptr<T>() : nullptr;
-  T* pdh = dh_buf.data_ptr<T>();
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    T* dh = pdh + (t & 1) * B * P;                                              // (B,P) total at h_t
-    const T* dh_next = pdh + ((t + 1) & 1) * B * P;                             // (B,P) total at h_{t+1}
-    const T* dz_next = pdz + (t + 1) * B * G;                                   // (B,G) dz_{t+1}
-    const T* cp = t ? pc + (t - 1) * B * H : c0.data_ptr<T>();
-    const T *g = pg + t * B * G, *c = pc + t * B * H;
-    T* dzt = pdz + t * B * G;
-    T* dr = proj ? drbuf.data_ptr<T>() : dh;
-    auto held = [&](int64_t s, int64_t b) { return len && s >= len[b]; };
-    // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held: it passed straight through)
-    auto dh_cols = [&](int64_t p0, int64_t p1) {
-      if (t + 1 < T_) {
-        small_gemm(dh, P, pdhs + t * B * P, P, dz_next, G, whh, P, B, G, p0, p1);
-      } else {
-        for (int64_t b = 0; b < B; ++b) std::copy(pdhs + b * P + t * B * P + p0, pdhs + b * P + t * B * P + p1, dh + b * P + p0);
-      }
+  auto held = [&](int64_t s, int64_t b) { return len && s >= len[b]; };
+  auto dh_at = [&](int64_t t) { return pdh + (t & 1) * B * P; };                // (B,P) total at h_t
+  // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held: it passed straight through);
+  // with a projection also dhtot_t (zero at held steps). Columns [p0, p1).
+  auto dh_cols = [&](int64_t t, int64_t p0, int64_t p1) {
+    T* dh = dh_at(t);
+    const T* dh_next = dh_at(t + 1);
+    if (t + 1 < T_) {
+      if (small) small_gemm(dh, P, pdhs + t * B * P, P, pdz + (t + 1) * B * G, G, whh, P, B, G, p0, p1);
       for (int64_t b = 0; b < B; ++b)
-        if (t + 1 < T_ && held(t + 1, b))
+        if (held(t + 1, b))
           for (int64_t p = p0; p < p1; ++p) dh[b * P + p] += dh_next[b * P + p];
-    };
-    auto cells = [&](int64_t j0, int64_t j1) {
-      for (int64_t b = 0; b < B; ++b) {
-        if (held(t, b)) {
-          for (int64_t q = 0; q < 4; ++q) std::fill(dzt + b * G + q * H + j0, dzt + b * G + q * H + j1, T(0));
-        } else {
-          cell_backward(g + b * G, c + b * H, cp + b * H, dr + b * H, dc + b * H, dzt + b * G, H, j0, j1);
-        }
-      }
-    };
-    if (small && !proj) {
-      for_unit_blocks<T>(H, B * G * P, [&](int64_t j0, int64_t j1) { dh_cols(j0, j1); cells(j0, j1); });
-      continue;
-    }
-    if (small) {
-      for_unit_blocks<T>(P, B * G * P, dh_cols);
     } else {
-      at::Tensor dh_t = dh_buf[t & 1];
-      if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh); else dh_t.copy_(dhs[t]);
-      if (len && t + 1 < T_)
-        for (int64_t b = 0; b < B; ++b)
-          if (held(t + 1, b))
-            for (int64_t p = 0; p < P; ++p) dh[b * P + p] += dh_next[b * P + p];
+      for (int64_t b = 0; b < B; ++b) std::copy(pdhs + (t * B + b) * P + p0, pdhs + (t * B + b) * P + p1, dh + b * P + p0);
     }
-    if (proj) {
-      // dhtot_t (zero at held steps), then dr_t = dh_t W_hr
-      T* dht = dhtot.data_ptr<T>() + t * B * P;
+    if (proj)
       for (int64_t b = 0; b < B; ++b) {
-        if (held(t, b)) std::fill(dht + b * P, dht + (b + 1) * P, T(0));
-        else std::copy(dh + b * P, dh + (b + 1) * P, dht + b * P);
+        T* dht = pdht + (t * B + b) * P;
+        if (held(t, b)) std::fill(dht + p0, dht + p1, T(0));
+        else std::copy(dh + b * P + p0, dh + b * P + p1, dht + p0);
       }
-      if (small) {
-        for_unit_blocks<T>(H, B * H * P, [&](int64_t j0, int64_t j1) {
-          small_gemm(dr, H, static_cast<const T*>(nullptr), 0, dh, P, whr, H, B, P, j0, j1);
-          cells(j0, j1);
-        });
-        continue;
+  };
+  // the cell's backward for rows [b0, b1) at step t, units [j0, j1): dz_t, and dc becomes dL/dc_{t-1}
+  auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
+    const T* cp = t ? pc + (t - 1) * B * H : pc0;
+    const T* dr = proj ? dr_ : dh_at(t);
+    for (int64_t b = b0; b < b1; ++b) {
+      T* dzt = pdz + (t * B + b) * G;
+      if (held(t, b)) {
+        for (int64_t q = 0; q < 4; ++q) std::fill(dzt + q * H + j0, dzt + q * H + j1, T(0));
+      } else {
+        cell_backward(pg + (t * B + b) * G, pc + (t * B + b) * H, cp + b * H, dr + b * H, dc + b * H, dzt, H, j0, j1);
       }
-      at::mm_out(drbuf, dh_buf[t & 1], *w_hr);
     }
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        if (held(t, b)) std::fill(dzt + b * G, dzt + (b + 1) * G, T(0));
-        else cell_backward(g + b * G, c + b * H, cp + b * H, dr + b * H, dc + b * H, dzt + b * G, H, 0, H);
-      }
-    });
-  }
-  // dh0 = dz_0 W_hh (step 0 always runs: lengths >= 1)
+  };
   if (small) {
-    T* out = dh0.data_ptr<T>();
-    for_unit_blocks<T>(P, B * G * P, [&](int64_t p0, int64_t p1) {
-      small_gemm(out, P, static_cast<const T*>(nullptr), 0, pdz, G, whh, P, B, G, p0, p1);
+    run_team(B * G * P, [&](int rank, int size) {
+      const auto [j0, j1] = team_slice<T>(H, rank, size);
+      const auto [p0, p1] = team_slice<T>(P, rank, size);
+      for (int64_t t = T_ - 1; t >= 0; --t) {
+        if (!proj) {                                     // P == H: a member's columns are its units
+          dh_cols(t, j0, j1);
+          cells(t, j0, j1, 0, B);
+          team_barrier();
+          continue;
+        }
+        dh_cols(t, p0, p1);
+        team_barrier();
+        small_gemm(dr_, H, static_cast<const T*>(nullptr), 0, dh_at(t), P, whr, H, B, P, j0, j1);   // dr = dh W_hr
+        cells(t, j0, j1, 0, B);
+        team_barrier();
+      }
+      small_gemm(dh0.data_ptr<T>(), P, static_cast<const T*>(nullptr), 0, pdz, G, whh, P, B, G, p0, p1);
     });
-  } else {
-    at::mm_out(dh0, dz[0], w_hh);
+    return;
   }
+  for (int64_t t = T_ - 1; t >= 0; --t) {                                       // BLAS per step
+    at::Tensor dh_t = dh_buf[t & 1];
+    if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh);
+    dh_cols(t, 0, P);                                                           // the held and dhtot parts
+    if (proj) at::mm_out(drbuf, dh_t, *w_hr);
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+  }
+  at::mm_out(dh0, dz[0], w_hh);                                                 // dh0 = dz_0 W_hh (step 0 runs)
 }
 
 // ---- entry points -----------------------------------------------------------------------------
