@@ -132,12 +132,11 @@ def evaluate_split(model: nn.Module, task: Task, data: Split, device: str, chunk
     return {"loss": loss_sum / len(data), **task.metrics(torch.cat(outs), data)}
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: str) -> tuple[int, int]:
     """(rank, world size), starting the process group when run under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("LSTMKIT_DEVICE") == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -145,7 +144,7 @@ def train(config: dict, out: Path, resume: bool = False, progress: bool = True, 
     """Train as ``config`` (from ``resolve``) says, writing the run folder ``out``; returns test scores."""
     cfg = TrainConfig(**config["train"])
     out = Path(out)
-    rank, world = _distributed()
+    rank, world = _distributed(cfg.device)
     if cfg.batch_size % world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly among {world} processes")
     if cfg.threads:
@@ -173,7 +172,7 @@ def train(config: dict, out: Path, resume: bool = False, progress: bool = True, 
     runs.write_tensors(out / "model.safetensors", model.state_dict())
     runs.load_weights(model, runs.best_weights(out))
     scores = evaluate_split(model, task, test_set, device)
-    results = {"task": config["task"], "model": cfg.model, "steps": counters["step"],
+    results = {"task": config["task"], "model": cfg.model, "steps": counters["step"], "processes": world,
                "stopped": counters["stopped"] or "steps", "test": scores, "summary": task.summary(scores)}
     runs.write_json(out / "results.json", results)
     runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",

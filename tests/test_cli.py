@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lstmkit.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # 1 thread: CI boxes are shared
 QUICK = ["--quick", "--quiet"]
 
 
@@ -61,16 +63,25 @@ def test_bench_is_dispatched():
     assert p.returncode in (0, 2) and "Traceback" not in p.stderr
 
 
-def bad(*args):
-    """Run a command that must fail like a user's mistake: one line, exit 2, no traceback."""
-    p = lstmkit(*args, check=False)
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    assert "Traceback" not in p.stderr and p.stderr.startswith("lstmkit: error: ")
-    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-    return p.stderr
+def test_a_mistake_in_a_subprocess_is_one_line_and_exit_code_2():
+    p = lstmkit("train", "nope", check=False)
+    assert p.returncode == 2 and p.stderr == "lstmkit: error: unknown task 'nope': choose one of " \
+        "sentence, adding, copy, reber, temporal-order, text, classify, forecast\n"
 
 
-def test_bad_task_and_options(tmp_path):
+@pytest.fixture
+def bad(capsys):
+    """Run a command in-process that must fail like a user's mistake: one line on stderr, exit 2."""
+    def run(*args):
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2, (code, err)
+        assert err.startswith("lstmkit: error: ") and len(err.strip().splitlines()) == 1, err
+        return err
+    return run
+
+
+def test_bad_task_and_options(bad, tmp_path):
     assert "unknown task 'nope'" in bad("train", "nope")
     assert "unrecognized arguments: --bogus" in bad("train", "adding", "--bogus", "1")
     assert "--model must be lstm, gru or rnn" in bad("train", "adding", "--model", "transformer")
@@ -81,7 +92,7 @@ def test_bad_task_and_options(tmp_path):
     assert "--temperature must be > 0" in bad("generate", tmp_path, "--temperature", "0")
 
 
-def test_bad_files(tmp_path):
+def test_bad_files(bad, tmp_path):
     assert "no such file" in bad("train", "text", "--data", tmp_path / "missing.txt", "--out", tmp_path / "r1")
     (tmp_path / "empty.txt").write_text("")
     assert "is empty" in bad("train", "text", "--data", tmp_path / "empty.txt", "--out", tmp_path / "r2")
@@ -101,7 +112,7 @@ def test_bad_files(tmp_path):
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))  # nothing half-made is left
 
 
-def test_bad_run_folders(runs_dir, tmp_path):
+def test_bad_run_folders(bad, runs_dir, tmp_path):
     assert "does not exist" in bad("evaluate", tmp_path / "nowhere")
     assert "is not a run folder (no config.json)" in bad("evaluate", tmp_path)
     assert "generate needs a run of task text" in bad("generate", runs_dir / "adding")
@@ -119,7 +130,7 @@ def test_bad_run_folders(runs_dir, tmp_path):
     assert "is not valid JSON" in bad("evaluate", broken)
 
 
-def test_a_finished_run_is_never_overwritten(runs_dir):
+def test_a_finished_run_is_never_overwritten(bad, runs_dir):
     before = {f.name: f.read_bytes() for f in (runs_dir / "adding").iterdir()}
     assert "already holds a run" in bad("train", "adding", *QUICK, "--out", runs_dir / "adding")
     assert before == {f.name: f.read_bytes() for f in (runs_dir / "adding").iterdir()}

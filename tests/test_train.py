@@ -17,7 +17,7 @@ from lstmkit import runs
 from lstmkit.models import build_model
 from lstmkit.train import Batches, resolve, train
 
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def quick_config(task="adding", **over):
