@@ -119,32 +119,39 @@ inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* 
     }
 }
 
+// Columns of A per panel: four vector registers, the width of the register-blocked kernel.
+template <typename T> constexpr int64_t kPanel = 4 * kLanes<T>;
+
 // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + sum_k x[b, k] * A[k, n0:n1], for b < B.
-// A (K, N) row-major with row stride lda. Cache blocking: a panel of 4 vectors of columns and
-// kKc rows of A (32 KiB) stays in L1 while every group of rows (6, 4, 2, then 1) passes over it;
-// panels after the first K block accumulate into out.
+// A (K, N) is read in panels of kPanel columns: element (k, n) at A + (n / kPanel) * ps + k * lda
+// + n % kPanel. Row-major A is lda = N, ps = kPanel; panel-packed A (pack_panels) is lda = kPanel,
+// ps = K * kPanel, where a panel is contiguous: its rows do not collide in L1 the way rows 4 KiB
+// apart do. Cache blocking: kKc rows of a panel (32 KiB) stay in L1 while every group of rows of x
+// (6, 4, 2, then 1) passes over them; after the first K block the panel accumulates into out.
 template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
-                       const T* A, int64_t lda, int64_t B, int64_t K, int64_t n0, int64_t n1) {
-  constexpr int64_t NP = 4 * kLanes<T>, kKc = 32768 / (NP * sizeof(T));
-  for (int64_t n = n0; n < n1; n += NP) {
-    const int64_t ne = std::min(n1, n + NP);
+                       const T* A, int64_t lda, int64_t ps, int64_t B, int64_t K, int64_t n0, int64_t n1) {
+  constexpr int64_t NP = kPanel<T>, kKc = 32768 / (NP * sizeof(T));
+  for (int64_t n = n0; n < n1;) {
+    const int64_t p = n / NP, ne = std::min(n1, (p + 1) * NP), w = ne - n;
+    const T* ap = A + p * ps + (n - p * NP);                                     // (k, n) at ap + k * lda
     for (int64_t k = 0; k < std::max<int64_t>(K, 1); k += kKc) {
       const int64_t kc = std::min(kKc, K - k);
-      const T* a = A + k * lda;
+      const T* a = ap + k * lda;
       const bool first = k == 0;
+      auto src = [&](int64_t b) { return first ? (init ? init + b * ldi + n : nullptr) : out + b * ldo + n; };
+      const int64_t ldsrc = first ? ldi : ldo;
       int64_t b = 0;
-      auto src = [&](int64_t b) { return first ? (init ? init + b * ldi : nullptr) : out + b * ldo; };
-      auto ldsrc = first ? ldi : ldo;
       for (; b + 6 <= B; b += 6)
-        gemm_rows<T, 6, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+        gemm_rows<T, 6, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
       for (; b + 4 <= B; b += 4)
-        gemm_rows<T, 4, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+        gemm_rows<T, 4, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
       for (; b + 2 <= B; b += 2)
-        gemm_rows<T, 2, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+        gemm_rows<T, 2, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
       for (; b < B; ++b)
-        gemm_rows<T, 1, 4>(out + b * ldo, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, n, ne);
+        gemm_rows<T, 1, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
     }
+    n = ne;
   }
 }
 
@@ -175,28 +182,42 @@ inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw,
   }
 }
 
-// A recurrent weight W (N, K) as used by the step product out = init + x W^T over rows of x.
-// W^T packed once per call, (K, N), for the register-blocked small_gemm: the fast product, worth
-// its cost (a transpose, ~50 us at 512x128) when it serves several rows or steps. A single row
-// for a few steps (a streaming step) takes dot products against W as stored, with nothing to pack.
+// A (K, N) -> (ceil(N / kPanel), K, kPanel): each panel of columns contiguous, zero-padded.
+inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
+  const int64_t K = A.size(0), N = A.size(1), np = (N + NP - 1) / NP;
+  at::Tensor out = at::zeros({np, K, NP}, A.options());
+  for (int64_t p = 0; p < np; ++p) {
+    const int64_t w = std::min(NP, N - p * NP);
+    out[p].narrow(1, 0, w).copy_(A.narrow(1, p * NP, w));
+  }
+  return out;
+}
+
+// The right operand A (K, N) of a step product out = init + x A (e.g. A = W_hh^T, a transposed view).
+// Packed in panels once per call when that serves several rows or steps (a copy of A, ~50 us at
+// 128x512); otherwise used as stored: row-major A directly, or, for a transposed view of a row-major
+// W = A^T with one row of x, dot products against W's rows (a streaming step packs nothing).
 template <typename T>
 struct StepWeight {
-  const T* w;
   at::Tensor packed;
-  int64_t N, K;
-  StepWeight(const at::Tensor& weight, int64_t B, int64_t steps)
-      : w(weight.data_ptr<T>()), packed(B > 1 || steps >= 16 ? weight.t().contiguous() : at::Tensor()),
-        N(weight.size(0)), K(weight.size(1)) {}
-  // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] W[n0:n1, :]^T; offset shifts the columns (a gate).
+  const T* a;
+  int64_t K, N, lda, ps;
+  bool dot;
+  StepWeight(const at::Tensor& A, int64_t B, int64_t steps) : K(A.size(0)), N(A.size(1)) {
+    const bool pack = B > 1 || steps >= 16 || !(A.is_contiguous() || A.t().is_contiguous());
+    dot = !pack && !A.is_contiguous();
+    if (pack) packed = pack_panels(A, kPanel<T>);
+    a = pack ? packed.data_ptr<T>() : A.data_ptr<T>();
+    lda = pack ? kPanel<T> : (dot ? K : N);
+    ps = pack ? K * kPanel<T> : kPanel<T>;
+  }
+  // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] A[:, n0:n1], columns n absolute.
   void product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t B,
-               int64_t offset, int64_t n0, int64_t n1) const {
-    if (!packed.defined()) {
-      for (int64_t b = 0; b < B; ++b)
-        gemv_dot(out + b * ldo + offset, init ? init + b * ldi + offset : init, x + b * ldx, w + offset * K, K, K,
-                 n0, n1);
+               int64_t n0, int64_t n1) const {
+    if (dot) {
+      for (int64_t b = 0; b < B; ++b) gemv_dot(out + b * ldo, init ? init + b * ldi : init, x + b * ldx, a, K, K, n0, n1);
     } else {
-      small_gemm(out + offset, ldo, init ? init + offset : init, ldi, x, ldx, packed.data_ptr<T>() + offset, N, B, K,
-                 n0, n1);
+      small_gemm(out, ldo, init, ldi, x, ldx, a, lda, ps, B, K, n0, n1);
     }
   }
 };
@@ -227,10 +248,10 @@ inline void team_barrier() {
 #endif
 }
 
-// Member rank's share [lo, hi) of n units, cut at whole vector blocks.
+// Member rank's share [lo, hi) of n units, cut at whole panels (kPanel columns).
 template <typename T>
 inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
-  constexpr int64_t L = kLanes<T>;
+  constexpr int64_t L = kPanel<T>;
   const int64_t per = ((n + L - 1) / L + size - 1) / size * L;
   return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
 }

@@ -50,7 +50,7 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
     const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
     for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
       for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
-        W.product(gh, G, b_hh, 0, hp, H, B, q * H, j0, j1);
+        W.product(gh, G, b_hh, 0, hp, H, B, q * H + j0, q * H + j1);
       for (int64_t b = 0; b < B; ++b) {
         T* g = gates + (t * B + b) * G;
         T *hnb = hn + (t * B + b) * H, *h = hs + (t * B + b) * H;
@@ -70,7 +70,7 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
 
 // dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
 template <typename T>
-void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, const T* h0, const T* w_hh,
+void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, const T* h0, const StepWeight<T>& W,
                        const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H) {
   const int64_t G = 3 * H;
   for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -78,7 +78,7 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
     const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
     const T* hp = t ? hs + (t - 1) * B * H : h0;
     for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
-      if (t + 1 < T_) small_gemm(dh, H, dhs + t * B * H, H, dgh + (t + 1) * B * G, G, w_hh, H, B, G, j0, j1);
+      if (t + 1 < T_) W.product(dh, H, dhs + t * B * H, H, dgh + (t + 1) * B * G, G, B, j0, j1);
       for (int64_t b = 0; b < B; ++b) {
         T* dhb = dh + b * H;
         if (t + 1 == T_) {
@@ -103,7 +103,7 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
   }
   // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1)
   for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
-    small_gemm(dh0, H, static_cast<const T*>(nullptr), 0, dgh, G, w_hh, H, B, G, j0, j1);
+    W.product(dh0, H, static_cast<const T*>(nullptr), 0, dgh, G, B, j0, j1);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = j0; j < j1; ++j) dh0[b * H + j] += dh_buf[b * H + j] * gates[b * G + H + j];
   });
@@ -115,7 +115,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   at::Tensor gates = at::empty_like(zx), hn = at::empty({T_, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
-    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
+    gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
                                hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H);
@@ -131,7 +131,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
   at::Tensor dh_buf = at::empty({2, B, H}, dhs.options());
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
     gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
-                                hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+                                hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                 lengths ? lengths->data_ptr<int64_t>() : nullptr, dzx.data_ptr<scalar_t>(),
                                 dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(),
                                 T_, B, H);

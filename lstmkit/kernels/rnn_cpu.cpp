@@ -19,7 +19,7 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
     const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
     T* h = hs + t * B * H;                                                      // (B,H) h_t
     for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
-      W.product(h, H, zx + t * B * H, H, hp, H, B, 0, j0, j1);                  // zx_t + h_{t-1} W_hh^T
+      W.product(h, H, zx + t * B * H, H, hp, H, B, j0, j1);                     // zx_t + h_{t-1} W_hh^T
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict hb = h + b * H;
         if (len && t >= len[b]) std::copy(hp + b * H + j0, hp + b * H + j1, hb + j0);     // held
@@ -33,13 +33,13 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
 // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held); dz_t = dh_t act'(h_t), from the
 // saved output: tanh' = 1 - h^2, relu' = [h > 0]; 0 at held steps.
 template <typename T>
-void rnn_backward_impl(const T* dhs, const T* hs, const T* w_hh, const int64_t* len, bool relu, T* dz, T* dh0,
+void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const int64_t* len, bool relu, T* dz, T* dh0,
                        T* dh_buf, int64_t T_, int64_t B, int64_t H) {
   for (int64_t t = T_ - 1; t >= 0; --t) {
     T* dh = dh_buf + (t & 1) * B * H;
     const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
     for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
-      if (t + 1 < T_) small_gemm(dh, H, dhs + t * B * H, H, dz + (t + 1) * B * H, H, w_hh, H, B, H, j0, j1);
+      if (t + 1 < T_) W.product(dh, H, dhs + t * B * H, H, dz + (t + 1) * B * H, H, B, j0, j1);
       for (int64_t b = 0; b < B; ++b) {
         T* __restrict dhb = dh + b * H;
         T* __restrict dzb = dz + t * B * H + b * H;
@@ -53,7 +53,7 @@ void rnn_backward_impl(const T* dhs, const T* hs, const T* w_hh, const int64_t* 
     });
   }
   for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {                // dh0 = dz_0 W_hh
-    small_gemm(dh0, H, static_cast<const T*>(nullptr), 0, dz, H, w_hh, H, B, H, j0, j1);
+    W.product(dh0, H, static_cast<const T*>(nullptr), 0, dz, H, B, j0, j1);
   });
 }
 
@@ -69,7 +69,7 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2);
   at::Tensor hs = at::empty_like(zx);
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
-    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
+    rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, hs.data_ptr<scalar_t>(),
                                T_, B, H);
   });
@@ -83,7 +83,7 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
   at::Tensor dz = at::empty_like(hs), dh0 = at::empty({B, H}, hs.options());
   at::Tensor dh_buf = at::empty({2, B, H}, hs.options());
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
-    rnn_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(),
+    rnn_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                 lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, dz.data_ptr<scalar_t>(),
                                 dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(), T_, B, H);
   });
