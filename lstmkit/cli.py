@@ -108,8 +108,10 @@ def _train(args: argparse.Namespace) -> int:
         task_options = {**cls.quick_options, **{k: v for k, v in task_options.items() if v is not None}}
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_FOLDER (the run to continue)")
-    config = _resumable(Path(args.out), args.task) if args.resume else resolve(args.task, task_options,
-                                                                                overrides)
+    if args.resume:
+        config = _resumable(Path(args.out), args.task, overrides, task_options)
+    else:
+        config = resolve(args.task, task_options, overrides)
     out = Path(args.out or f"runs/{args.task}-{config['train']['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
     results = train(config, out, resume=args.resume, progress=not args.quiet)
     if results:
@@ -119,12 +121,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resumable(out: Path, task: str) -> dict:
-    """On --resume the run's own config.json says how to go on (other options are ignored)."""
+def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dict:
+    """On --resume the run's own config.json says how to go on; options given again must agree."""
     from lstmkit.runs import read_config
     saved = read_config(out)
     if saved["task"] != task:
         raise UsageError(f"{out} is a run of task {saved['task']!r}, not {task!r}")
+    for given, kept in ((overrides, saved["train"]), (task_options, saved["task_options"])):
+        for key, value in given.items():
+            if value is not None and kept.get(key) != value:
+                raise UsageError(f"--resume continues {out} with its saved options: --{key.replace('_', '-')} "
+                                 f"is {kept.get(key)!r} there, not {value!r} (drop the option)")
     return {k: saved[k] for k in ("task", "task_options", "model", "train")}
 
 
@@ -165,13 +172,15 @@ def generate(loaded, prompt: str, length: int, temperature: float, seed: int) ->
                          "use `lstmkit predict`")
     task, model = loaded.task, loaded.model
     index = {c: i for i, c in enumerate(task.vocab)}
-    ids = [index.get(c, 0) for c in prompt] or [0]
+    ids = [index.get(c, 0) for c in prompt] or [0]  # no prompt: start from the unknown-character id
     g = torch.Generator().manual_seed(seed)
-    for _ in range(length):  # whole-prefix forward each step: simple, and fast enough for a demo
-        x = torch.tensor([ids])
-        logits = model(x, torch.tensor([len(ids)]))[0, -1]  # (V,)
-        ids.append(int(torch.multinomial((logits / temperature).softmax(-1), 1, generator=g)))
-    return prompt + "".join(task.vocab[i] for i in ids[len(prompt) or 1:])
+    logits, state = model.stream(torch.tensor([ids]))  # (1, T, V): read the prompt once
+    out = []
+    for _ in range(length):  # then one step at a time, carrying the recurrent state
+        nxt = int(torch.multinomial((logits[0, -1] / temperature).softmax(-1), 1, generator=g))
+        out.append(task.vocab[nxt])
+        logits, state = model.stream(torch.tensor([[nxt]]), state)
+    return prompt + "".join(out)
 
 
 @torch.no_grad()

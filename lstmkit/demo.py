@@ -117,7 +117,12 @@ def plot(accuracy: dict[str, dict[int, float]], distances: list[int], path: Path
     for m, acc in accuracy.items():
         ax.plot(distances, [100 * acc[d] for d in distances], marker="o", label=m.upper())
     ax.axhline(20, color="grey", linestyle=":", label="chance (5 moods)")
-    ax.set_xlabel("filler words between the opening clause and the cue")
+    log = min(distances) > 0  # distances span 5..200: a log axis spaces them evenly
+    if log:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(distances, [str(d) for d in distances])
+    ax.set_xlabel("filler words between the opening clause and the cue" + (" (log scale)" if log else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("Sentence task: who remembers the opening clause?")

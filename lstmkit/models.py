@@ -114,6 +114,12 @@ class SequenceModel(nn.Module):
             return self.head(self.drop(out))  # (B, T, K)
         return self.head(self.drop(last))  # (B, K)
 
+    def stream(self, x: Tensor, state=None) -> tuple[Tensor, object]:
+        """Continue from ``state`` (None: zeros) over (B, T) ids or (B, T, I) features, no padding:
+        per-step outputs (B, T, K) and the state to pass next time (for sampling step by step)."""
+        out, state = self.rnn(self.inputs(x), state)  # (B, T, H)
+        return self.head(out), state
+
 
 def build_model(config: ModelConfig | dict) -> SequenceModel:
     """A fresh model from a ``ModelConfig`` or its dict (as read from config.json)."""

@@ -147,8 +147,17 @@ def train(config: dict, out: Path, resume: bool = False, progress: bool = True, 
     rank, world = _distributed(cfg.device)
     if cfg.batch_size % world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly among {world} processes")
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(config, cfg, out, rank, world, resume, progress, desc)
+    finally:
+        torch.set_num_threads(threads)  # leave the calling process as it was
+
+
+def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, resume: bool, progress: bool,
+           desc: str) -> dict:
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device == "cuda" and world > 1 else cfg.device
     task = make_task(config["task"], dict(config["task_options"]), cfg.seed)
     train_set, val_set, test_set = task.build()

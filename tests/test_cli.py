@@ -89,6 +89,7 @@ def test_bad_task_and_options(bad, tmp_path):
     assert "--hidden-size must be >= 1" in bad("train", "adding", "--hidden-size", "0")
     assert "does not use --distance" in bad("train", "copy", "--distance", "4")
     assert "--resume needs --out" in bad("train", "adding", "--resume")
+    assert "not a run folder" in bad("train", "adding", "--resume", "--out", tmp_path)
     assert "--temperature must be > 0" in bad("generate", tmp_path, "--temperature", "0")
 
 
@@ -133,4 +134,7 @@ def test_bad_run_folders(bad, runs_dir, tmp_path):
 def test_a_finished_run_is_never_overwritten(bad, runs_dir):
     before = {f.name: f.read_bytes() for f in (runs_dir / "adding").iterdir()}
     assert "already holds a run" in bad("train", "adding", *QUICK, "--out", runs_dir / "adding")
+    assert "--lr is 0.003 there, not 0.1" in bad("train", "adding", "--resume", "--lr", "0.1", "--out",
+                                                 runs_dir / "adding")
+    assert "is a run of task 'adding', not 'copy'" in bad("train", "copy", "--resume", "--out", runs_dir / "adding")
     assert before == {f.name: f.read_bytes() for f in (runs_dir / "adding").iterdir()}

@@ -21,7 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OM
 
 
 def quick_config(task="adding", **over):
-    train_over = {"steps": 20, "eval_every": 10, "hidden_size": 8, "batch_size": 16, **over}
+    train_over = {"steps": 20, "eval_every": 10, "hidden_size": 8, "batch_size": 16, "threads": 1, **over}
     return resolve(task, {"length": 12, "size": 100}, train_over)
 
 
@@ -76,7 +76,7 @@ def test_checkpoint_restores_model_optimizer_and_rng(tmp_path):
 
 def test_early_stopping_by_target(tmp_path):
     config = resolve("sentence", {"distance": 2, "size": 300}, {"steps": 400, "eval_every": 10, "target": 0.9,
-                                                               "hidden_size": 16, "lr": 0.01})
+                                                               "hidden_size": 16, "lr": 0.01, "threads": 1})
     results = train(config, tmp_path / "r", progress=False)
     assert results["steps"] < 400 and "reached 0.9" in results["stopped"]
 
