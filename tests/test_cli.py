@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lstmkit.cli import main
 
@@ -91,6 +92,8 @@ def test_bad_task_and_options(bad, tmp_path):
     assert "--resume needs --out" in bad("train", "adding", "--resume")
     assert "not a run folder" in bad("train", "adding", "--resume", "--out", tmp_path)
     assert "--temperature must be > 0" in bad("generate", tmp_path, "--temperature", "0")
+    if not torch.cuda.is_available():
+        assert "torch sees no CUDA GPU: use --device cpu" in bad("train", "adding", "--device", "cuda")
 
 
 def test_bad_files(bad, tmp_path):
