@@ -313,3 +313,17 @@ def test_gru_rnn_modules_on_cpp_backend_match_torch(cls, B):
     assert_near(y.detach(), y_ref.detach(), torch.float64, "output")
     for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
         assert_near(p.grad, q.grad, torch.float64, f"d{name}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("proj", [False, True])
+@pytest.mark.parametrize("T", [1, 2, 5])
+def test_lstm_kernel_without_cache_returns_outputs_and_last_cell(path, proj, T):
+    case = make_case(T, 3, 20, 12, proj, True, torch.float64, seed=3)
+    args = [case[k] for k in ("zx", "h0", "c0", "w_hh", "w_hr", "lengths")]
+    with product_path(path):
+        gates, cs, hs = kernels.lstm_recurrence_forward(*args)
+        none, c_last, hs2 = kernels.lstm_recurrence_forward(*args, cache=False)
+    assert none is None and c_last.shape == (1, 3, 20)
+    assert_near(hs2, hs, torch.float64, "hs")
+    assert_near(c_last[0], cs[-1], torch.float64, "c_n")

@@ -158,11 +158,15 @@ def _torch_namespace() -> types.ModuleType:
 # ---- the C++ functions under the contract's names and signatures --------------------------------
 
 def lstm_recurrence_forward(zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None,
-                            lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                            lengths: Tensor | None, cache: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
     """zx (T,B,4H), h0 (B,P), c0 (B,H), w_hh (4H,P), w_hr (P,H) or None, lengths (B,) int64 or None
-    -> gates (T,B,4H) activated [i f g o], cs (T,B,H), hs (T,B,P)."""
+    -> gates (T,B,4H) activated [i f g o], cs (T,B,H), hs (T,B,P).
+
+    cache=False (inference: no backward, no trace) keeps neither gates nor cell states: returns
+    (None, c_{T-1} as (1,B,H), hs), so cs[-1] still is c_n. Saves 5/6 of the memory written (with
+    P == H) and, on a fresh allocation, its page faults."""
     gates, cs, hs = _ext.lstm_forward(zx.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous(),
-                                      _c(w_hr), _c(lengths), _path)
+                                      _c(w_hr), _c(lengths), _path, cache)
     return gates, cs, hs
 
 

@@ -5,7 +5,7 @@
 namespace lstmkit {
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-                                     const c10::optional<at::Tensor>& lengths, int64_t path);
+                                     const c10::optional<at::Tensor>& lengths, int64_t path, bool cache);
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
                                       const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
@@ -23,7 +23,8 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstmkit CPU recurrences (LSTM path: 0 auto, 1 hand-written product, 2 BLAS per step)";
-  m.def("lstm_forward", &lstmkit::lstm_forward, "(zx, h0, c0, w_hh, w_hr, lengths, path) -> [gates, cs, hs]");
+  m.def("lstm_forward", &lstmkit::lstm_forward,
+        "(zx, h0, c0, w_hh, w_hr, lengths, path, cache) -> [gates, cs, hs] (cache false: [None, c_last (1,B,H), hs])");
   m.def("lstm_backward", &lstmkit::lstm_backward,
         "(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, lengths, path) -> [dz, dh0, dc0, dhtot or None]");
   m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths) -> [gates, hn, hs]");

@@ -93,8 +93,11 @@ inline void cell_hold(T* z, const T* c_prev, T* c, int64_t H, int64_t j0, int64_
 template <typename T>
 void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
                   const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& gates, at::Tensor& cs,
-                  at::Tensor& hs, bool small) {
+                  at::Tensor& hs, bool small, bool cache) {
   const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
+  // without the cache, gates and cs are scratch rows: one for z_t, two for c_{t-1} and c_t
+  auto zslot = [&](int64_t t) { return cache ? t : 0; };
+  auto cslot = [&](int64_t t) { return cache ? t : t & 1; };
   const bool proj = w_hr.has_value();
   at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
   T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>(), *r_ = proj ? rbuf.data_ptr<T>() : nullptr;
@@ -103,8 +106,8 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
   // the cell for rows [b0, b1) at step t, units [j0, j1): z_t (already zx_t + h_{t-1} W_hh^T) -> gates, c_t, r_t
   auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
     const T* hp = t ? ph + (t - 1) * B * P : ph0;                               // (B,P) h_{t-1}
-    const T* cp = t ? pc + (t - 1) * B * H : pc0;                               // (B,H) c_{t-1}
-    T *z = pz + t * B * G, *c = pc + t * B * H, *h = ph + t * B * P, *r = proj ? r_ : h;
+    const T* cp = t ? pc + cslot(t - 1) * B * H : pc0;                          // (B,H) c_{t-1}
+    T *z = pz + zslot(t) * B * G, *c = pc + cslot(t) * B * H, *h = ph + t * B * P, *r = proj ? r_ : h;
     for (int64_t b = b0; b < b1; ++b) {
       if (held(t, b)) {
         cell_hold(z + b * G, cp + b * H, c + b * H, H, j0, j1);
@@ -130,7 +133,7 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
       for (int64_t t = 0; t < T_; ++t) {
         const T* hp = t ? ph + (t - 1) * B * P : ph0;
         for (int64_t q = 0; q < 4; ++q)
-          whh.product(pz + t * B * G, G, pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
+          whh.product(pz + zslot(t) * B * G, G, pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
         cells(t, j0, j1, 0, B);
         team_barrier();
         if (!proj) continue;
@@ -145,7 +148,7 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
   // on the transposed views at these shapes
   const at::Tensor w_hhT = w_hh.t().contiguous(), w_hrT = proj ? w_hr->t().contiguous() : at::Tensor();
   for (int64_t t = 0; t < T_; ++t) {
-    at::Tensor z_t = gates[t];
+    at::Tensor z_t = gates[zslot(t)];
     at::addmm_out(z_t, zx[t], t ? hs[t - 1] : h0, w_hhT);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
     if (!proj) continue;
@@ -258,17 +261,19 @@ static const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths, int6
 
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-                                     const c10::optional<at::Tensor>& lengths, int64_t path) {
+                                     const c10::optional<at::Tensor>& lengths, int64_t path, bool cache) {
   for (auto [x, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_hh, "w_hh"}}) check(*x, zx, n);
   check(zx, zx, "zx");
   if (w_hr) check(*w_hr, zx, "w_hr");
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 4, P = h0.size(1);
   const int64_t* len = lengths_ptr(lengths, B);
-  at::Tensor gates = at::empty_like(zx), cs = at::empty({T_, B, H}, zx.options());
+  at::Tensor gates = at::empty({cache ? T_ : 1, B, 4 * H}, zx.options());
+  at::Tensor cs = at::empty({cache ? T_ : std::min<int64_t>(T_, 2), B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, P}, zx.options());
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
-    forward_impl<scalar_t>(zx, h0, c0, w_hh, w_hr, len, gates, cs, hs, use_small(path, B));
+    forward_impl<scalar_t>(zx, h0, c0, w_hh, w_hr, len, gates, cs, hs, use_small(path, B), cache);
   });
+  if (!cache) return {at::Tensor(), cs.narrow(0, (T_ - 1) & 1, 1), hs};      // c_{T-1} as (1,B,H)
   return {gates, cs, hs};
 }
 
