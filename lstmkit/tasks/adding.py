@@ -39,7 +39,8 @@ class AddingTask(Task):
     input_size, output_size = 2, 1
     metric, higher_is_better = "solved", True
     option_names = ("length", "size")
-    defaults = {"steps": 2000, "hidden_size": 64, "lr": 3e-3, "batch_size": 64}
+    defaults = {"steps": 3000, "hidden_size": 64, "lr": 3e-3, "batch_size": 64, "forget_bias": 5.0,
+                "patience": 20}  # long plateau before the sum is found: be patient
     quick_options = {"length": 20, "size": 300}
 
     def __init__(self, options: dict, seed: int) -> None:

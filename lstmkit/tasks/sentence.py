@@ -103,8 +103,8 @@ class SentenceTask(Task):
     head = "last"
     loss = "ce"
     option_names = ("distance", "size")
-    defaults = {"steps": 600, "hidden_size": 64, "embed_size": 32, "lr": 0.01, "batch_size": 64,
-                "forget_bias": 1.0}
+    defaults = {"steps": 1000, "hidden_size": 64, "embed_size": 32, "lr": 3e-3, "batch_size": 64,
+                "forget_bias": 5.0}  # see lstmkit.demo for why 5
 
     def __init__(self, options: dict, seed: int) -> None:
         super().__init__(options, seed)

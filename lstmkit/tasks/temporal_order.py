@@ -37,7 +37,8 @@ class TemporalOrderTask(Task):
     vocab = SYMBOLS
     output_size = len(CLASSES)
     option_names = ("length", "size")
-    defaults = {"steps": 2000, "hidden_size": 64, "lr": 3e-3, "batch_size": 64}
+    defaults = {"steps": 3000, "hidden_size": 64, "lr": 3e-3, "batch_size": 64, "forget_bias": 5.0,
+                "patience": 20}
     quick_options = {"length": 20, "size": 300}
 
     def __init__(self, options: dict, seed: int) -> None:
