@@ -1,4 +1,4 @@
-"""The command line: ``lstmkit demo | train | evaluate | generate | predict | bench``.
+"""The command line: ``lstmkit demo | train | evaluate | generate | predict | explain | bench``.
 
 Training options are generated from ``lstmkit.train.TrainConfig`` (the one place their defaults and
 help live); task options (--distance, --data, ...) are listed here. A user's mistake ends in one
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run", help="a run folder")
     r.add_argument("--input", required=True, help="sentence: words; classify: numbers; forecast: past values")
 
+    x = sub.add_parser("explain", add_help=False,
+                       help="an HTML report (and PNGs) of a model's gates, cell and hidden states over a text")
+    x.add_argument("rest", nargs=argparse.REMAINDER)
+
     b = sub.add_parser("bench", help="speed of lstmkit's LSTM against torch.nn.LSTM", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -83,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
+    if argv[:1] == ["explain"]:
+        from lstmkit.explain import main as explain_main
+        return int(explain_main(argv[1:]) or 0)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -196,12 +203,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    try:
-        from lstmkit.bench import main as bench_main
-    except ImportError:
-        print("lstmkit: error: `lstmkit bench` is not available in this version (no lstmkit.bench)",
-              file=sys.stderr)
-        return 2
+    from lstmkit.bench import main as bench_main
     return int(bench_main(argv) or 0)
 
 

@@ -60,8 +60,16 @@ def test_predict_sentence_classify_forecast(runs_dir):
 
 
 def test_bench_is_dispatched():
-    p = lstmkit("bench", "--help", check=False)
-    assert p.returncode in (0, 2) and "Traceback" not in p.stderr
+    p = lstmkit("bench", "--help")
+    assert "torch.nn.LSTM" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_explain_writes_a_report_of_a_run(runs_dir, tmp_path):
+    out = tmp_path / "report.html"
+    lstmkit("explain", runs_dir / "sentence", "--text", "귀여운 강아지를 만났다 오늘 하루 종일 기분이",
+            "-o", out, "--no-memory")
+    html = out.read_text(encoding="utf-8")
+    assert "강아지를" in html and "<script" in html and "http://" not in html.replace("http://www.w3.org", "")
 
 
 def test_a_mistake_in_a_subprocess_is_one_line_and_exit_code_2():
