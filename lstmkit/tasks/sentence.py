@@ -22,6 +22,7 @@ from torch import Tensor
 from .base import Split, Task, TaskError, pad_tokens
 
 CUE = ["오늘", "하루", "종일", "기분이"]
+PUNCTUATION = ".,!?…\"'()[]"  # stripped from the ends of a user's words
 
 # mood word -> events (object phrase + verb); a place word may go before the verb
 EVENTS: dict[str, list[str]] = {
@@ -132,7 +133,9 @@ class SentenceTask(Task):
         return f"accuracy {scores['accuracy']:.1%} (chance {1 / len(MOODS):.0%})"
 
     def encode(self, text: str) -> Split:
-        words = text.split()
+        """A user's sentence -> one example; the cue is appended when missing."""
+        words = [w.strip(PUNCTUATION) for w in text.split()]   # "만났다." is the word 만났다
+        words = [w for w in words if w]
         if not words:
             raise TaskError("--input is empty: give a sentence, e.g. '귀여운 강아지를 만났다 오늘 하루 종일 기분이'")
         if words[-len(CUE):] != CUE:
