@@ -190,6 +190,9 @@ def load_run(run: Path) -> LoadedRun:
     try:
         task = make_task(config["task"], dict(config.get("task_options", {})), config["train"]["seed"])
         task.load_state(config.get("task_state", {}))
+        vocab = read_vocab(run)
+        if vocab is not None:
+            task.restore_vocab(vocab)
         model = build_model(config["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise RunError(f"{run / 'config.json'} cannot be used ({e}): the run folder is damaged") from None

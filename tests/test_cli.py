@@ -149,3 +149,12 @@ def test_a_finished_run_is_never_overwritten(bad, runs_dir):
                                                  runs_dir / "adding")
     assert "is a run of task 'adding', not 'copy'" in bad("train", "copy", "--resume", "--out", runs_dir / "adding")
     assert before == {f.name: f.read_bytes() for f in (runs_dir / "adding").iterdir()}
+
+
+def test_generate_needs_only_the_run_folder_not_the_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
+    lstmkit("train", "text", *QUICK, "--data", corpus, "--out", tmp_path / "run")
+    corpus.unlink()                                           # the user's file moved away
+    p = lstmkit("generate", tmp_path / "run", "--prompt", "the ", "--length", 10)
+    assert p.stdout.startswith("the ") and set(p.stdout.strip()) <= set("the cat sat on mat.")

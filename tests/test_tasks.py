@@ -168,4 +168,4 @@ def test_forecast_windows_and_naive_baseline(tmp_path):
 ])
 def test_task_options_are_checked(name, options, message):
     with pytest.raises(TaskError, match=re.escape(message)):
-        make_task(name, options, 0)
+        make_task(name, options, 0).build()   # a text file is read when first needed

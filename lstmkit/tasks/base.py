@@ -105,6 +105,9 @@ class Task:
     def load_state(self, state: dict) -> None:
         pass
 
+    def restore_vocab(self, vocab: list[str]) -> None:
+        """Take a run's saved vocabulary (tasks whose vocabulary comes from data override this)."""
+
     def loss_fn(self, out: Tensor, batch: Split) -> Tensor:
         """Mean loss of one batch; ``out`` is (N, C) or (N, K) for "last", (N, T, V) for "every"."""
         if self.loss == "mse":

@@ -66,25 +66,33 @@ class TextTask(Task):
         self.path = self.opt("data", None)
         self.length = self.opt("length", 128, minimum=2)
         self.size = self.opt("size", 1_000_000, minimum=100)
-        self.vocab = [UNK]
-        self.output_size = 0
         self._text: str | None = None
-        if self.path is not None:
-            self._text = read_text(self.path)[:self.size]
-        self._set_vocab(sorted(set(self.text()[:int(len(self.text()) * 0.8)])))
+        self._vocab: list[str] | None = None     # read from the text only when first needed
+
+    @property
+    def vocab(self) -> list[str]:
+        """UNK, then the characters of the training part (the first 80%) of the text."""
+        if self._vocab is None:
+            text = self.text()
+            self.restore_vocab(sorted(set(text[:int(len(text) * 0.8)])))
+        return self._vocab
+
+    @property
+    def output_size(self) -> int:
+        return len(self.vocab)
 
     def text(self) -> str:
         if self._text is None:
-            self._text = stdlib_corpus(self.size)[:self.size]
+            self._text = (read_text(self.path) if self.path is not None else stdlib_corpus(self.size))[:self.size]
         return self._text
 
-    def _set_vocab(self, chars: list[str]) -> None:
-        self.vocab = [UNK] + [c for c in chars if c != UNK]
-        self.index = {c: i for i, c in enumerate(self.vocab)}
-        self.output_size = len(self.vocab)
+    def restore_vocab(self, chars: list[str]) -> None:
+        """Use a saved vocabulary, so a run generates without its corpus at hand."""
+        self._vocab = [UNK] + [c for c in chars if c != UNK]
 
     def ids(self, text: str) -> Tensor:
-        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.int64)
+        index = {c: i for i, c in enumerate(self.vocab)}
+        return torch.tensor([index.get(c, 0) for c in text], dtype=torch.int64)
 
     def build(self) -> tuple[Split, Split, Split]:
         ids = self.ids(self.text())
