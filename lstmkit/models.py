@@ -5,19 +5,17 @@
 sequence's last real state ("last") or to every step ("every"). The whole model is rebuilt from
 its JSON config (``ModelConfig``), so a run folder never needs a pickled module.
 
-The recurrent core is ``lstmkit``'s own LSTM/GRU/RNN when ``lstmkit.modules`` imports, else
-``torch.nn``'s (set ``LSTMKIT_CORE=torch`` to force that); both take padded input with lengths.
+The recurrent core is lstmkit's own LSTM/GRU/RNN, which takes padded input with ``lengths=``.
 Dimension legend: B batch, T time, I input features, E embedding, H hidden, V/C/K outputs.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lstmkit.modules import GRU, LSTM, RNN
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -41,47 +39,22 @@ class ModelConfig:
         return asdict(self)
 
 
-def _lstmkit_modules():
-    """lstmkit's own LSTM/GRU/RNN classes, or None if they are not importable (or not wanted)."""
-    if os.environ.get("LSTMKIT_CORE") == "torch":
-        return None
-    try:
-        from lstmkit import modules
-        return {"lstm": modules.LSTM, "gru": modules.GRU, "rnn": modules.RNN}
-    except (ImportError, AttributeError):
-        return None
-
-
 def make_core(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
               dropout: float = 0.0, forget_bias: float = 1.0) -> nn.Module:
-    """The one place that builds a recurrent core (batch_first, unidirectional)."""
+    """The one place that builds a recurrent core: lstmkit's own, batch_first, unidirectional."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-    dropout = dropout if num_layers > 1 else 0.0  # torch warns on dropout with a single layer
-    own = _lstmkit_modules()
+    dropout = dropout if num_layers > 1 else 0.0  # dropout acts between layers only
     kwargs = dict(num_layers=num_layers, batch_first=True, dropout=dropout)
-    if own is not None:
-        extra = {"forget_bias": forget_bias} if cell == "lstm" else {}
-        return own[cell](input_size, hidden_size, **kwargs, **extra)
-    core = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](input_size, hidden_size, **kwargs)
-    if cell == "lstm" and forget_bias:
-        H = hidden_size
-        with torch.no_grad():
-            for k in range(num_layers):
-                getattr(core, f"bias_ih_l{k}")[H:2 * H] += forget_bias  # gate order i, f, g, o
-    return core
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, forget_bias=forget_bias, **kwargs)
+    return {"gru": GRU, "rnn": RNN}[cell](input_size, hidden_size, **kwargs)
 
 
 def run_core(core: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """Run the core on padded ``x`` (B, T, E): outputs (B, T, H), zero past each length, and
     the last layer's state after each sequence's last real step (B, H)."""
-    B, T, _ = x.shape
-    if type(core).__module__.startswith("torch.nn"):
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, h_n = core(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, H)
-    else:
-        out, h_n = core(x, lengths=lengths)
+    out, h_n = core(x, lengths=lengths)
     h_n = h_n[0] if isinstance(h_n, tuple) else h_n  # LSTM: (h_n, c_n)
     return out, h_n[-1]  # h_n (L, B, H) -> last layer (B, H)
 
