@@ -66,3 +66,44 @@ def test_compute_path_never_calls_torch_rnns(monkeypatch):
         out = cell(x[0])
         (out[0] if isinstance(out, tuple) else out).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# ---- the inference path: the same forward without the cache backward needs ------------------------
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("proj", [False, True], ids=["no-proj", "proj"])
+def test_torch_recurrence_without_cache_equals_cached(lengths, proj):
+    """cache=False keeps no gates or cell states, and its outputs are bit-for-bit the cached ones."""
+    from lstmkit.functional import lstm_recurrence_forward
+
+    torch.manual_seed(3)
+    p = P if proj else H
+    args = (torch.randn(T, B, 4 * H, dtype=torch.float64), torch.randn(B, p, dtype=torch.float64),
+            torch.randn(B, H, dtype=torch.float64), torch.randn(4 * H, p, dtype=torch.float64),
+            torch.randn(P, H, dtype=torch.float64) if proj else None, lengths)
+    gates, cs, hs = lstm_recurrence_forward(*args)
+    none, c_last, hs_lean = lstm_recurrence_forward(*args, cache=False)
+    assert none is None and c_last.shape == (1, B, H)
+    assert torch.equal(hs_lean, hs) and torch.equal(c_last[0], cs[-1])
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("proj", [False, True], ids=["no-proj", "proj"])
+def test_lstm_inference_equals_function_forward(backend, lengths, proj):
+    """lstm_layer_inference gives LSTMLayerFunction's y, h_n, c_n bit-for-bit, on both backends."""
+    from lstmkit import kernels
+    from lstmkit.functional import lstm_layer_inference
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    torch.manual_seed(4)
+    p = P if proj else H
+    args = [leaf(T, B, I), leaf(B, p), leaf(B, H), leaf(4 * H, I), leaf(4 * H, p), leaf(4 * H), leaf(4 * H),
+            leaf(P, H) if proj else None, lengths]
+    with kernels.backend(backend):
+        want = LSTMLayerFunction.apply(*args)[:3]
+        with torch.no_grad():
+            got = lstm_layer_inference(*args)
+    for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
+        assert torch.equal(a, b.detach()), name

@@ -212,3 +212,22 @@ def test_cuda_matches_torch(kind):
     x = torch.randn(5, 2, 3, device="cuda", dtype=torch.float64)
     y_ours, y_theirs = ours(x, lengths=torch.tensor([5, 3]))[0], theirs(x)[0]
     torch.testing.assert_close(y_ours[:, 0], y_theirs[:, 0], **F64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lstm_inference_path_equals_training_path(backend, monkeypatch):
+    """Under no_grad the module skips the autograd Function (and its cache); outputs and final
+    states are bit-for-bit those of the training path, with layers, directions, proj and lengths."""
+    from lstmkit.functional import LSTMLayerFunction
+
+    torch.manual_seed(5)
+    module = lstmkit.LSTM(3, 6, num_layers=2, bidirectional=True, proj_size=4, dtype=torch.float64)
+    x = torch.randn(7, 3, 3, dtype=torch.float64)
+    with use_backend(backend):
+        want_y, want_state = module(x, lengths=[7, 2, 5])
+        monkeypatch.setattr(LSTMLayerFunction, "apply", None)      # the inference path must not need it
+        with torch.no_grad():
+            y, state = module(x, lengths=[7, 2, 5])
+    assert torch.equal(y, want_y.detach())
+    for a, b in zip(state, want_state, strict=True):
+        assert torch.equal(a, b.detach())

@@ -9,7 +9,9 @@ Split of the work (what makes it fast without a compiler):
 - the input projection ``zx = x W_ih^T + b_ih + b_hh`` for all steps is one matrix product;
 - only the recurrent part ``h_{t-1} W_hh^T`` and the pointwise gate math run step by step;
 - in backward only ``dh_{t-1}`` is sequential; weight and input gradients are large products
-  taken once after the loop.
+  taken once after the loop;
+- where nothing needs a gradient or a trace, ``lstm_layer_inference`` runs the same forward with
+  ``cache=False``: no gates or cell states are written, only the outputs.
 
 Dimensions: T time, B batch, I input, H hidden, P projection (P == H without ``proj_size``).
 Held steps: with ``lengths``, a step ``t >= lengths[b]`` leaves sequence b's state unchanged
@@ -25,17 +27,20 @@ from lstmkit.functional.backend import _copy, _outside_grad, _step_mask, _valid_
 
 
 def lstm_recurrence_forward(
-    zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+    zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
+    cache: bool = True,
+) -> tuple[Tensor | None, Tensor, Tensor]:
     """Run the recurrence over precomputed input projections.
 
     zx (T,B,4H) pre-activations from the input; h0 (B,P), c0 (B,H); w_hh (4H,P); w_hr (P,H) or None.
     Returns gates (T,B,4H) activated [i f g o], cs (T,B,H) and hs (T,B,P), the states after each step.
+    cache=False (inference: no backward, no trace) keeps neither gates nor cell states: returns
+    (None, c_{T-1} as (1,B,H), hs), so cs[-1] still is c_n.
     """
     T, B, H4 = zx.shape
     H = H4 // 4
-    gates = torch.empty_like(zx)                            # (T,B,4H)
-    cs = zx.new_empty(T, B, H)                              # (T,B,H)
+    gates = torch.empty_like(zx) if cache else None         # (T,B,4H)
+    cs = zx.new_empty(T, B, H) if cache else None           # (T,B,H)
     hs = zx.new_empty(T, B, h0.shape[1])                    # (T,B,P)
     h, c = h0, c0
     for t in range(T):
@@ -48,11 +53,13 @@ def lstm_recurrence_forward(
         run = _step_mask(lengths, t)
         if run is not None:
             c_new, h_new = torch.where(run, c_new, c), torch.where(run, h_new, h)
-            i, f, g, o = (a * run for a in (i, f, g, o))
-        torch.cat((i, f, g, o), dim=1, out=gates[t])
-        cs[t], hs[t] = c_new, h_new
+        if cache:
+            i, f, g, o = (i, f, g, o) if run is None else (a * run for a in (i, f, g, o))
+            torch.cat((i, f, g, o), dim=1, out=gates[t])
+            cs[t] = c_new
+        hs[t] = h_new
         h, c = h_new, c_new
-    return gates, cs, hs
+    return gates, (cs if cache else c.unsqueeze(0)), hs
 
 
 def lstm_recurrence_backward(
@@ -95,6 +102,30 @@ def lstm_recurrence_backward(
     return dz, dh, dc, dhtot
 
 
+def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+    """zx (T,B,4H) = x W_ih^T + b_ih + b_hh for every step at once: one matrix product."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)                                # (T*B,I)
+    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,4H)
+    return zx.view(T, B, -1)
+
+
+def lstm_layer_inference(
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+    b_hh: Tensor | None, w_hr: Tensor | None, lengths: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LSTMLayerFunction's forward where no gradient and no trace is wanted: the same arguments and
+    the same y (T,B,P), h_n (B,P), c_n (B,H), computed alike, but the recurrence runs with
+    cache=False, so neither gates nor cell states are kept (nothing for backward to read).
+    h_n and c_n may be views (of y's last step, of a scratch row); copy before writing into them.
+    """
+    T = x.shape[0]
+    zx = _input_projection(x, w_ih, b_ih, b_hh)             # (T,B,4H)
+    _, c_last, hs = recurrence_for(x).lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths, cache=False)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
+    return y, hs[-1], c_last[0]
+
+
 class LSTMLayerFunction(torch.autograd.Function):
     """One layer, one direction, over a whole sequence, with the backward above.
 
@@ -106,11 +137,10 @@ class LSTMLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
-        T, B, I = x.shape
-        x2 = x.reshape(T * B, I)
-        zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,4H)
+        T = x.shape[0]
+        zx = _input_projection(x, w_ih, b_ih, b_hh)         # (T,B,4H)
         rec = recurrence_for(x)
-        gates, cs, hs = rec.lstm_recurrence_forward(zx.view(T, B, -1), h0, c0, w_hh, w_hr, lengths)
+        gates, cs, hs = rec.lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths)
         y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, cs, hs, lengths)
         ctx.has_bias = b_ih is not None

@@ -4,7 +4,8 @@
 arguments, parameter names, shapes and initialisation, the input conventions (batch_first,
 unbatched 2-D input, PackedSequence, optional initial state) and ``lengths=`` for padded input.
 Each subclass says how one layer and direction runs (``_run_direction``, an autograd Function
-from ``lstmkit.functional``) and what its trace holds. No cell math lives here.
+from ``lstmkit.functional``, or where ``needs_grad`` is false and no trace is asked for, an
+inference function that keeps no cache) and what its trace holds. No cell math lives here.
 
 Dimensions: T time, B batch, I input, H hidden, P output of a direction (proj_size or H),
 L layers, D directions. Inside, everything is time-major (T,B,·).
@@ -20,6 +21,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from lstmkit.modules.checks import check_dropout, check_input, check_lengths, check_sizes, check_state
+
+
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """True when autograd records and any of the tensors requires a gradient: the test that picks
+    a layer's autograd Function over its inference path (no cache for backward is kept there)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def padding_mask(lengths: Tensor, T: int) -> Tensor:

@@ -11,8 +11,8 @@ import numbers
 import torch
 from torch import nn
 
-from lstmkit.functional import LSTMLayerFunction
-from lstmkit.modules.base import RecurrentBase, padding_mask
+from lstmkit.functional import LSTMLayerFunction, lstm_layer_inference
+from lstmkit.modules.base import RecurrentBase, needs_grad, padding_mask
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import LSTMTrace
 
@@ -71,10 +71,12 @@ class LSTM(RecurrentBase):
         return "a tuple (h_0, c_0) of shapes (L*D, B, P) and (L*D, B, H)"
 
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
-        h0, c0 = state
-        w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, direction)
-        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(
-            x, h0.contiguous(), c0.contiguous(), w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+        h0, c0 = (s.contiguous() for s in state)
+        weights = self._weights(layer, direction)           # w_ih, w_hh, b_ih, b_hh, w_hr
+        if not want_trace and not needs_grad(x, h0, c0, *weights):
+            y, h_n, c_n = lstm_layer_inference(x, h0, c0, *weights, lengths)
+            return y, (h_n, c_n), None
+        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(x, h0, c0, *weights, lengths)
         if not want_trace:
             return y, (h_n, c_n), None
         if lengths is not None:                             # the cell is held on padding: show zeros
