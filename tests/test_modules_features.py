@@ -128,34 +128,54 @@ def test_forget_bias_shifts_exactly_the_forget_block():
     assert torch.equal(plain.to_torch().weight_ih_l0, plain.weight_ih_l0)  # default keeps parity
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd-step", "no-grad-step"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("batched", [True, False])
-def test_steps_equal_one_sequence_call(kind, batched):
+def test_steps_equal_one_sequence_call(kind, batched, grad, backend):
+    """Both step paths: the autograd one (a graph to backpropagate) and the no-grad fast one."""
     torch.manual_seed(2)
     module = KINDS[kind](3, 5, num_layers=3, dtype=torch.float64)
     x = torch.randn(7, 2, 3, dtype=torch.float64) if batched else torch.randn(7, 3, dtype=torch.float64)
-    y, state = module(x)
-    step_state, ys = None, []
-    for x_t in x:
-        y_t, step_state = module.step(x_t, step_state)
-        ys.append(y_t)
+    with use_backend(backend):
+        y, state = module(x)
+        step_state, ys = None, []
+        with torch.set_grad_enabled(grad):
+            for x_t in x:
+                y_t, step_state = module.step(x_t, step_state)
+                ys.append(y_t)
+    assert ys[-1].requires_grad == grad
     torch.testing.assert_close(torch.stack(ys), y, **F64)
     for a, b in zip(step_state if kind == "lstm" else (step_state,), state if kind == "lstm" else (state,),
                     strict=True):
         torch.testing.assert_close(a, b, **F64)
 
 
-def test_step_of_projected_lstm_equals_torch():
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd-step", "no-grad-step"])
+def test_step_of_projected_lstm_equals_torch(grad):
     torch.manual_seed(4)
     ours = lstmkit.LSTM(3, 6, num_layers=2, proj_size=2, dtype=torch.float64)
     theirs = ours.to_torch()
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     state = None
-    for t in range(4):
-        y_t, state = ours.step(x[t], state)
+    with torch.set_grad_enabled(grad):
+        for t in range(4):
+            y_t, state = ours.step(x[t], state)
     y, (h, c) = theirs(x)
     torch.testing.assert_close(y_t, y[-1], **F64)
     torch.testing.assert_close(state[1], c, **F64)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_no_grad_step_output_does_not_alias_the_state(kind):
+    """Writing into y_t leaves the returned state alone (as torch.nn's output and h_n)."""
+    module = KINDS[kind](3, 4)
+    with torch.no_grad():
+        y_t, state = module.step(torch.randn(2, 3))
+        h = state[0] if kind == "lstm" else state
+        before = h.clone()
+        y_t.add_(1.0)
+    assert torch.equal(h, before)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

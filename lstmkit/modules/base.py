@@ -13,6 +13,7 @@ L layers, D directions. Inside, everything is time-major (T,B,·).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -98,9 +99,7 @@ class RecurrentBase(nn.Module):
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent."""
-        sfx = self._suffix(layer, direction)
-        return tuple(getattr(self, name + sfx, None)
-                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+        return tuple(getattr(self, name, None) for name in _weight_names(self._suffix(layer, direction)))
 
     def flatten_parameters(self) -> None:
         """Accepted for drop-in compatibility with torch.nn (cuDNN's weight packing); nothing to do."""
@@ -165,11 +164,32 @@ class RecurrentBase(nn.Module):
             raise TypeError(f"x_t should be a tensor of shape (B, input_size) or (input_size,), got {got}")
         check_input(x_t.unsqueeze(0), self.input_size, self.weight_ih_l0)
         unbatched = x_t.dim() == 1
-        x = x_t.reshape(1, 1 if unbatched else x_t.shape[0], -1)              # (1,B,I)
-        y, state_n, _ = self._run_layers(x, self._initial_state(state, x.shape[1], unbatched, x), None, False)
+        x = x_t.unsqueeze(0) if unbatched else x_t                              # (B,I)
+        state = self._initial_state(state, x.shape[0], unbatched, x)            # (L,B,·) each
+        # the parameters are only listed when autograd records (most streaming runs under no_grad)
+        if torch.is_grad_enabled() and needs_grad(x, *state, *self.parameters()):
+            y, state_n, _ = self._run_layers(x.unsqueeze(0), state, None, False)
+            y = y[0]                                                            # (B,P)
+        else:
+            y, state_n = self._step_layers(x, state)
         if unbatched:
-            y, state_n = y.squeeze(1), tuple(s.squeeze(1) for s in state_n)
-        return y[0], (state_n if len(state_n) > 1 else state_n[0])
+            y, state_n = y.squeeze(0), tuple(s.squeeze(1) for s in state_n)
+        return y, (state_n if len(state_n) > 1 else state_n[0])
+
+    def _step_layers(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """step() where no gradient is needed: each layer's ``_run_direction`` (its inference path)
+        on a one-step sequence, without ``_run_layers``' directions and traces.
+        x (B,I); state (L,B,·) each. Returns y (B,P) and the new state, (L,B,·) each."""
+        finals = []
+        for layer in range(self.num_layers):
+            y, state_k, _ = self._run_direction(x.unsqueeze(0), tuple(s[layer] for s in state), layer, 0,
+                                                None, False)
+            x = y[0]                                                            # (B,P)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            finals.append(state_k)
+        state_n = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))  # (L,B,·) each, copies
+        return x, state_n
 
     def _state_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
         """Shapes of the initial state tensors, (L*D,B,P) for h (and (L*D,B,H) for an LSTM's c)."""
@@ -234,6 +254,13 @@ class RecurrentBase(nn.Module):
 
     def _make_trace(self, raw: tuple[Tensor, ...], unbatched: bool):
         raise NotImplementedError
+
+
+@functools.cache
+def _weight_names(suffix: str) -> tuple[str, ...]:
+    """The names of (w_ih, w_hh, b_ih, b_hh, w_hr) with one suffix, built once (a streaming step
+    reads them on every call)."""
+    return tuple(name + suffix for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
 
 
 def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lstmkit.functional import LSTMLayerFunction, lstm_layer_inference
+from lstmkit.functional.backend import recurrence_for
 from lstmkit.modules.base import RecurrentBase, needs_grad, padding_mask
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import LSTMTrace
@@ -82,6 +83,26 @@ class LSTM(RecurrentBase):
         if lengths is not None:                             # the cell is held on padding: show zeros
             cs = cs * padding_mask(lengths, x.shape[0])
         return y, (h_n, c_n), (gates, cs, y)
+
+    def _step_layers(self, x, state):
+        """step() where no gradient is needed, with the least per-call work: per layer the input
+        projection and one call of the recurrence with cache=False (what ``lstm_layer_inference``
+        does on a one-step sequence, minus its bookkeeping). x (B,I); state h (L,B,P), c (L,B,H).
+        Returns y (B,P) and (h_n (L,B,P), c_n (L,B,H))."""
+        h, c = state
+        rec = recurrence_for(x)
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, 0)
+            zx = x @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())  # (B,4H) as in forward
+            _, c_n, h_n = rec.lstm_recurrence_forward(zx.unsqueeze(0), h[layer], c[layer], w_hh, w_hr, None,
+                                                      cache=False)       # (1,B,H), (1,B,P)
+            x = h_n[0]                                                         # (B,P)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            hs.append(h_n[0])
+            cs.append(c_n[0])
+        return x, (torch.stack(hs), torch.stack(cs))                           # stack copies: y is not h_n
 
     def _make_trace(self, raw, unbatched: bool) -> LSTMTrace:
         gates, cs, y = (self._output_layout(t, unbatched) for t in raw)
