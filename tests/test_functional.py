@@ -107,3 +107,25 @@ def test_lstm_inference_equals_function_forward(backend, lengths, proj):
             got = lstm_layer_inference(*args)
     for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
         assert torch.equal(a, b.detach()), name
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_lstm_inference_in_chunks_equals_one_chunk(backend, lengths, bias, monkeypatch):
+    """The input projection taken 2 steps at a time (a ragged last chunk, lengths ending inside,
+    before and after a chunk) gives the one-chunk results within 1e-12 (float64)."""
+    from lstmkit import kernels
+    from lstmkit.functional import lstm as F
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    torch.manual_seed(6)
+    args = [leaf(T, B, I), leaf(B, H), leaf(B, H), leaf(4 * H, I), leaf(4 * H, H),
+            leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, None, lengths]
+    with kernels.backend(backend), torch.no_grad():
+        want = F.lstm_layer_inference(*args)
+        monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)
+        got = F.lstm_layer_inference(*args)
+    for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)

@@ -102,12 +102,24 @@ def lstm_recurrence_backward(
     return dz, dh, dc, dhtot
 
 
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    """zx (T,B,4H) = x W_ih^T + b_ih + b_hh for every step at once: one matrix product."""
+def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                      out: Tensor | None = None) -> Tensor:
+    """zx (T,B,4H) = x W_ih^T + b_ih + b_hh for every step at once: one matrix product; written
+    into out's first T steps where given (a buffer of at least T steps)."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)                                # (T*B,I)
-    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,4H)
+    out2 = None if out is None else out.view(-1, out.shape[2])[:T * B]            # (T*B,4H)
+    if b_ih is None:
+        zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,4H)
+    else:
+        zx = torch.addmm(b_ih + b_hh, x2, w_ih.t(), out=out2)                     # (T*B,4H)
     return zx.view(T, B, -1)
+
+
+# Inference takes the input projection in chunks of about this many elements of zx (16 MB in
+# float32), each into the same buffer: a whole-sequence zx past glibc's 32 MB mmap threshold is
+# mapped afresh and page-faulted on every call (config C of ``lstmkit bench``: 14% of its time).
+ZX_CHUNK_ELEMENTS = 1 << 22
 
 
 def lstm_layer_inference(
@@ -116,14 +128,25 @@ def lstm_layer_inference(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """LSTMLayerFunction's forward where no gradient and no trace is wanted: the same arguments and
     the same y (T,B,P), h_n (B,P), c_n (B,H), computed alike, but the recurrence runs with
-    cache=False, so neither gates nor cell states are kept (nothing for backward to read).
+    cache=False, so neither gates nor cell states are kept (nothing for backward to read), and
+    the input projection is taken chunk by chunk (ZX_CHUNK_ELEMENTS) into one buffer.
     h_n and c_n may be views (of y's last step, of a scratch row); copy before writing into them.
     """
-    T = x.shape[0]
-    zx = _input_projection(x, w_ih, b_ih, b_hh)             # (T,B,4H)
-    _, c_last, hs = recurrence_for(x).lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths, cache=False)
-    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
-    return y, hs[-1], c_last[0]
+    T, B, _ = x.shape
+    steps = max(1, ZX_CHUNK_ELEMENTS // (B * w_ih.shape[0]))     # steps per chunk
+    rec = recurrence_for(x)
+    buf = None
+    h, c, parts = h0, c0, []
+    for t0 in range(0, T, steps):
+        zx = _input_projection(x[t0:t0 + steps], w_ih, b_ih, b_hh, out=buf)   # (steps,B,4H)
+        buf = zx if buf is None else buf
+        left = None if lengths is None else (lengths - t0).clamp(min=0)         # steps left at t0
+        _, c_last, hs = rec.lstm_recurrence_forward(zx, h, c, w_hh, w_hr, left, cache=False)
+        parts.append(hs)                                                       # (steps,B,P)
+        h, c = hs[-1], c_last[0]
+    hs = parts[0] if len(parts) == 1 else torch.cat(parts)                     # (T,B,P)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)           # (T,B,P)
+    return y, h, c
 
 
 class LSTMLayerFunction(torch.autograd.Function):
