@@ -115,6 +115,12 @@ class RecurrentBase(nn.Module):
 
     # ---- forward: layouts in and out, then the loop over layers and directions ----------------------
 
+    def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
+        """output, h_n (an LSTM: (h_n, c_n)) [, trace]; the subclass docstrings give the shapes."""
+        y, state_n, trace = self._forward(input, hx, lengths, return_trace)
+        state_n = state_n if len(state_n) > 1 else state_n[0]
+        return (y, state_n, trace) if return_trace else (y, state_n)
+
     def _forward(self, input, hx, lengths, return_trace):
         """Normalise the input to time-major (T,B,I), run, and restore the caller's layout."""
         weight = self.weight_ih_l0

@@ -60,10 +60,6 @@ class LSTM(RecurrentBase):
                     if name.startswith("bias_ih"):
                         p[H:2 * H] += self.forget_bias
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
-        y, (h_n, c_n), trace = self._forward(input, hx, lengths, return_trace)
-        return (y, (h_n, c_n), trace) if return_trace else (y, (h_n, c_n))
-
     def _state_shapes(self, batch: int):
         LD = self.num_layers * self.num_directions
         return ((LD, batch, self.output_size), (LD, batch, self.hidden_size))

@@ -28,10 +28,6 @@ class RNN(RecurrentBase):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, device, dtype)
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
-        y, (h_n,), trace = self._forward(input, hx, lengths, return_trace)
-        return (y, h_n, trace) if return_trace else (y, h_n)
-
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
         y, h_n = RNNLayerFunction.apply(x, state[0].contiguous(), w_ih, w_hh, b_ih, b_hh,
