@@ -9,6 +9,7 @@ with the input projection and the weight gradients as large matrix products. The
 from lstmkit.functional.gru import GRULayerFunction, gru_recurrence_backward, gru_recurrence_forward
 from lstmkit.functional.lstm import (
     LSTMLayerFunction,
+    lstm_layer_forward,
     lstm_layer_inference,
     lstm_recurrence_backward,
     lstm_recurrence_forward,
@@ -23,6 +24,6 @@ from lstmkit.functional.rnn import (
 __all__ = [
     "GRULayerFunction", "LSTMLayerFunction", "NONLINEARITIES", "RNNLayerFunction",
     "gru_recurrence_backward", "gru_recurrence_forward",
-    "lstm_layer_inference", "lstm_recurrence_backward", "lstm_recurrence_forward",
+    "lstm_layer_forward", "lstm_layer_inference", "lstm_recurrence_backward", "lstm_recurrence_forward",
     "rnn_recurrence_backward", "rnn_recurrence_forward",
 ]

@@ -64,7 +64,7 @@ def lstm_recurrence_forward(
 
 def lstm_recurrence_backward(
     dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, h0: Tensor, c0: Tensor,
-    w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
+    w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None, overwrite: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Backpropagate through time from the saved gates and cell states (nothing is recomputed
     but tanh(c_t), one pointwise op per step, cheaper than storing it).
@@ -72,14 +72,16 @@ def lstm_recurrence_backward(
     dhs (T,B,P) gradient reaching each h_t from outside the recurrence; dc_last (B,H) reaching c_{T-1}.
     Returns dz (T,B,4H) gradient of the pre-activations, dh0 (B,P), dc0 (B,H), and with a projection
     dhtot (T,B,P), the total gradient at each h_t (zero at held steps), else None.
+    overwrite=True writes dz over gates (step t's gates are read before its dz is written): one
+    (T,B,4H) buffer less, for a caller that needs the gates no more.
     """
     T, B, _ = dhs.shape
-    dz = torch.empty_like(gates)                            # (T,B,4H)
+    dz = gates if overwrite else torch.empty_like(gates)    # (T,B,4H)
     dhtot = torch.zeros_like(dhs) if w_hr is not None else None
     dh, dc = torch.zeros_like(h0), dc_last.clone()
     for t in reversed(range(T)):
         dh = dh + dhs[t]                                    # (B,P) everything that reaches h_t
-        i, f, g, o = gates[t].chunk(4, dim=1)
+        i, f, g, o = gates[t].chunk(4, dim=1)                # views: read before dz[t] is written
         c_prev = cs[t - 1] if t > 0 else c0
         tanh_c = cs[t].tanh()
         if dhtot is not None:
@@ -90,8 +92,9 @@ def lstm_recurrence_backward(
         dzf = dc_t * c_prev * f * (1 - f)
         dzg = dc_t * i * (1 - g * g)
         dzo = dr * tanh_c * o * (1 - o)
+        dc_prev = dc_t * f                                  # (B,H) before f's memory may become dz
         torch.cat((dzi, dzf, dzg, dzo), dim=1, out=dz[t])
-        dh_prev, dc_prev = dz[t] @ w_hh, dc_t * f           # (B,P), (B,H)
+        dh_prev = dz[t] @ w_hh                              # (B,P)
         run = _step_mask(lengths, t)
         if run is not None:                                 # held steps pass dh, dc straight through
             dz[t] *= run
@@ -102,17 +105,45 @@ def lstm_recurrence_backward(
     return dz, dh, dc, dhtot
 
 
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                      out: Tensor | None = None) -> Tensor:
-    """zx (T,B,4H) = x W_ih^T + b_ih + b_hh for every step at once: one matrix product; written
-    into out's first T steps where given (a buffer of at least T steps)."""
+def lstm_layer_forward(
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tensor | None,
+    lengths: Tensor | None, cache: bool = True,
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """A layer's forward: the input projection zx = x W_ih^T + b for every step, then the recurrence.
+
+    x (T,B,I); bias (4H,) = b_ih + b_hh, or None. Returns what ``lstm_recurrence_forward`` returns.
+    With cache=False the projection is taken in chunks of about ZX_CHUNK_ELEMENTS elements, each
+    into the same buffer, and no gates or cell states are kept (inference: no backward, no trace).
+    The compiled kernels (``lstmkit.kernels``) do the same in one C++ call.
+    """
+    if cache:
+        zx = _input_projection(x, w_ih, bias)                                  # (T,B,4H)
+        return lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths)
+    T, B, _ = x.shape
+    steps = max(1, ZX_CHUNK_ELEMENTS // (B * w_ih.shape[0]))                   # steps per chunk
+    hs = x.new_empty(T, B, h0.shape[1])                                        # (T,B,P)
+    buf = None
+    h, c = h0, c0
+    for t0 in range(0, T, steps):
+        zx = _input_projection(x[t0:t0 + steps], w_ih, bias, out=buf)          # (steps,B,4H)
+        buf = zx if buf is None else buf
+        left = None if lengths is None else (lengths - t0).clamp(min=0)         # steps left at t0
+        _, c_last, hs_n = lstm_recurrence_forward(zx, h, c, w_hh, w_hr, left, cache=False)
+        hs[t0:t0 + steps] = hs_n
+        h, c = hs[min(T, t0 + steps) - 1], c_last[0]
+    return None, c.unsqueeze(0), hs
+
+
+def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """zx (T,B,4H) = x W_ih^T + bias for every step at once: one matrix product; written into
+    out's first T steps where given (a buffer of at least T steps)."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)                                # (T*B,I)
     out2 = None if out is None else out.view(-1, out.shape[2])[:T * B]            # (T*B,4H)
-    if b_ih is None:
+    if bias is None:
         zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,4H)
     else:
-        zx = torch.addmm(b_ih + b_hh, x2, w_ih.t(), out=out2)                     # (T*B,4H)
+        zx = torch.addmm(bias, x2, w_ih.t(), out=out2)                            # (T*B,4H)
     return zx.view(T, B, -1)
 
 
@@ -127,70 +158,78 @@ def lstm_layer_inference(
     b_hh: Tensor | None, w_hr: Tensor | None, lengths: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """LSTMLayerFunction's forward where no gradient and no trace is wanted: the same arguments and
-    the same y (T,B,P), h_n (B,P), c_n (B,H), computed alike, but the recurrence runs with
-    cache=False, so neither gates nor cell states are kept (nothing for backward to read), and
-    the input projection is taken chunk by chunk (ZX_CHUNK_ELEMENTS) into one buffer.
+    the same y (T,B,P), h_n (B,P), c_n (B,H), computed alike, but with ``lstm_layer_forward``'s
+    cache=False: neither gates nor cell states are kept (nothing for backward to read), and the
+    input projection is taken chunk by chunk into one buffer.
     h_n and c_n may be views (of y's last step, of a scratch row); copy before writing into them.
     """
-    T, B, _ = x.shape
-    steps = max(1, ZX_CHUNK_ELEMENTS // (B * w_ih.shape[0]))     # steps per chunk
+    T = x.shape[0]
     rec = recurrence_for(x)
-    buf = None
-    h, c, parts = h0, c0, []
-    for t0 in range(0, T, steps):
-        zx = _input_projection(x[t0:t0 + steps], w_ih, b_ih, b_hh, out=buf)   # (steps,B,4H)
-        buf = zx if buf is None else buf
-        left = None if lengths is None else (lengths - t0).clamp(min=0)         # steps left at t0
-        _, c_last, hs = rec.lstm_recurrence_forward(zx, h, c, w_hh, w_hr, left, cache=False)
-        parts.append(hs)                                                       # (steps,B,P)
-        h, c = hs[-1], c_last[0]
-    hs = parts[0] if len(parts) == 1 else torch.cat(parts)                     # (T,B,P)
+    _, c_last, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)           # (T,B,P)
-    return y, h, c
+    return y, hs[-1], c_last[0]
+
+
+def _bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """The one bias the cell sees, b_ih + b_hh (4H,), or None."""
+    return None if b_ih is None else b_ih + b_hh
 
 
 class LSTMLayerFunction(torch.autograd.Function):
     """One layer, one direction, over a whole sequence, with the backward above.
 
     forward(x (T,B,I), h0 (B,P), c0 (B,H), w_ih (4H,I), w_hh (4H,P), b_ih, b_hh (4H,) or None,
-    w_hr (P,H) or None, lengths (B,) int64 or None) -> y (T,B,P) (zero past each length),
-    h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H). The last two are the trace: the very tensors
-    saved for backward, returned without a second computation (not differentiable).
+    w_hr (P,H) or None, lengths (B,) int64 or None, keep_trace=True) -> y (T,B,P) (zero past each
+    length), h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H). The last two are the trace: the very
+    tensors saved for backward, returned without a second computation (not differentiable). With
+    keep_trace=False they come back empty, and backward writes dz over the saved gates (one
+    sequence-sized buffer less); a second backward through the same graph (retain_graph=True)
+    then recomputes the gates first, so it gets the same gradients.
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace=True):
         T = x.shape[0]
-        zx = _input_projection(x, w_ih, b_ih, b_hh)         # (T,B,4H)
         rec = recurrence_for(x)
-        gates, cs, hs = rec.lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths)
+        gates, cs, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
         y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, cs, hs, lengths)
-        ctx.has_bias = b_ih is not None
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, gates, cs, hs, lengths)
+        ctx.has_bias, ctx.keep_trace, ctx.gates_overwritten = b_ih is not None, keep_trace, False
+        ctx.set_materialize_grads(False)                    # no zero-filled (T,B,4H) gradient for the trace
+        h_n, c_n = hs[-1].clone(), cs[-1].clone()
+        if not keep_trace:
+            gates, cs = gates.new_empty(0), cs.new_empty(0)
         ctx.mark_non_differentiable(gates, cs)
-        return y, hs[-1].clone(), cs[-1].clone(), gates, cs
+        return y, h_n, c_n, gates, cs
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n, _dgates, _dcs):
-        x, h0, c0, w_ih, w_hh, w_hr, gates, cs, hs, lengths = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, gates, cs, hs, lengths = ctx.saved_tensors
         T, B, I = x.shape
-        dhs = _outside_grad(dy, lengths)                    # (T,B,P) a fresh, contiguous tensor
-        dhs[-1] += dh_n                                     # h_n is h_{T-1} (held past each length)
         rec = recurrence_for(x)
-        dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(
-            dhs, dc_n.contiguous(), gates, cs, hs, h0, c0, w_hh, w_hr, lengths)
-        dz2 = dz.view(T * B, -1)                            # (T*B,4H)
+        if ctx.gates_overwritten:                           # a second backward: the first wrote dz over them
+            gates, _, _ = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
+        H = cs.shape[2]
+        dhs = x.new_zeros(T, B, hs.shape[2]) if dy is None else _outside_grad(dy, lengths)  # (T,B,P) fresh
+        if dh_n is not None:
+            dhs[-1] += dh_n                                 # h_n is h_{T-1} (held past each length)
+        dc_last = c0.new_zeros(B, H) if dc_n is None else dc_n.contiguous()
         need = ctx.needs_input_grad
+        r = None
+        if w_hr is not None and need[7]:
+            r = gates[:, :, 3 * H:] * cs.tanh()             # (T,B,H) recomputed: one pointwise op, before dz
+        dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(
+            dhs, dc_last, gates, cs, hs, h0, c0, w_hh, w_hr, lengths, overwrite=not ctx.keep_trace)
+        ctx.gates_overwritten = not ctx.keep_trace
+        dz2 = dz.view(T * B, -1)                            # (T*B,4H)
         dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else None
         dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else None
-        h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))      # (T,B,P) the h_{t-1} of every step
-        dw_hh = torch.mm(dz2.t(), h_prev.view(T * B, -1)) if need[4] else None
+        dw_hh = None
+        if need[4]:                                         # sum_t dz_t^T h_{t-1}, h_{-1} = h0: no concatenation
+            P = hs.shape[2]
+            dw_hh = torch.mm(dz[0].t(), h0)
+            if T > 1:
+                dw_hh.addmm_(dz2[B:].t(), hs[:-1].reshape((T - 1) * B, P))
         db = dz2.sum(0) if ctx.has_bias else None
-        dw_hr = None
-        if w_hr is not None and need[7]:
-            H = cs.shape[2]
-            r = gates[:, :, 3 * H:] * cs.tanh()             # (T,B,H) recomputed: one pointwise op
-            dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H))
-        return dx, dh0, dc0, dw_ih, dw_hh, db, _copy(db), dw_hr, None
-
-
+        dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H)) if r is not None else None
+        return dx, dh0, dc0, dw_ih, dw_hh, db, _copy(db), dw_hr, None, None

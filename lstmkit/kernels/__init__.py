@@ -33,7 +33,7 @@ from torch import Tensor
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
-_HEADERS = ("cpu_math.h",)
+_HEADERS = ("cpu_math.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
@@ -170,14 +170,29 @@ def lstm_recurrence_forward(zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_
     return gates, cs, hs
 
 
+def lstm_layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,
+                       w_hr: Tensor | None, lengths: Tensor | None, cache: bool = True
+                       ) -> tuple[Tensor | None, Tensor, Tensor]:
+    """x (T,B,I), w_ih (4H,I), bias (4H,) = b_ih + b_hh or None; the rest and the result as
+    ``lstm_recurrence_forward``. One C++ call: the projection x W_ih^T (whole, written into the
+    gates tensor, with the cache; else chunk by chunk into one buffer), the bias added in the cell."""
+    from lstmkit.functional.lstm import ZX_CHUNK_ELEMENTS
+
+    gates, cs, hs = _ext.lstm_layer_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
+                                            w_hh.contiguous(), _c(bias), _c(w_hr), _c(lengths), _path, cache,
+                                            ZX_CHUNK_ELEMENTS)
+    return gates, cs, hs
+
+
 def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, h0: Tensor,
-                             c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None
-                             ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+                             c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
+                             overwrite: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """-> dz (T,B,4H), dh0 (B,P), dc0 (B,H), and with w_hr the total gradient at each h_t, dhtot (T,B,P)
     (zero at held steps; dW_hr = sum_t dhtot_t^T r_t), else None. hs is not needed here (the caller
-    forms dW_hh from it); it is taken for the contract."""
+    forms dW_hh from it); it is taken for the contract. overwrite=True writes dz over gates."""
     dz, dh0, dc0, dhtot = _ext.lstm_backward(dhs.contiguous(), dc_last.contiguous(), gates, cs, h0.contiguous(),
-                                             c0.contiguous(), w_hh.contiguous(), _c(w_hr), _c(lengths), _path)
+                                             c0.contiguous(), w_hh.contiguous(), _c(w_hr), _c(lengths), _path,
+                                             overwrite)
     return dz, dh0, dc0, dhtot
 
 
@@ -222,6 +237,7 @@ def _cpp_namespace() -> types.SimpleNamespace:
     if _cpp_ns is None:
         tns = _torch_namespace()
         names = [f"{cell}_recurrence_{way}" for cell in ("lstm", "gru", "rnn") for way in ("forward", "backward")]
+        names.append("lstm_layer_forward")
         _cpp_ns = types.SimpleNamespace(name="cpp")
         for fn in names:
             setattr(_cpp_ns, fn, globals()[fn] if fn in globals() else getattr(tns, fn))

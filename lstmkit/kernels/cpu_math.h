@@ -183,12 +183,15 @@ inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw,
 }
 
 // A (K, N) -> (ceil(N / kPanel), K, kPanel): each panel of columns contiguous, zero-padded.
+// The full panels in one strided copy (one ATen call, not one per panel).
 inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
-  const int64_t K = A.size(0), N = A.size(1), np = (N + NP - 1) / NP;
-  at::Tensor out = at::zeros({np, K, NP}, A.options());
-  for (int64_t p = 0; p < np; ++p) {
-    const int64_t w = std::min(NP, N - p * NP);
-    out[p].narrow(1, 0, w).copy_(A.narrow(1, p * NP, w));
+  const int64_t K = A.size(0), N = A.size(1), full = N / NP, np = (N + NP - 1) / NP;
+  at::Tensor out = at::empty({np, K, NP}, A.options());
+  if (full) out.narrow(0, 0, full).copy_(A.narrow(1, 0, full * NP).view({K, full, NP}).permute({1, 0, 2}));
+  if (np > full) {
+    at::Tensor last = out[full];
+    last.zero_();
+    last.narrow(1, 0, N - full * NP).copy_(A.narrow(1, full * NP, N - full * NP));
   }
   return out;
 }

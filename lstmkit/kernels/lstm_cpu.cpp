@@ -20,6 +20,7 @@
 #include <optional>
 
 #include "cpu_math.h"
+#include "vec_math.h"
 
 namespace lstmkit {
 
@@ -33,13 +34,27 @@ inline bool use_small(int64_t path, int64_t B) { return path == kSmall || (path 
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
-// z (G) pre-activations in, activated gates [i f g o] out; c = f c_prev + i g; r = o tanh(c).
-// Every array gets its own restrict pointer: with them the loop vectorizes (without, gcc gives up).
+// z (G) pre-activations in (less the bias b), activated gates [i f g o] out; c = f c_prev + i g;
+// r = o tanh(c). Whole vectors with vec_math.h, the ragged end with the scalar functions. Each
+// vector's loads come before its stores, so z may be read and written in place.
 template <typename T>
-inline void cell_forward_units(T* __restrict zi, T* __restrict zf, T* __restrict zg, T* __restrict zo,
-                               const T* __restrict c_prev, T* __restrict c, T* __restrict r, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T i = sigmoid_(zi[j]), f = sigmoid_(zf[j]), g = tanh_(zg[j]), o = sigmoid_(zo[j]);
+inline void cell_forward(T* z, const T* b, const T* c_prev, T* c, T* r, int64_t H, int64_t j0, int64_t j1) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  T *zi = z, *zf = z + H, *zg = z + 2 * H, *zo = z + 3 * H;
+  const T *bi = b, *bf = b + H, *bg = b + 2 * H, *bo = b + 3 * H;
+  int64_t j = j0;
+  for (; j + L <= j1; j += L) {
+    const V i = vsigmoid<T>(load(zi + j) + load(bi + j)), f = vsigmoid<T>(load(zf + j) + load(bf + j));
+    const V g = vtanh<T>(load(zg + j) + load(bg + j)), o = vsigmoid<T>(load(zo + j) + load(bo + j));
+    const V cj = f * load(c_prev + j) + i * g;
+    store(zi + j, i), store(zf + j, f), store(zg + j, g), store(zo + j, o);
+    store(c + j, cj);
+    store(r + j, o * vtanh<T>(cj));
+  }
+  for (; j < j1; ++j) {
+    const T i = sigmoid_(zi[j] + bi[j]), f = sigmoid_(zf[j] + bf[j]), g = tanh_(zg[j] + bg[j]);
+    const T o = sigmoid_(zo[j] + bo[j]);
     const T cj = f * c_prev[j] + i * g;
     zi[j] = i, zf[j] = f, zg[j] = g, zo[j] = o;
     c[j] = cj;
@@ -47,21 +62,30 @@ inline void cell_forward_units(T* __restrict zi, T* __restrict zf, T* __restrict
   }
 }
 
-template <typename T>
-inline void cell_forward(T* z, const T* c_prev, T* c, T* r, int64_t H, int64_t j0, int64_t j1) {
-  cell_forward_units(z + j0, z + H + j0, z + 2 * H + j0, z + 3 * H + j0, c_prev + j0, c + j0, r + j0, j1 - j0);
-}
-
 // The mirror: from dr = dL/dr_t and dc = dL/dc_t (the part from step t+1), the gradient of the
 // pre-activations dz, and dc becomes dL/dc_{t-1}. tanh(c_t) is recomputed (one tanh per unit),
 // cheaper than storing a fourth (T,B,H) tensor. sigma' = y(1 - y), tanh' = 1 - y^2.
+// dz may be the gates themselves (each vector's gates are read before its dz is written).
 template <typename T>
-inline void cell_backward_units(const T* __restrict i_, const T* __restrict f_, const T* __restrict g_,
-                                const T* __restrict o_, const T* __restrict c, const T* __restrict c_prev,
-                                const T* __restrict dr, T* __restrict dc, T* __restrict dzi, T* __restrict dzf,
-                                T* __restrict dzg, T* __restrict dzo, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T i = i_[j], f = f_[j], g = g_[j], o = o_[j];
+inline void cell_backward(const T* gate, const T* c, const T* c_prev, const T* dr, T* dc, T* dz,
+                          int64_t H, int64_t j0, int64_t j1) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  const T *gi = gate, *gf = gate + H, *gg = gate + 2 * H, *go = gate + 3 * H;
+  T *dzi = dz, *dzf = dz + H, *dzg = dz + 2 * H, *dzo = dz + 3 * H;
+  int64_t j = j0;
+  for (; j + L <= j1; j += L) {
+    const V i = load(gi + j), f = load(gf + j), g = load(gg + j), o = load(go + j), drj = load(dr + j);
+    const V tc = vtanh<T>(load(c + j));
+    const V dcj = load(dc + j) + drj * o * (T(1) - tc * tc);
+    store(dzi + j, dcj * g * i * (T(1) - i));
+    store(dzf + j, dcj * load(c_prev + j) * f * (T(1) - f));
+    store(dzg + j, dcj * i * (T(1) - g * g));
+    store(dzo + j, drj * tc * o * (T(1) - o));
+    store(dc + j, dcj * f);
+  }
+  for (; j < j1; ++j) {
+    const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
     const T tc = tanh_(c[j]);
     const T dcj = dc[j] + dr[j] * o * (T(1) - tc * tc);
     dzi[j] = dcj * g * i * (T(1) - i);
@@ -70,15 +94,6 @@ inline void cell_backward_units(const T* __restrict i_, const T* __restrict f_, 
     dzo[j] = dr[j] * tc * o * (T(1) - o);
     dc[j] = dcj * f;
   }
-}
-
-template <typename T>
-inline void cell_backward(const T* gate, const T* c, const T* c_prev, const T* dr, T* dc, T* dz,
-                          int64_t H, int64_t j0, int64_t j1) {
-  const T* q = gate + j0;
-  T* d = dz + j0;
-  cell_backward_units(q, q + H, q + 2 * H, q + 3 * H, c + j0, c_prev + j0, dr + j0, dc + j0, d, d + H, d + 2 * H,
-                      d + 3 * H, j1 - j0);
 }
 
 // A held step (t >= lengths[b]): gates 0, c_t = c_{t-1}; in backward dz = 0 and dc passes through.
@@ -90,19 +105,43 @@ inline void cell_hold(T* z, const T* c_prev, T* c, int64_t H, int64_t j0, int64_
 
 // ---- forward ----------------------------------------------------------------------------------
 
+// The recurrent weights as one call's steps read them, prepared once per call and shared by every
+// chunk: packed in panels for the hand-written product, or made contiguous for BLAS (MKL is ~25%
+// faster on W_hh^T contiguous than on the transposed view at these shapes).
 template <typename T>
-void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
-                  const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& gates, at::Tensor& cs,
-                  at::Tensor& hs, bool small, bool cache) {
+struct Recurrent {
+  bool small, proj;
+  std::optional<StepWeight<T>> whh, whr;                                        // as (K,N) = W^T
+  at::Tensor w_hhT, w_hrT;
+  Recurrent(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr, int64_t B, int64_t steps, bool small_)
+      : small(small_), proj(w_hr.has_value()) {
+    if (small) {
+      whh.emplace(w_hh.t(), B, steps);
+      if (proj) whr.emplace(w_hr->t(), B, steps);
+    } else {
+      w_hhT = w_hh.t().contiguous();
+      if (proj) w_hrT = w_hr->t().contiguous();
+    }
+  }
+};
+
+// Steps [0, n) of a chunk that starts at step t0 of the sequence (t0 only shifts the lengths).
+// zx (n,B,G) pre-activations from the input, without the bias b (G); gates (n,B,G), which may be
+// zx itself (overwritten step by step), or without the cache a (1,B,G) scratch row; cs (n,B,H),
+// or without the cache a (2,B,H) scratch; hs (n,B,P), written in place (may be a slice of the
+// caller's output); h0 (B,P), c0 (B,H) the state before the chunk; rbuf (B,H) scratch for r_t
+// with a projection. Returns the slot of cs that holds the chunk's last cell state.
+template <typename T>
+int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias, const at::Tensor& h0,
+                      const at::Tensor& c0, const int64_t* len, int64_t t0, at::Tensor& gates, at::Tensor& cs,
+                      at::Tensor& hs, const at::Tensor& rbuf, bool cache) {
   const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
-  // without the cache, gates and cs are scratch rows: one for z_t, two for c_{t-1} and c_t
   auto zslot = [&](int64_t t) { return cache ? t : 0; };
   auto cslot = [&](int64_t t) { return cache ? t : t & 1; };
-  const bool proj = w_hr.has_value();
-  at::Tensor rbuf = proj ? at::empty({B, H}, zx.options()) : at::Tensor();     // (B,H) r_t
+  const bool proj = W.proj, inplace = zx.data_ptr() == gates.data_ptr();
   T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>(), *r_ = proj ? rbuf.data_ptr<T>() : nullptr;
   const T *pzx = zx.data_ptr<T>(), *ph0 = h0.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
-  auto held = [&](int64_t t, int64_t b) { return len && t >= len[b]; };
+  auto held = [&](int64_t t, int64_t b) { return len && t0 + t >= len[b]; };
   // the cell for rows [b0, b1) at step t, units [j0, j1): z_t (already zx_t + h_{t-1} W_hh^T) -> gates, c_t, r_t
   auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
     const T* hp = t ? ph + (t - 1) * B * P : ph0;                               // (B,P) h_{t-1}
@@ -113,7 +152,7 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
         cell_hold(z + b * G, cp + b * H, c + b * H, H, j0, j1);
         if (!proj) std::copy(hp + b * P + j0, hp + b * P + j1, h + b * P + j0);
       } else {
-        cell_forward(z + b * G, cp + b * H, c + b * H, r + b * H, H, j0, j1);
+        cell_forward(z + b * G, bias, cp + b * H, c + b * H, r + b * H, H, j0, j1);
       }
     }
   };
@@ -123,39 +162,34 @@ void forward_impl(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& 
     for (int64_t b = 0; b < B; ++b)
       if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
   };
-  if (small) {
-    const StepWeight<T> whh(w_hh.t(), B, T_);                                   // packed once per call
-    std::optional<StepWeight<T>> whr;
-    if (proj) whr.emplace(w_hr->t(), B, T_);
+  if (W.small) {
     run_team(B * G * P, [&](int rank, int size) {
       const auto [j0, j1] = team_slice<T>(H, rank, size);
       const auto [p0, p1] = team_slice<T>(P, rank, size);
       for (int64_t t = 0; t < T_; ++t) {
         const T* hp = t ? ph + (t - 1) * B * P : ph0;
         for (int64_t q = 0; q < 4; ++q)
-          whh.product(pz + zslot(t) * B * G, G, pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
+          W.whh->product(pz + zslot(t) * B * G, G, pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
         cells(t, j0, j1, 0, B);
         team_barrier();
         if (!proj) continue;
-        whr->product(ph + t * B * P, P, static_cast<const T*>(nullptr), 0, r_, H, B, p0, p1);
+        W.whr->product(ph + t * B * P, P, static_cast<const T*>(nullptr), 0, r_, H, B, p0, p1);
         hold_h(t, p0, p1);
         team_barrier();
       }
     });
-    return;
+  } else {
+    for (int64_t t = 0; t < T_; ++t) {                                          // BLAS per step
+      at::Tensor z_t = gates[zslot(t)];
+      at::addmm_out(z_t, inplace ? z_t : zx[t], t ? hs[t - 1] : h0, W.w_hhT);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+      if (!proj) continue;
+      at::Tensor h_t = hs[t];
+      at::mm_out(h_t, rbuf, W.w_hrT);
+      hold_h(t, 0, P);
+    }
   }
-  // BLAS per step, on W_hh^T (and W_hr^T) made contiguous once: MKL is ~25% faster on them than
-  // on the transposed views at these shapes
-  const at::Tensor w_hhT = w_hh.t().contiguous(), w_hrT = proj ? w_hr->t().contiguous() : at::Tensor();
-  for (int64_t t = 0; t < T_; ++t) {
-    at::Tensor z_t = gates[zslot(t)];
-    at::addmm_out(z_t, zx[t], t ? hs[t - 1] : h0, w_hhT);
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
-    if (!proj) continue;
-    at::Tensor h_t = hs[t];
-    at::mm_out(h_t, rbuf, w_hrT);
-    hold_h(t, 0, P);
-  }
+  return cslot(T_ - 1);
 }
 
 // ---- backward ---------------------------------------------------------------------------------
@@ -259,6 +293,15 @@ static const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths, int6
   return lengths->data_ptr<int64_t>();
 }
 
+// A (G,) bias pointer for the cell: b where given, else zeros.
+static at::Tensor bias_or_zeros(const c10::optional<at::Tensor>& bias, const at::Tensor& like, int64_t G) {
+  if (!bias.has_value()) return at::zeros({G}, like.options());
+  check(*bias, like, "bias");
+  TORCH_CHECK(bias->numel() == G, "bias must have ", G, " elements, got ", bias->numel());
+  return *bias;
+}
+
+// The recurrence alone, over given pre-activations (the contract of lstm_recurrence_forward).
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool cache) {
@@ -270,17 +313,73 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
   at::Tensor gates = at::empty({cache ? T_ : 1, B, 4 * H}, zx.options());
   at::Tensor cs = at::empty({cache ? T_ : std::min<int64_t>(T_, 2), B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, P}, zx.options());
+  at::Tensor rbuf = w_hr ? at::empty({B, H}, zx.options()) : at::Tensor();
+  const at::Tensor bias = at::zeros({4 * H}, zx.options());
+  int64_t last = 0;
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
-    forward_impl<scalar_t>(zx, h0, c0, w_hh, w_hr, len, gates, cs, hs, use_small(path, B), cache);
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+    last = forward_steps<scalar_t>(W, zx, bias.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, cache);
   });
-  if (!cache) return {at::Tensor(), cs.narrow(0, (T_ - 1) & 1, 1), hs};      // c_{T-1} as (1,B,H)
+  if (!cache) return {at::Tensor(), cs.narrow(0, last, 1), hs};                // c_{T-1} as (1,B,H)
   return {gates, cs, hs};
+}
+
+// A whole layer's forward: the input projection and the recurrence, in one call.
+// With the cache, zx = x W_ih^T is one product written straight into the gates tensor, which the
+// recurrence then overwrites step by step with the activated gates (no separate zx). Without it,
+// zx is taken in chunks of about chunk_elems elements into one reused buffer, and each chunk's
+// states are written straight into their place in hs: nothing is concatenated, and no buffer the
+// size of the whole sequence's zx is allocated (and page-faulted) on every call.
+std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                           const c10::optional<at::Tensor>& bias,
+                                           const c10::optional<at::Tensor>& w_hr,
+                                           const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
+                                           int64_t chunk_elems) {
+  for (auto [t, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}}) check(*t, x, n);
+  check(x, x, "x");
+  if (w_hr) check(*w_hr, x, "w_hr");
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_ih.size(0), H = G / 4, P = h0.size(1);
+  TORCH_CHECK(w_ih.size(1) == I, "w_ih must be (4H, ", I, "), got (", w_ih.size(0), ", ", w_ih.size(1), ")");
+  const int64_t* len = lengths_ptr(lengths, B);
+  const at::Tensor b = bias_or_zeros(bias, x, G);
+  const at::Tensor w_ihT = w_ih.t();
+  at::Tensor hs = at::empty({T_, B, P}, x.options());
+  at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
+  if (cache) {
+    at::Tensor gates = at::empty({T_, B, G}, x.options()), cs = at::empty({T_, B, H}, x.options());
+    at::Tensor zx2 = gates.view({T_ * B, G});
+    at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
+      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+      forward_steps<scalar_t>(W, gates, b.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, true);
+    });
+    return {gates, cs, hs};
+  }
+  const int64_t steps = std::max<int64_t>(1, std::min<int64_t>(T_, chunk_elems / std::max<int64_t>(1, B * G)));
+  at::Tensor zx = at::empty({steps, B, G}, x.options());                        // reused by every chunk
+  at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
+  at::Tensor c_carry = c0;                                                       // (B,H) c before the chunk
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+    for (int64_t t0 = 0; t0 < T_; t0 += steps) {
+      const int64_t n = std::min(steps, T_ - t0);
+      at::Tensor zx_n = zx.narrow(0, 0, n), hs_n = hs.narrow(0, t0, n);
+      at::Tensor zx2 = zx_n.view({n * B, G});
+      at::mm_out(zx2, x.narrow(0, t0, n).view({n * B, I}), w_ihT);
+      const at::Tensor h_before = t0 ? hs[t0 - 1] : h0;
+      const int64_t last = forward_steps<scalar_t>(W, zx_n, b.data_ptr<scalar_t>(), h_before, c_carry, len, t0,
+                                                   z, cs, hs_n, rbuf, false);
+      c_carry = cs[last].clone();
+    }
+  });
+  return {at::Tensor(), c_carry.unsqueeze(0), hs};                              // c_{T-1} as (1,B,H)
 }
 
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
                                       const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-                                      const c10::optional<at::Tensor>& lengths, int64_t path) {
+                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool overwrite) {
   for (auto [x, n] : {std::pair{&dc_last, "dc_last"}, {&gates, "gates"}, {&cs, "cs"}, {&h0, "h0"}, {&c0, "c0"},
                       {&w_hh, "w_hh"}})
     check(*x, dhs, n);
@@ -288,7 +387,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
   if (w_hr) check(*w_hr, dhs, "w_hr");
   const int64_t B = dhs.size(1);
   const int64_t* len = lengths_ptr(lengths, B);
-  at::Tensor dz = at::empty_like(gates), dh0 = at::empty_like(h0), dc0 = at::empty_like(c0);
+  at::Tensor dz = overwrite ? gates : at::empty_like(gates), dh0 = at::empty_like(h0), dc0 = at::empty_like(c0);
   at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,

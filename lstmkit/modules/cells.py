@@ -77,7 +77,7 @@ class LSTMCell(_CellBase):
     def forward(self, input: Tensor, hx=None) -> tuple[Tensor, Tensor]:
         x, (h, c), unbatched = self._inputs(input, hx)
         _, h_new, c_new, _, _ = LSTMLayerFunction.apply(
-            x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None, None)
+            x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None, None, False)
         return (h_new[0], c_new[0]) if unbatched else (h_new, c_new)
 
 

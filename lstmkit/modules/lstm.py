@@ -73,7 +73,7 @@ class LSTM(RecurrentBase):
         if not want_trace and not needs_grad(x, h0, c0, *weights):
             y, h_n, c_n = lstm_layer_inference(x, h0, c0, *weights, lengths)
             return y, (h_n, c_n), None
-        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(x, h0, c0, *weights, lengths)
+        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(x, h0, c0, *weights, lengths, want_trace)
         if not want_trace:
             return y, (h_n, c_n), None
         if lengths is not None:                             # the cell is held on padding: show zeros
@@ -81,18 +81,18 @@ class LSTM(RecurrentBase):
         return y, (h_n, c_n), (gates, cs, y)
 
     def _step_layers(self, x, state):
-        """step() where no gradient is needed, with the least per-call work: per layer the input
-        projection and one call of the recurrence with cache=False (what ``lstm_layer_inference``
-        does on a one-step sequence, minus its bookkeeping). x (B,I); state h (L,B,P), c (L,B,H).
+        """step() where no gradient is needed, with the least per-call work: per layer one call of
+        ``lstm_layer_forward`` with cache=False (what ``lstm_layer_inference`` does on a one-step
+        sequence, minus its bookkeeping). x (B,I); state h (L,B,P), c (L,B,H).
         Returns y (B,P) and (h_n (L,B,P), c_n (L,B,H))."""
         h, c = state
         rec = recurrence_for(x)
         hs, cs = [], []
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, 0)
-            zx = x @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())  # (B,4H) as in forward
-            _, c_n, h_n = rec.lstm_recurrence_forward(zx.unsqueeze(0), h[layer], c[layer], w_hh, w_hr, None,
-                                                      cache=False)       # (1,B,H), (1,B,P)
+            bias = None if b_ih is None else b_ih + b_hh
+            _, c_n, h_n = rec.lstm_layer_forward(x.unsqueeze(0), h[layer], c[layer], w_ih, w_hh, bias, w_hr, None,
+                                                 cache=False)            # (1,B,H), (1,B,P)
             x = h_n[0]                                                         # (B,P)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = nn.functional.dropout(x, self.dropout, training=True)
