@@ -26,11 +26,12 @@ namespace lstmkit {
 
 enum Path : int64_t { kAuto = 0, kSmall = 1, kBlas = 2 };
 
-// Rows up to which the hand-written product is at least as fast as a BLAS call per step (1 thread,
-// this machine: clearly faster to 8 rows, equal at 32, BLAS ahead at 64 in backward).
-constexpr int64_t kSmallBatch = 32;
+// Rows up to which the hand-written product is at least as fast as a BLAS call per step (2 threads,
+// this machine, H = 256 and 512): forward, clearly faster to 64 rows, equal at 128; backward (whose
+// step product has K = 4H), faster to 48, equal at 64, BLAS ahead at 128.
+constexpr int64_t kSmallBatchForward = 128, kSmallBatchBackward = 64;
 
-inline bool use_small(int64_t path, int64_t B) { return path == kSmall || (path == kAuto && B <= kSmallBatch); }
+inline bool use_small(int64_t path, int64_t B, int64_t limit) { return path == kSmall || (path == kAuto && B <= limit); }
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
@@ -317,7 +318,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
   const at::Tensor bias = at::zeros({4 * H}, zx.options());
   int64_t last = 0;
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
     last = forward_steps<scalar_t>(W, zx, bias.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, cache);
   });
   if (!cache) return {at::Tensor(), cs.narrow(0, last, 1), hs};                // c_{T-1} as (1,B,H)
@@ -351,7 +352,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
     at::Tensor zx2 = gates.view({T_ * B, G});
     at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
       forward_steps<scalar_t>(W, gates, b.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, true);
     });
     return {gates, cs, hs};
@@ -361,7 +362,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
   at::Tensor c_carry = c0;                                                       // (B,H) c before the chunk
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B));
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
     for (int64_t t0 = 0; t0 < T_; t0 += steps) {
       const int64_t n = std::min(steps, T_ - t0);
       at::Tensor zx_n = zx.narrow(0, 0, n), hs_n = hs.narrow(0, t0, n);
@@ -391,7 +392,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
   at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,
-                            use_small(path, B));
+                            use_small(path, B, kSmallBatchBackward));
   });
   return {dz, dh0, dc0, dhtot};
 }
