@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import platform
 import sys
@@ -148,6 +149,11 @@ def _warn_fallback() -> None:
                       "recurrence (correct, slower). Set LSTMKIT_BACKEND=torch to silence this.", stacklevel=3)
 
 
+def _functional_lstm() -> types.ModuleType:
+    """lstmkit.functional.lstm (imported late: it imports this module); a dict lookup after the first call."""
+    return sys.modules.get("lstmkit.functional.lstm") or importlib.import_module("lstmkit.functional.lstm")
+
+
 def _torch_namespace() -> types.ModuleType:
     """The pure-PyTorch recurrences: ``lstmkit.functional`` itself (imported late: no cycle)."""
     import lstmkit.functional
@@ -176,11 +182,9 @@ def lstm_layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Te
     """x (T,B,I), w_ih (4H,I), bias (4H,) = b_ih + b_hh or None; the rest and the result as
     ``lstm_recurrence_forward``. One C++ call: the projection x W_ih^T (whole, written into the
     gates tensor, with the cache; else chunk by chunk into one buffer), the bias added in the cell."""
-    from lstmkit.functional.lstm import ZX_CHUNK_ELEMENTS
-
     gates, cs, hs = _ext.lstm_layer_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
                                             w_hh.contiguous(), _c(bias), _c(w_hr), _c(lengths), _path, cache,
-                                            ZX_CHUNK_ELEMENTS)
+                                            _functional_lstm().ZX_CHUNK_ELEMENTS)
     return gates, cs, hs
 
 

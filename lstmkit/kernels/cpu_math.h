@@ -232,6 +232,9 @@ struct StepWeight {
 
 // A step with fewer multiply-adds than this runs on one thread: a fork or a barrier costs more.
 constexpr int64_t kParallelWork = 16384;
+// A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping worker
+// costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
+constexpr int64_t kParallelCall = 1 << 21;
 
 // A barrier that spins on one shared word (sense reversal), for the few microseconds a step lasts;
 // OpenMP's own barrier measured ~1 us per step more at B=1 (config A of lstmkit bench).
@@ -259,13 +262,14 @@ inline void team_barrier() {
   if (tls_barrier) tls_barrier->wait();
 }
 
-// One team of threads for a whole loop over time: body(rank, size) runs once per member; members
-// own fixed slices of the units (team_slice) and meet at team_barrier() between the phases of a
+// One team of threads for a whole loop over time (work: multiply-adds per step, steps: how many):
+// body(rank, size) runs once per member; members own fixed slices of the units (team_slice) and meet at team_barrier() between the phases of a
 // step, so a step costs a barrier (~0.2 us) instead of a fork and a join. Nothing inside may call
 // into ATen. Without OpenMP, or inside another parallel region, the team is the calling thread.
 template <typename F>
-inline void run_team(int64_t work, const F& body) {
-  const int n = work >= kParallelWork ? at::get_num_threads() : 1;
+inline void run_team(int64_t work, int64_t steps, const F& body) {
+  const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
+  const int n = worth ? at::get_num_threads() : 1;
 #ifdef _OPENMP
   if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
     SpinBarrier barrier;

@@ -33,6 +33,13 @@ constexpr int64_t kSmallBatchForward = 128, kSmallBatchBackward = 64;
 
 inline bool use_small(int64_t path, int64_t B, int64_t limit) { return path == kSmall || (path == kAuto && B <= limit); }
 
+// Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
+// input part of step t+1 fills the wait at step t's barrier) when W_ih and W_hh together fit in the
+// cores' L2 and there are rows enough to reuse them; else the projection is one BLAS call per
+// chunk. Measured, 2 threads: configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of
+// weights) 3% and A (one row: the step is bound by reading the weights) 40% slower fused.
+constexpr int64_t kFuseMinBatch = 4, kFuseMaxBytes = 2 << 20;
+
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
 // z (G) pre-activations in (less the bias b), activated gates [i f g o] out; c = f c_prev + i g;
@@ -112,13 +119,16 @@ inline void cell_hold(T* z, const T* c_prev, T* c, int64_t H, int64_t j0, int64_
 template <typename T>
 struct Recurrent {
   bool small, proj;
-  std::optional<StepWeight<T>> whh, whr;                                        // as (K,N) = W^T
+  std::optional<StepWeight<T>> whh, whr, wih;                                   // as (K,N) = W^T
   at::Tensor w_hhT, w_hrT;
-  Recurrent(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr, int64_t B, int64_t steps, bool small_)
+  // w_ih given (small path only): each step also takes its input part x_t W_ih^T itself
+  Recurrent(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr, int64_t B, int64_t steps, bool small_,
+            const at::Tensor* w_ih = nullptr)
       : small(small_), proj(w_hr.has_value()) {
     if (small) {
       whh.emplace(w_hh.t(), B, steps);
       if (proj) whr.emplace(w_hr->t(), B, steps);
+      if (w_ih) wih.emplace(w_ih->t(), B, steps);
     } else {
       w_hhT = w_hh.t().contiguous();
       if (proj) w_hrT = w_hr->t().contiguous();
@@ -132,16 +142,20 @@ struct Recurrent {
 // or without the cache a (2,B,H) scratch; hs (n,B,P), written in place (may be a slice of the
 // caller's output); h0 (B,P), c0 (B,H) the state before the chunk; rbuf (B,H) scratch for r_t
 // with a projection. Returns the slot of cs that holds the chunk's last cell state.
+// With x (n,B,I) given (and W.wih), zx is not read: each step computes x_t W_ih^T into its gates
+// row itself, and the team takes step t+1's input part before the barrier that ends step t, where
+// it would otherwise wait (the recurrence of step t+1 needs all of h_t; the input part does not).
 template <typename T>
 int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias, const at::Tensor& h0,
                       const at::Tensor& c0, const int64_t* len, int64_t t0, at::Tensor& gates, at::Tensor& cs,
-                      at::Tensor& hs, const at::Tensor& rbuf, bool cache) {
-  const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4, P = h0.size(1);
+                      at::Tensor& hs, const at::Tensor& rbuf, bool cache, const T* px = nullptr, int64_t I = 0) {
+  const int64_t T_ = hs.size(0), B = hs.size(1), G = gates.size(2), H = G / 4, P = h0.size(1);
+  TORCH_CHECK(!px || (W.small && W.wih), "the input part in the step needs the hand-written product");
   auto zslot = [&](int64_t t) { return cache ? t : 0; };
   auto cslot = [&](int64_t t) { return cache ? t : t & 1; };
-  const bool proj = W.proj, inplace = zx.data_ptr() == gates.data_ptr();
+  const bool proj = W.proj, inplace = !px && zx.data_ptr() == gates.data_ptr();
   T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>(), *r_ = proj ? rbuf.data_ptr<T>() : nullptr;
-  const T *pzx = zx.data_ptr<T>(), *ph0 = h0.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
+  const T *pzx = px ? nullptr : zx.data_ptr<T>(), *ph0 = h0.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
   auto held = [&](int64_t t, int64_t b) { return len && t0 + t >= len[b]; };
   // the cell for rows [b0, b1) at step t, units [j0, j1): z_t (already zx_t + h_{t-1} W_hh^T) -> gates, c_t, r_t
   auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
@@ -164,14 +178,22 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
   };
   if (W.small) {
-    run_team(B * G * P, [&](int rank, int size) {
+    run_team(B * G * (P + I), T_, [&](int rank, int size) {
       const auto [j0, j1] = team_slice<T>(H, rank, size);
       const auto [p0, p1] = team_slice<T>(P, rank, size);
+      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own columns
+        for (int64_t q = 0; q < 4; ++q)
+          W.wih->product(pz + zslot(t) * B * G, G, static_cast<const T*>(nullptr), 0, px + t * B * I, I, B,
+                         q * H + j0, q * H + j1);
+      };
+      if (px) input_part(0);
       for (int64_t t = 0; t < T_; ++t) {
         const T* hp = t ? ph + (t - 1) * B * P : ph0;
+        T* z = pz + zslot(t) * B * G;
         for (int64_t q = 0; q < 4; ++q)
-          W.whh->product(pz + zslot(t) * B * G, G, pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
+          W.whh->product(z, G, px ? z : pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
         cells(t, j0, j1, 0, B);
+        if (px && t + 1 < T_) input_part(t + 1);
         team_barrier();
         if (!proj) continue;
         W.whr->product(ph + t * B * P, P, static_cast<const T*>(nullptr), 0, r_, H, B, p0, p1);
@@ -248,7 +270,7 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   };
   if (small) {
     T* pdh0 = dh0.data_ptr<T>();
-    run_team(B * G * P, [&](int rank, int size) {
+    run_team(B * G * P, T_, [&](int rank, int size) {
       const auto [j0, j1] = team_slice<T>(H, rank, size);
       const auto [p0, p1] = team_slice<T>(P, rank, size);
       for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -357,9 +379,20 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
     });
     return {gates, cs, hs};
   }
+  at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
+  const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
+  if (use_small(path, B, kSmallBatchForward) && B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes) {
+    // no zx at all: x_t W_ih^T in the step
+    int64_t last = 0;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
+      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, true, &w_ih);
+      last = forward_steps<scalar_t>(W, at::Tensor(), b.data_ptr<scalar_t>(), h0, c0, len, 0, z, cs, hs, rbuf,
+                                     false, x.data_ptr<scalar_t>(), I);
+    });
+    return {at::Tensor(), cs.narrow(0, last, 1), hs};                           // c_{T-1} as (1,B,H)
+  }
   const int64_t steps = std::max<int64_t>(1, std::min<int64_t>(T_, chunk_elems / std::max<int64_t>(1, B * G)));
   at::Tensor zx = at::empty({steps, B, G}, x.options());                        // reused by every chunk
-  at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
   at::Tensor c_carry = c0;                                                       // (B,H) c before the chunk
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
     const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
