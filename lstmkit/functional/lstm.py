@@ -23,23 +23,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.functional import workspace
 from lstmkit.functional.backend import _copy, _outside_grad, _step_mask, _valid_steps, recurrence_for
 
 
 def lstm_recurrence_forward(
     zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
-    cache: bool = True,
+    cache: bool = True, gates_out: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """Run the recurrence over precomputed input projections.
 
     zx (T,B,4H) pre-activations from the input; h0 (B,P), c0 (B,H); w_hh (4H,P); w_hr (P,H) or None.
     Returns gates (T,B,4H) activated [i f g o], cs (T,B,H) and hs (T,B,P), the states after each step.
     cache=False (inference: no backward, no trace) keeps neither gates nor cell states: returns
-    (None, c_{T-1} as (1,B,H), hs), so cs[-1] still is c_n.
+    (None, c_{T-1} as (1,B,H), hs), so cs[-1] still is c_n. gates_out: where to write the gates;
+    it may be zx itself (step t's zx is read before its gates are written).
     """
     T, B, H4 = zx.shape
     H = H4 // 4
-    gates = torch.empty_like(zx) if cache else None         # (T,B,4H)
+    gates = (torch.empty_like(zx) if gates_out is None else gates_out) if cache else None   # (T,B,4H)
     cs = zx.new_empty(T, B, H) if cache else None           # (T,B,H)
     hs = zx.new_empty(T, B, h0.shape[1])                    # (T,B,P)
     h, c = h0, c0
@@ -107,18 +109,19 @@ def lstm_recurrence_backward(
 
 def lstm_layer_forward(
     x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tensor | None,
-    lengths: Tensor | None, cache: bool = True,
+    lengths: Tensor | None, cache: bool = True, gates_out: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """A layer's forward: the input projection zx = x W_ih^T + b for every step, then the recurrence.
 
     x (T,B,I); bias (4H,) = b_ih + b_hh, or None. Returns what ``lstm_recurrence_forward`` returns.
+    gates_out (cache only): a (T,B,4H) tensor for the gates (zx is written into it, then the gates).
     With cache=False the projection is taken in chunks of about ZX_CHUNK_ELEMENTS elements, each
     into the same buffer, and no gates or cell states are kept (inference: no backward, no trace).
     The compiled kernels (``lstmkit.kernels``) do the same in one C++ call.
     """
     if cache:
-        zx = _input_projection(x, w_ih, bias)                                  # (T,B,4H)
-        return lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths)
+        zx = _input_projection(x, w_ih, bias, out=gates_out)                   # (T,B,4H)
+        return lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths, gates_out=gates_out)
     T, B, _ = x.shape
     steps = max(1, ZX_CHUNK_ELEMENTS // (B * w_ih.shape[0]))                   # steps per chunk
     hs = x.new_empty(T, B, h0.shape[1])                                        # (T,B,P)
@@ -193,7 +196,9 @@ class LSTMLayerFunction(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace=True):
         T = x.shape[0]
         rec = recurrence_for(x)
-        gates, cs, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
+        buf = None if keep_trace else workspace.take((T, x.shape[1], w_ih.shape[0]), x)   # dz goes over it
+        gates, cs, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths,
+                                               gates_out=buf)
         y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)   # (T,B,P)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, gates, cs, hs, lengths)
         ctx.has_bias, ctx.keep_trace, ctx.gates_overwritten = b_ih is not None, keep_trace, False
@@ -234,4 +239,6 @@ class LSTMLayerFunction(torch.autograd.Function):
                 dw_hh.addmm_(dz2[B:].t(), hs[:-1].reshape((T - 1) * B, P))
         db = dz2.sum(0) if ctx.has_bias else None
         dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H)) if r is not None else None
+        if not ctx.keep_trace:
+            workspace.give(dz)                              # nobody else sees it: the next forward may take it
         return dx, dh0, dc0, dw_ih, dw_hh, db, _copy(db), dw_hr, None, None

@@ -177,14 +177,16 @@ def lstm_recurrence_forward(zx: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_
 
 
 def lstm_layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,
-                       w_hr: Tensor | None, lengths: Tensor | None, cache: bool = True
-                       ) -> tuple[Tensor | None, Tensor, Tensor]:
+                       w_hr: Tensor | None, lengths: Tensor | None, cache: bool = True,
+                       gates_out: Tensor | None = None) -> tuple[Tensor | None, Tensor, Tensor]:
     """x (T,B,I), w_ih (4H,I), bias (4H,) = b_ih + b_hh or None; the rest and the result as
     ``lstm_recurrence_forward``. One C++ call: the projection x W_ih^T (whole, written into the
-    gates tensor, with the cache; else chunk by chunk into one buffer), the bias added in the cell."""
+    gates tensor, with the cache; else chunk by chunk into one buffer, or inside each step where
+    the weights fit in L2), the bias added in the cell. gates_out: a (T,B,4H) tensor to write the
+    gates into (cache only)."""
     gates, cs, hs = _ext.lstm_layer_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
                                             w_hh.contiguous(), _c(bias), _c(w_hr), _c(lengths), _path, cache,
-                                            _functional_lstm().ZX_CHUNK_ELEMENTS)
+                                            _functional_lstm().ZX_CHUNK_ELEMENTS, gates_out)
     return gates, cs, hs
 
 

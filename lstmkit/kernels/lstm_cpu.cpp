@@ -352,13 +352,14 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
 // recurrence then overwrites step by step with the activated gates (no separate zx). Without it,
 // zx is taken in chunks of about chunk_elems elements into one reused buffer, and each chunk's
 // states are written straight into their place in hs: nothing is concatenated, and no buffer the
-// size of the whole sequence's zx is allocated (and page-faulted) on every call.
+// size of the whole sequence's zx is allocated (and page-faulted) on every call. gates_out, where
+// given (cache only), is the (T,B,4H) tensor to write the gates into (a buffer kept from an earlier step).
 std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                                            const at::Tensor& w_ih, const at::Tensor& w_hh,
                                            const c10::optional<at::Tensor>& bias,
                                            const c10::optional<at::Tensor>& w_hr,
                                            const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
-                                           int64_t chunk_elems) {
+                                           int64_t chunk_elems, const c10::optional<at::Tensor>& gates_out) {
   for (auto [t, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}}) check(*t, x, n);
   check(x, x, "x");
   if (w_hr) check(*w_hr, x, "w_hr");
@@ -369,20 +370,27 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   const at::Tensor w_ihT = w_ih.t();
   at::Tensor hs = at::empty({T_, B, P}, x.options());
   at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
+  const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
+  const bool small = use_small(path, B, kSmallBatchForward);
+  const bool fuse = small && B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes;
   if (cache) {
-    at::Tensor gates = at::empty({T_, B, G}, x.options()), cs = at::empty({T_, B, H}, x.options());
-    at::Tensor zx2 = gates.view({T_ * B, G});
-    at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
+    at::Tensor gates = gates_out ? *gates_out : at::empty({T_, B, G}, x.options());
+    at::Tensor cs = at::empty({T_, B, H}, x.options());
+    check(gates, x, "gates_out");
+    TORCH_CHECK(gates.numel() == T_ * B * G, "gates_out must have shape (T, B, 4H)");
+    if (!fuse) {
+      at::Tensor zx2 = gates.view({T_ * B, G});
+      at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
+    }
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
-      forward_steps<scalar_t>(W, gates, b.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, true);
+      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, small, fuse ? &w_ih : nullptr);
+      forward_steps<scalar_t>(W, gates, b.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, true,
+                              fuse ? x.data_ptr<scalar_t>() : nullptr, I);
     });
     return {gates, cs, hs};
   }
   at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
-  const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
-  if (use_small(path, B, kSmallBatchForward) && B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes) {
-    // no zx at all: x_t W_ih^T in the step
+  if (fuse) {                                                                    // no zx: x_t W_ih^T in the step
     int64_t last = 0;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
       const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, true, &w_ih);
