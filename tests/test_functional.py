@@ -129,3 +129,74 @@ def test_lstm_inference_in_chunks_equals_one_chunk(backend, lengths, bias, monke
         got = F.lstm_layer_inference(*args)
     for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_lstm_function_without_trace_reuses_its_gates_buffer_and_keeps_gradients(backend):
+    """keep_trace=False: the gates come back empty, backward writes dz over the saved gates and gives
+    that buffer to the workspace, and the next forward of the same shape takes it (no new pages);
+    the gradients equal keep_trace=True's bit for bit."""
+    from lstmkit import kernels
+    from lstmkit.functional import workspace
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    torch.manual_seed(7)
+    T_, B_, I_, H_ = 40, 16, 8, 128                         # gates of 40*16*512 float64: 2.6 MB
+    args = [leaf(T_, B_, I_), leaf(B_, H_), leaf(B_, H_), leaf(4 * H_, I_), leaf(4 * H_, H_), leaf(4 * H_),
+            leaf(4 * H_), None, None]
+    workspace.empty_cache()
+    with kernels.backend(backend):
+        grads = []
+        for keep in (True, False, False):
+            out = LSTMLayerFunction.apply(*args, keep)
+            assert (out[3].numel() > 0) == keep
+            seen = out[0].sum() + out[1].sum() + 2 * out[2].sum()
+            grads.append(torch.autograd.grad(seen, [a for a in args if a is not None]))
+            if not keep:
+                assert workspace.held_bytes() == T_ * B_ * 4 * H_ * 8        # given back after backward
+        kept = workspace.take((T_, B_, 4 * H_), args[0])
+        assert kept is not None and workspace.held_bytes() == 0
+    workspace.empty_cache()
+    for a, b in zip(grads[0], grads[1], strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(grads[0], grads[2], strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_lstm_function_second_backward_through_retained_graph_is_the_same(backend):
+    """retain_graph=True: the first backward wrote dz over the saved gates; the second recomputes
+    them and gets the first's gradients exactly."""
+    from lstmkit import kernels
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    torch.manual_seed(8)
+    args = [leaf(T, B, I), leaf(B, P), leaf(B, H), leaf(4 * H, I), leaf(4 * H, P), leaf(4 * H), leaf(4 * H),
+            leaf(P, H), torch.tensor([5, 2, 4])]
+    inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    with kernels.backend(backend):
+        y, h_n, c_n, _, _ = LSTMLayerFunction.apply(*args, False)
+        seen = (y * y).sum() + h_n.sum() + c_n.sum()
+        first = torch.autograd.grad(seen, inputs, retain_graph=True)
+        second = torch.autograd.grad(seen, inputs)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_lstm_trace_is_unchanged_by_backward(backend):
+    """With the trace asked for, backward leaves the gates the caller holds as they were."""
+    from lstmkit import kernels
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    torch.manual_seed(9)
+    model = lstmkit.LSTM(I, H).double()
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    with kernels.backend(backend):
+        y, _, trace = model(x, return_trace=True)
+        before = trace[0][0].forget_gate.clone()
+        y.sum().backward()
+    assert torch.equal(trace[0][0].forget_gate, before)

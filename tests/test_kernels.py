@@ -154,8 +154,9 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
 def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj):
-    """Also checks the two-thread team against the one-thread loop (work above the parallel threshold)."""
-    case = make_case(6, 4, 96, 48, proj, True, dtype, seed=2)
+    """Also checks the two-thread team against the one-thread loop (work above both parallel
+    thresholds: per step and per call)."""
+    case = make_case(10, 8, 128, 64, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:
         results = []
@@ -327,3 +328,71 @@ def test_lstm_kernel_without_cache_returns_outputs_and_last_cell(path, proj, T):
     assert none is None and c_last.shape == (1, 3, 20)
     assert_near(hs2, hs, torch.float64, "hs")
     assert_near(c_last[0], cs[-1], torch.float64, "c_n")
+
+
+# ---- the whole layer in one call: projection, bias and recurrence ------------------------------
+
+def layer_case(T, B, I, H, P, proj, bias, with_lengths, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    P = P if proj else H
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+    return dict(x=r(T, B, I), h0=r(B, P), c0=r(B, H), w_ih=r(4 * H, I, scale=0.3), w_hh=r(4 * H, P, scale=0.3),
+                bias=r(4 * H) if bias else None, w_hr=r(P, H, scale=0.5) if proj else None,
+                lengths=torch.randint(1, T + 1, (B,), generator=g) if with_lengths else None)
+
+
+# (B, I, H): B < 4 takes the projection as one BLAS product; B >= 4 with small weights computes
+# x_t W_ih^T inside each step; I = H = 160 in float64 (1.6 MB... 2.6 MB of weights) is past the
+# fusing limit, so B = 5 there takes chunked BLAS products again.
+LAYER_SHAPES = [(1, 3, 5), (3, 7, 20), (5, 6, 33), (6, 160, 160)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("B,I,H", LAYER_SHAPES)
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+@pytest.mark.parametrize("proj,bias,with_lengths", [(False, True, False), (True, False, True), (False, True, True)])
+def test_lstm_layer_forward_matches_functional(path, B, I, H, cache, proj, bias, with_lengths, monkeypatch):
+    """kernels.lstm_layer_forward (one C++ call) against lstmkit.functional's PyTorch version, float64
+    within 1e-10: every gate, cell state and output with the cache; outputs and c_n without it,
+    where the projection is also forced into 2-step chunks (a ragged last one)."""
+    from lstmkit.functional import lstm as F
+
+    case = layer_case(5, B, I, H, max(1, H // 2), proj, bias, with_lengths, torch.float64, seed=B * H)
+    args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "lengths")]
+    want = F.lstm_layer_forward(*args, cache=cache)
+    monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)
+    with product_path(path):
+        got = kernels.lstm_layer_forward(*args, cache=cache)
+    names = ("gates", "cs", "hs") if cache else ("none", "c_last", "hs")
+    for name, a, b in zip(names, got, want, strict=True):
+        assert_near(a, b, torch.float64, name)
+
+
+def test_lstm_layer_forward_writes_into_gates_out():
+    case = layer_case(4, 5, 6, 8, 8, False, True, False, torch.float64, seed=9)
+    args = [case[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "lengths")]
+    buf = torch.full((4, 5, 32), float("nan"), dtype=torch.float64)
+    gates, cs, hs = kernels.lstm_layer_forward(*args, gates_out=buf)
+    want = kernels.lstm_layer_forward(*args)
+    assert gates.data_ptr() == buf.data_ptr()
+    for name, a, b in zip(("gates", "cs", "hs"), (gates, cs, hs), want, strict=True):
+        assert_near(a, b, torch.float64, name)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("proj", [False, True])
+def test_lstm_backward_overwrite_gives_the_same_gradients_in_place(path, proj):
+    """overwrite=True writes dz over the gates tensor itself, with the same values as a separate dz."""
+    case = make_case(6, 5, 24, 12, proj, True, torch.float64, seed=5)
+    with product_path(path):
+        fwd, want = run_kernel(case)
+        gates = fwd[0].clone()
+        got = kernels.lstm_recurrence_backward(case["dhs"], case["dc_last"], gates, fwd[1], fwd[2], case["h0"],
+                                               case["c0"], case["w_hh"], case["w_hr"], case["lengths"],
+                                               overwrite=True)
+    assert got[0].data_ptr() == gates.data_ptr()
+    for name, a, b in zip(("dz", "dh0", "dc0", "dhtot"), got, want, strict=True):
+        assert_near(a, b, torch.float64, name)

@@ -47,3 +47,10 @@ def _outside_grad(dy: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return dy.clone(memory_format=torch.contiguous_format)
     return (dy * _valid_steps(lengths, dy.shape[0], dy)).contiguous()
+
+
+def _alias(t: Tensor) -> Tensor:
+    """t's memory under a new tensor with a version counter of its own. Writing dz over the saved
+    gates through it leaves the saved tensor's version unchanged, so a retained graph can still
+    unpack it (and recomputes the gates rather than reading them: see LSTMLayerFunction)."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())

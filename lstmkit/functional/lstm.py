@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import workspace
-from lstmkit.functional.backend import _copy, _outside_grad, _step_mask, _valid_steps, recurrence_for
+from lstmkit.functional.backend import _alias, _copy, _outside_grad, _step_mask, _valid_steps, recurrence_for
 
 
 def lstm_recurrence_forward(
@@ -78,7 +78,7 @@ def lstm_recurrence_backward(
     (T,B,4H) buffer less, for a caller that needs the gates no more.
     """
     T, B, _ = dhs.shape
-    dz = gates if overwrite else torch.empty_like(gates)    # (T,B,4H)
+    dz = _alias(gates) if overwrite else torch.empty_like(gates)    # (T,B,4H)
     dhtot = torch.zeros_like(dhs) if w_hr is not None else None
     dh, dc = torch.zeros_like(h0), dc_last.clone()
     for t in reversed(range(T)):

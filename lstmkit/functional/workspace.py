@@ -19,6 +19,8 @@ import threading
 import torch
 from torch import Tensor
 
+from lstmkit.functional.backend import _alias
+
 MAX_BYTES = 1 << 30            # what the free list may hold in all (1 GiB)
 MIN_BYTES = 1 << 20            # smaller buffers come cheaply from malloc's own free lists
 PER_KEY = 8                    # buffers of one shape kept (one per layer and direction in flight)
@@ -56,9 +58,7 @@ def give(t: Tensor) -> None:
         bucket = _free.setdefault(_key(t.shape, t.dtype, t.device), [])
         if len(bucket) >= PER_KEY or _held + nbytes > MAX_BYTES:
             return
-        # a new tensor on the same storage, with a version counter of its own: writing into it later
-        # does not mark the caller's saved tensor as modified (a retained graph still unpacks it)
-        bucket.append(torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), 0, t.shape))
+        bucket.append(_alias(t))    # its own version counter: a retained graph still unpacks the saved one
         _held += nbytes
 
 
