@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <utility>
 #include <cstdint>
 #include <cstring>
 
@@ -187,24 +188,72 @@ inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw,
   }
 }
 
-// A (K, N) -> (ceil(N / kPanel), K, kPanel): each panel of columns contiguous, zero-padded.
-// The full panels in one strided copy (one ATen call, not one per panel).
-inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
-  const int64_t K = A.size(0), N = A.size(1), full = N / NP, np = (N + NP - 1) / NP;
-  at::Tensor out = at::empty({np, K, NP}, A.options());
-  if (full) out.narrow(0, 0, full).copy_(A.narrow(1, 0, full * NP).view({K, full, NP}).permute({1, 0, 2}));
-  if (np > full) {
-    at::Tensor last = out[full];
-    last.zero_();
-    last.narrow(1, 0, N - full * NP).copy_(A.narrow(1, full * NP, N - full * NP));
+// Swap the off-diagonal S x S blocks of the 2S x 2S block formed by rows a and b's lanes: one
+// stage of the in-register transpose (S = L/2, ..., 1 in turn transposes L rows of L lanes).
+template <typename V, int64_t L, int64_t S, size_t... I>
+inline void swap_blocks(V& a, V& b, std::index_sequence<I...>) {
+  const V na = __builtin_shufflevector(a, b, ((I & S) ? L + I - S : I)...);
+  const V nb = __builtin_shufflevector(a, b, ((I & S) ? L + I : I + S)...);
+  a = na, b = nb;
+}
+
+template <typename V, int64_t L, int64_t S>
+inline void transpose_stage(V* v) {
+  if constexpr (S >= 1) {
+    for (int64_t r = 0; r < L; ++r)
+      if (!(r & S)) swap_blocks<V, L, S>(v[r], v[r + S], std::make_index_sequence<L>{});
+    transpose_stage<V, L, S / 2>(v);
   }
+}
+
+// A (K, N) -> (ceil(N / NP), K, NP): each panel of NP columns contiguous, zero-padded. A is
+// row-major (each panel row a copy), or the transposed view of a row-major W (N, K), such as
+// W_hh^T: then L x L tiles are transposed in registers. Single-threaded and without ATen: ATen's
+// strided copy took 27-84 us for W_hh^T at H = 128, this ~5 us (config A packs on every call).
+template <typename T>
+inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
+  const int64_t K = A.size(0), N = A.size(1), np = (N + NP - 1) / NP;
+  at::Tensor out = at::empty({np, K, NP}, A.options());
+  T* o = out.data_ptr<T>();
+  if (A.stride(1) == 1 || N == 1) {                                            // row-major rows of A
+    const T* a = A.data_ptr<T>();
+    const int64_t lda = A.stride(0);
+    for (int64_t p = 0; p < np; ++p) {
+      const int64_t w = std::min(NP, N - p * NP);
+      for (int64_t k = 0; k < K; ++k) {
+        T* dst = o + (p * K + k) * NP;
+        std::copy(a + k * lda + p * NP, a + k * lda + p * NP + w, dst);
+        std::fill(dst + w, dst + NP, T(0));
+      }
+    }
+    return out;
+  }
+  const T* w = A.data_ptr<T>();                                                // W (N, K): A(k, n) = w[n ldw + k]
+  const int64_t ldw = A.stride(1);
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t p = 0; p < np; ++p)
+    for (int64_t j0 = 0; j0 < NP; j0 += L) {                                   // L columns of the panel
+      const int64_t n0 = p * NP + j0;
+      int64_t k0 = 0;
+      if (n0 + L <= N)
+        for (; k0 + L <= K; k0 += L) {                                         // a full L x L tile
+          V v[L];
+          for (int64_t r = 0; r < L; ++r) v[r] = load(w + (n0 + r) * ldw + k0);
+          transpose_stage<V, L, L / 2>(v);
+          for (int64_t r = 0; r < L; ++r) store(o + (p * K + k0 + r) * NP + j0, v[r]);
+        }
+      for (int64_t k = k0; k < K; ++k)                                         // ragged edges, zero past N
+        for (int64_t j = 0; j < L; ++j) o[(p * K + k) * NP + j0 + j] = n0 + j < N ? w[(n0 + j) * ldw + k] : T(0);
+    }
   return out;
 }
 
 // The right operand A (K, N) of a step product out = init + x A (e.g. A = W_hh^T, a transposed view).
-// Packed in panels once per call when that serves several rows or steps (a copy of A, ~50 us at
-// 128x512); otherwise used as stored: row-major A directly, or, for a transposed view of a row-major
-// W = A^T with one row of x, dot products against W's rows (a streaming step packs nothing).
+// Packed in panels once per call when that serves several rows, or several steps of one row of a
+// transposed A (a copy of A, ~5 us at 128x512); otherwise used as stored: row-major A directly, or,
+// for a transposed view of a row-major W = A^T with one row of x, dot products against W's rows (a
+// streaming step packs nothing).
 template <typename T>
 struct StepWeight {
   at::Tensor packed;
@@ -212,9 +261,11 @@ struct StepWeight {
   int64_t K, N, lda, ps;
   bool dot;
   StepWeight(const at::Tensor& A, int64_t B, int64_t steps) : K(A.size(0)), N(A.size(1)) {
-    const bool pack = B > 1 || steps >= 16 || !(A.is_contiguous() || A.t().is_contiguous());
-    dot = !pack && !A.is_contiguous();
-    if (pack) packed = pack_panels(A, kPanel<T>);
+    const bool rowmajor = A.is_contiguous(), transposed = A.t().is_contiguous();
+    // one row reuses nothing, so row-major A is read as stored (packing would cost a copy a call)
+    const bool pack = (!rowmajor && !transposed) || B > 1 || (!rowmajor && steps >= 16);
+    dot = !pack && !rowmajor;
+    if (pack) packed = pack_panels<T>(rowmajor || transposed ? A : A.contiguous(), kPanel<T>);
     a = pack ? packed.data_ptr<T>() : A.data_ptr<T>();
     lda = pack ? kPanel<T> : (dot ? K : N);
     ps = pack ? K * kPanel<T> : kPanel<T>;
