@@ -7,14 +7,16 @@ else the pure-PyTorch functions of this package (every device, and the fallback 
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import torch
 from torch import Tensor
 
 
 def recurrence_for(x: Tensor):
     """The namespace of recurrence functions that runs tensors like x."""
-    from lstmkit import kernels
-
+    kernels = sys.modules.get("lstmkit.kernels") or importlib.import_module("lstmkit.kernels")  # late: no cycle
     return kernels.recurrence_for(x)
 
 

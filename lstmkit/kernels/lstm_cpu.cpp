@@ -372,7 +372,8 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
   const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
   const bool small = use_small(path, B, kSmallBatchForward);
-  const bool fuse = small && B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes;
+  // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product
+  const bool fuse = small && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes));
   if (cache) {
     at::Tensor gates = gates_out ? *gates_out : at::empty({T_, B, G}, x.options());
     at::Tensor cs = at::empty({T_, B, H}, x.options());
