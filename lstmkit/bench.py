@@ -10,6 +10,8 @@ inference <= 1.0 on B, C, D and <= 0.5 on A; streaming step <= 0.5; against the 
 Modes: ``infer`` is a forward under no_grad; ``train`` is forward plus backward of the sum of the
 outputs (the input projection and weight gradients included); ``stream`` is one step, B=1, of
 ``lstmkit.LSTM.step`` against ``nn.LSTM`` called on a length-1 sequence.
+Models: ``lstm`` (default; the targets are for it), ``gru`` and ``rnn`` (tanh), each against its
+torch.nn twin and a loop over the matching torch.nn cell.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ STREAM = (1, 64, 128)              # streaming step: B, I, H
 MODES = ("infer", "train")
 
 
+MODELS = ("lstm", "gru", "rnn")
+
+
 @dataclass
 class Result:
     config: str
@@ -45,6 +50,7 @@ class Result:
     ms: dict[str, float]           # contender -> median milliseconds per call
     ratio_torch: float             # lstmkit / torch.nn.LSTM
     ratio_cell: float | None       # lstmkit / LSTMCell loop (None when not timed)
+    model: str = "lstm"
 
 
 def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) -> dict[str, float]:
@@ -67,23 +73,28 @@ def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, min_s: float)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def _models(I: int, H: int, seed: int = 0):
+def _models(I: int, H: int, seed: int = 0, model: str = "lstm"):
+    """(lstmkit module, its torch.nn twin with the same weights, the matching torch.nn cell)."""
     import lstmkit
 
     torch.manual_seed(seed)
-    ref = nn.LSTM(I, H)
-    mine = lstmkit.LSTM.from_torch(ref)
-    cell = nn.LSTMCell(I, H)
+    ours, theirs, cell_cls = {"lstm": (lstmkit.LSTM, nn.LSTM, nn.LSTMCell), "gru": (lstmkit.GRU, nn.GRU, nn.GRUCell),
+                              "rnn": (lstmkit.RNN, nn.RNN, nn.RNNCell)}[model]
+    ref = theirs(I, H)
+    mine = ours(I, H)
+    mine.load_state_dict(ref.state_dict())
+    cell = cell_cls(I, H)
     cell.load_state_dict({k[:-3]: v for k, v in ref.state_dict().items()})   # weight_ih_l0 -> weight_ih
     return mine, ref, cell
 
 
-def _cell_loop(cell: nn.LSTMCell, x: torch.Tensor) -> torch.Tensor:
-    h = c = x.new_zeros(x.shape[1], cell.hidden_size)
+def _cell_loop(cell: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    h = x.new_zeros(x.shape[1], cell.hidden_size)
+    state = (h, h) if isinstance(cell, nn.LSTMCell) else h
     ys = []
     for x_t in x:
-        h, c = cell(x_t, (h, c))
-        ys.append(h)
+        state = cell(x_t, state)
+        ys.append(state[0] if isinstance(state, tuple) else state)
     return torch.stack(ys)
 
 
@@ -110,13 +121,14 @@ def _contenders(mode: str, x: torch.Tensor, mine, ref, cell, with_cell: bool) ->
     return fns
 
 
-def bench_config(name: str, mode: str, repeats: int, min_s: float, with_cell: bool = True) -> Result:
+def bench_config(name: str, mode: str, repeats: int, min_s: float, with_cell: bool = True,
+                 model: str = "lstm") -> Result:
     T, B, I, H = CONFIGS[name]
-    mine, ref, cell = _models(I, H)
+    mine, ref, cell = _models(I, H, model=model)
     x = torch.randn(T, B, I)
     ms = _median_ms(_contenders(mode, x, mine, ref, cell, with_cell), repeats, min_s)
     return Result(name, mode, (T, B, I, H), ms, ms["lstmkit"] / ms["torch"],
-                  ms["lstmkit"] / ms["cell"] if "cell" in ms else None)
+                  ms["lstmkit"] / ms["cell"] if "cell" in ms else None, model)
 
 
 def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
@@ -166,27 +178,34 @@ def machine() -> dict:
 
 
 def to_markdown(results: Sequence[Result], info: dict) -> str:
+    several = len({r.model for r in results}) > 1
+    twin = "torch.nn twin" if several else "nn.LSTM"
     lines = [f"Machine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
              f"lstmkit backend {info['backend']} (C++ kernel: {'yes' if info['cpp_kernel'] else 'no'}).",
-             "", "| config (T,B,I,H) | mode | lstmkit ms | nn.LSTM ms | LSTMCell loop ms | "
-             "lstmkit / nn.LSTM | lstmkit / cell loop |", "|---|---|---|---|---|---|---|"]
+             "", f"| {'model | ' if several else ''}config (T,B,I,H) | mode | lstmkit ms | {twin} ms | "
+             f"{'cell' if several else 'LSTMCell'} loop ms | lstmkit / {twin} | lstmkit / cell loop |",
+             "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
     for r in results:
         cell = f"{r.ms['cell']:.3f}" if "cell" in r.ms else "-"
         rc = f"{r.ratio_cell:.2f}" if r.ratio_cell is not None else "-"
-        lines.append(f"| {r.config} {r.shape} | {r.mode} | {r.ms['lstmkit']:.3f} | {r.ms['torch']:.3f} | "
-                     f"{cell} | **{r.ratio_torch:.2f}** | {rc} |")
+        lines.append(f"| {r.model + ' | ' if several else ''}{r.config} {r.shape} | {r.mode} | {r.ms['lstmkit']:.3f} | "
+                     f"{r.ms['torch']:.3f} | {cell} | **{r.ratio_torch:.2f}** | {rc} |")
     return "\n".join(lines)
 
 
 def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MODES, repeats: int = 7,
               threads: int | None = 2, stream: bool = True, with_cell: bool = True, min_s: float = 0.02,
-              out_markdown: str | None = None, out_json: str | None = None, verbose: bool = True
-              ) -> list[Result]:
+              out_markdown: str | None = None, out_json: str | None = None, verbose: bool = True,
+              models: Sequence[str] = ("lstm",)) -> list[Result]:
     """Time every config and mode (and the streaming step); print and optionally save the table.
 
     configs: names from CONFIGS; threads: torch.set_num_threads (None: leave as is); min_s: the least
-    duration of one timed sample (short calls are repeated inside it). Returns the Results.
+    duration of one timed sample (short calls are repeated inside it); models: among MODELS (the
+    streaming step is timed for the LSTM only). Returns the Results.
     """
+    bad_models = [m for m in models if m not in MODELS]
+    if bad_models:
+        raise ValueError(f"models must be among {', '.join(MODELS)}; got {', '.join(bad_models)}")
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise ValueError(f"configs must be among {', '.join(CONFIGS)}; got {', '.join(unknown)}")
@@ -196,14 +215,15 @@ def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MO
     if threads is not None:
         torch.set_num_threads(threads)
     results = []
-    for name in configs:
-        for mode in modes:
-            results.append(bench_config(name, mode, repeats, min_s, with_cell))
-            if verbose:
-                r = results[-1]
-                print(f"{name:5s} {mode:6s} lstmkit/torch {r.ratio_torch:.2f}  "
-                      f"({r.ms['lstmkit']:.3f} vs {r.ms['torch']:.3f} ms)", flush=True)
-    if stream:
+    for model in models:
+        for name in configs:
+            for mode in modes:
+                results.append(bench_config(name, mode, repeats, min_s, with_cell, model))
+                if verbose:
+                    r = results[-1]
+                    print(f"{model:4s} {name:5s} {mode:6s} lstmkit/torch {r.ratio_torch:.2f}  "
+                          f"({r.ms['lstmkit']:.3f} vs {r.ms['torch']:.3f} ms)", flush=True)
+    if stream and "lstm" in models:
         results.append(bench_stream(repeats, min_s))
     info = machine()
     table = to_markdown(results, info)
@@ -222,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lstmkit bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configs to time (default: all)")
     p.add_argument("--modes", nargs="+", default=list(MODES), help="infer and/or train (default: both)")
+    p.add_argument("--models", nargs="+", default=["lstm"], help="lstm, gru and/or rnn (default: lstm)")
     p.add_argument("--repeats", type=int, default=7, help="timed samples per contender; the median is kept")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2)")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming-step timing")
@@ -232,8 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.repeats < 1 or a.threads < 1 or a.min_time <= 0:
         p.error("--repeats and --threads must be >= 1 and --min-time > 0")
-    run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
-              a.markdown, a.json)
+    try:
+        run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
+                  a.markdown, a.json, models=a.models)
+    except ValueError as e:
+        p.error(str(e))
     return 0
 
 
