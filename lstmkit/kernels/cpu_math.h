@@ -132,13 +132,16 @@ template <typename T> constexpr int64_t kPanel = 4 * kLanes<T>;
 // + n % kPanel. Row-major A is lda = N, ps = kPanel; panel-packed A (pack_panels) is lda = kPanel,
 // ps = K * kPanel, where a panel is contiguous: its rows do not collide in L1 the way rows 4 KiB
 // apart do. Cache blocking: kKc rows of a panel (32 KiB) stay in L1 while every group of rows of x
-// (6, 4, 2, then 1; two 4s where a 2 would be left) passes over them; after the first K block the panel accumulates into out.
+// (6, 4, 2, then 1; two 4s where a 2 would be left: +6-18%) passes over them; after the first K
+// block the panel accumulates into out. reverse: the panels last to first (same results; see
+// StepWeight::product for why).
 template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
-                       const T* A, int64_t lda, int64_t ps, int64_t B, int64_t K, int64_t n0, int64_t n1) {
+                       const T* A, int64_t lda, int64_t ps, int64_t B, int64_t K, int64_t n0, int64_t n1,
+                       bool reverse = false) {
   constexpr int64_t NP = kPanel<T>, kKc = 32768 / (NP * sizeof(T));
-  for (int64_t n = n0; n < n1;) {
-    const int64_t p = n / NP, ne = std::min(n1, (p + 1) * NP), w = ne - n;
+  auto panel = [&](int64_t n, int64_t ne) {                                     // columns [n, ne) of one panel
+    const int64_t p = n / NP, w = ne - n;
     const T* ap = A + p * ps + (n - p * NP);                                     // (k, n) at ap + k * lda
     for (int64_t k = 0; k < std::max<int64_t>(K, 1); k += kKc) {
       const int64_t kc = std::min(kKc, K - k);
@@ -147,7 +150,7 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
       auto src = [&](int64_t b) { return first ? (init ? init + b * ldi + n : nullptr) : out + b * ldo + n; };
       const int64_t ldsrc = first ? ldi : ldo;
       int64_t b = 0;
-      const int64_t six = B % 6 == 2 && B >= 8 ? B - 8 : B;    // 6..6 4 4 rather than 6..6 2: +6-18%
+      const int64_t six = B % 6 == 2 && B >= 8 ? B - 8 : B;
       for (; b + 6 <= six; b += 6)
         gemm_rows<T, 6, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
       for (; b + 4 <= B; b += 4)
@@ -157,7 +160,19 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
       for (; b < B; ++b)
         gemm_rows<T, 1, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
     }
-    n = ne;
+  };
+  if (!reverse) {
+    for (int64_t n = n0; n < n1;) {
+      const int64_t ne = std::min(n1, (n / NP + 1) * NP);
+      panel(n, ne);
+      n = ne;
+    }
+  } else {
+    for (int64_t ne = n1; ne > n0;) {
+      const int64_t n = std::max(n0, (ne - 1) / NP * NP);
+      panel(n, ne);
+      ne = n;
+    }
   }
 }
 
@@ -271,12 +286,16 @@ struct StepWeight {
     ps = pack ? K * kPanel<T> : kPanel<T>;
   }
   // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] A[:, n0:n1], columns n absolute.
+  // reverse (the same results): panels last to first. A loop over time alternates the order, so a
+  // step starts on the panels the last one ended on, still in L2: where a thread's share of W is
+  // about the size of its L2 (config D of lstmkit bench: 2 MB), one fixed order evicts each panel
+  // just before it is wanted again.
   void product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t B,
-               int64_t n0, int64_t n1) const {
+               int64_t n0, int64_t n1, bool reverse = false) const {
     if (dot) {
       for (int64_t b = 0; b < B; ++b) gemv_dot(out + b * ldo, init ? init + b * ldi : init, x + b * ldx, a, K, K, n0, n1);
     } else {
-      small_gemm(out, ldo, init, ldi, x, ldx, a, lda, ps, B, K, n0, n1);
+      small_gemm(out, ldo, init, ldi, x, ldx, a, lda, ps, B, K, n0, n1, reverse);
     }
   }
 };

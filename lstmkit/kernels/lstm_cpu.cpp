@@ -182,16 +182,22 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       const auto [j0, j1] = team_slice<T>(H, rank, size);
       const auto [p0, p1] = team_slice<T>(P, rank, size);
       auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own columns
-        for (int64_t q = 0; q < 4; ++q)
+        const bool rev = t & 1;
+        for (int64_t i = 0; i < 4; ++i) {
+          const int64_t q = rev ? 3 - i : i;
           W.wih->product(pz + zslot(t) * B * G, G, static_cast<const T*>(nullptr), 0, px + t * B * I, I, B,
-                         q * H + j0, q * H + j1);
+                         q * H + j0, q * H + j1, rev);
+        }
       };
       if (px) input_part(0);
       for (int64_t t = 0; t < T_; ++t) {
         const T* hp = t ? ph + (t - 1) * B * P : ph0;
         T* z = pz + zslot(t) * B * G;
-        for (int64_t q = 0; q < 4; ++q)
-          W.whh->product(z, G, px ? z : pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1);
+        const bool rev = t & 1;                                                 // alternate: see StepWeight::product
+        for (int64_t i = 0; i < 4; ++i) {
+          const int64_t q = rev ? 3 - i : i;
+          W.whh->product(z, G, px ? z : pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1, rev);
+        }
         cells(t, j0, j1, 0, B);
         if (px && t + 1 < T_) input_part(t + 1);
         team_barrier();
@@ -241,7 +247,7 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
     T* dh = dh_at(t);
     const T* dh_next = dh_at(t + 1);
     if (t + 1 < T_) {
-      if (small) whh->product(dh, P, pdhs + t * B * P, P, pdz + (t + 1) * B * G, G, B, p0, p1);
+      if (small) whh->product(dh, P, pdhs + t * B * P, P, pdz + (t + 1) * B * G, G, B, p0, p1, t & 1);
       for (int64_t b = 0; b < B; ++b)
         if (held(t + 1, b))
           for (int64_t p = p0; p < p1; ++p) dh[b * P + p] += dh_next[b * P + p];
