@@ -6,12 +6,15 @@ This file is the readable fast path on every device and the fallback of every co
 ``lstmkit.kernels`` implements ``lstm_recurrence_forward/backward`` with the same contract.
 
 Split of the work (what makes it fast without a compiler):
-- the input projection ``zx = x W_ih^T + b_ih + b_hh`` for all steps is one matrix product;
+- the input projection ``zx = x W_ih^T + b_ih + b_hh`` for all steps is one matrix product
+  (``lstm_layer_forward``: projection and recurrence, the unit a kernel may fuse);
 - only the recurrent part ``h_{t-1} W_hh^T`` and the pointwise gate math run step by step;
 - in backward only ``dh_{t-1}`` is sequential; weight and input gradients are large products
   taken once after the loop;
 - where nothing needs a gradient or a trace, ``lstm_layer_inference`` runs the same forward with
-  ``cache=False``: no gates or cell states are written, only the outputs.
+  ``cache=False``: no gates or cell states are written, only the outputs;
+- in training without a trace, backward writes dz over the saved gates and hands that buffer to
+  ``workspace`` for the next step's forward (no fresh sequence-sized allocation per step).
 
 Dimensions: T time, B batch, I input, H hidden, P projection (P == H without ``proj_size``).
 Held steps: with ``lengths``, a step ``t >= lengths[b]`` leaves sequence b's state unchanged

@@ -1,19 +1,22 @@
-// lstm_cpu.cpp: the LSTM recurrence on the CPU, forward and backward, the whole loop over time in C++.
+// lstm_cpu.cpp: the LSTM layer on the CPU, forward and backward, the whole loop over time in C++.
 //
-// What it is: the compiled twin of lstm_recurrence_forward / lstm_recurrence_backward in
-// lstmkit/functional/lstm.py, same contract and same tensors (see that file's docstrings; the
-// equations are written once, in lstmkit/reference/lstm.py). The input projection and the weight
-// gradients are not here: they are large matrix products the caller takes once per sequence.
-// What it is not: a layer. No directions, layers or packing; no autograd.
+// What it is: the compiled twin of lstm_layer_forward, lstm_recurrence_forward and
+// lstm_recurrence_backward in lstmkit/functional/lstm.py, same contract and same tensors (see that
+// file's docstrings; the equations are written once, in lstmkit/reference/lstm.py). The forward
+// takes the input projection too (one BLAS product into the gates tensor, or chunks of it, or
+// inside each step: see kFuseMaxBytes); the weight gradients stay with the caller (large products
+// taken once per sequence). In backward dz may be written over the gates (overwrite).
+// What it is not: a module. No directions, layers or packing; no autograd.
 //
 // Per step, two ways to take the recurrent product h_{t-1} W_hh^T:
-// - up to kSmallBatch rows, hand-written (StepWeight and small_gemm in cpu_math.h), fused with the
-//   gate math: one team of threads for the whole call, each member owning a slice of the hidden
-//   units (all four gates of its units, so the cell needs nothing from the others), a barrier per
-//   step (two with a projection). Results do not depend on the thread count (same sums, same order).
+// - up to kSmallBatchForward rows (kSmallBatchBackward in backward), hand-written (StepWeight and
+//   small_gemm in cpu_math.h), fused with the gate math (vec_math.h): one team of threads for the
+//   whole call, each member owning a slice of the hidden units (all four gates of its units, so the
+//   cell needs nothing from the others), a barrier per step (two with a projection). Results do not
+//   depend on the thread count (same sums, same order).
 // - more rows: ATen's GEMM (MKL) into the preallocated gate buffer, then the gate math by rows.
 // Backward mirrors it: only dh_{t-1} = dz_t W_hh (+ dhs) is sequential.
-// Dimensions: T time, B batch, H hidden, P projection (P == H without one), G = 4H.
+// Dimensions: T time, B batch, I input, H hidden, P projection (P == H without one), G = 4H.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
