@@ -153,10 +153,12 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
-def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj):
-    """Also checks the two-thread team against the one-thread loop (work above both parallel
-    thresholds: per step and per call)."""
-    case = make_case(10, 8, 128, 64, proj, True, dtype, seed=2)
+@pytest.mark.parametrize("B,H", [(8, 128), (4, 256)], ids=["team-by-rows", "team-by-units"])
+def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H):
+    """The two-thread team against the one-thread loop (work above both parallel thresholds), and
+    bit for bit on the hand-written path: B=8 gives each member its own rows, B=4 a slice of the
+    units of every row; either way every output element is the same sum in the same order."""
+    case = make_case(10, B, H, H // 2, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:
         results = []
@@ -167,6 +169,9 @@ def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj):
     finally:
         torch.set_num_threads(threads)
     compare(results[1], results[0], dtype)
+    if path == kernels.PATH_SMALL:                  # (BLAS splits its own sums by thread count)
+        for a, b in zip([*results[1][0], *results[1][1]], [*results[0][0], *results[0][1]], strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
 
 
 def test_lstm_module_on_cpp_backend_matches_torch_lstm():
@@ -396,3 +401,21 @@ def test_lstm_backward_overwrite_gives_the_same_gradients_in_place(path, proj):
     assert got[0].data_ptr() == gates.data_ptr()
     for name, a, b in zip(("dz", "dh0", "dc0", "dhtot"), got, want, strict=True):
         assert_near(a, b, torch.float64, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", PATHS)
+def test_lstm_kernel_saturates_cleanly_at_extreme_preactivations(dtype, path):
+    """Pre-activations far past exp's range (|z| up to 1e4, and around float's overflow at 88.4)
+    give gates at 0 and 1 and finite states, equal to the autograd oracle, with no NaN or inf."""
+    case = make_case(6, 16, 40, 40, False, False, dtype, seed=11)
+    edge = torch.tensor([1e4, -1e4, 88.3, -88.3, 88.5, -88.5, 89.0, -89.0, 100.0, -100.0, 45.0, -45.0],
+                        dtype=torch.float64)
+    case["zx"] = (torch.randn(case["zx"].shape, dtype=torch.float64) * 60).clamp(-1e4, 1e4)
+    case["zx"].view(-1)[:edge.numel() * 20] = edge.repeat(20)
+    case["zx"] = case["zx"].to(dtype)
+    with product_path(path):
+        got = run_kernel(case)
+    for t in [*got[0], *got[1][:3]]:
+        assert torch.isfinite(t).all()
+    compare(got, oracle_lstm(**case), dtype)

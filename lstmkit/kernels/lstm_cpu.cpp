@@ -174,40 +174,42 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       }
     }
   };
-  // held rows keep h_{t-1} (with a projection, after h_t = r_t W_hr^T), columns [p0, p1)
-  auto hold_h = [&](int64_t t, int64_t p0, int64_t p1) {
+  // held rows of [b0, b1) keep h_{t-1} (with a projection, after h_t = r_t W_hr^T), columns [p0, p1)
+  auto hold_h = [&](int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
     const T* hp = t ? ph + (t - 1) * B * P : ph0;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
   };
   if (W.small) {
     run_team(B * G * (P + I), T_, [&](int rank, int size) {
-      const auto [j0, j1] = team_slice<T>(H, rank, size);
-      const auto [p0, p1] = team_slice<T>(P, rank, size);
-      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own columns
+      // by rows: each member runs the recurrence of its own rows, all units, and never waits;
+      // else each owns a slice of units of every row and the team meets once a step (see team_split)
+      const Split sp = team_split<T>(B, H, P, rank, size);
+      const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own part
         const bool rev = t & 1;
         for (int64_t i = 0; i < 4; ++i) {
           const int64_t q = rev ? 3 - i : i;
-          W.wih->product(pz + zslot(t) * B * G, G, static_cast<const T*>(nullptr), 0, px + t * B * I, I, B,
-                         q * H + j0, q * H + j1, rev);
+          W.wih->product(pz + (zslot(t) * B + b0) * G, G, static_cast<const T*>(nullptr), 0,
+                         px + (t * B + b0) * I, I, nb, q * H + j0, q * H + j1, rev);
         }
       };
       if (px) input_part(0);
       for (int64_t t = 0; t < T_; ++t) {
-        const T* hp = t ? ph + (t - 1) * B * P : ph0;
-        T* z = pz + zslot(t) * B * G;
+        const T* hp = (t ? ph + (t - 1) * B * P : ph0) + b0 * P;
+        T* z = pz + (zslot(t) * B + b0) * G;
         const bool rev = t & 1;                                                 // alternate: see StepWeight::product
         for (int64_t i = 0; i < 4; ++i) {
           const int64_t q = rev ? 3 - i : i;
-          W.whh->product(z, G, px ? z : pzx + t * B * G, G, hp, P, B, q * H + j0, q * H + j1, rev);
+          W.whh->product(z, G, px ? z : pzx + (t * B + b0) * G, G, hp, P, nb, q * H + j0, q * H + j1, rev);
         }
-        cells(t, j0, j1, 0, B);
+        cells(t, j0, j1, sp.b0, sp.b1);
         if (px && t + 1 < T_) input_part(t + 1);
-        team_barrier();
+        if (!sp.by_rows) team_barrier();
         if (!proj) continue;
-        W.whr->product(ph + t * B * P, P, static_cast<const T*>(nullptr), 0, r_, H, B, p0, p1);
-        hold_h(t, p0, p1);
-        team_barrier();
+        W.whr->product(ph + (t * B + b0) * P, P, static_cast<const T*>(nullptr), 0, r_ + b0 * H, H, nb, sp.p0, sp.p1);
+        hold_h(t, sp.p0, sp.p1, sp.b0, sp.b1);
+        if (!sp.by_rows) team_barrier();
       }
     });
   } else {
@@ -218,7 +220,7 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       if (!proj) continue;
       at::Tensor h_t = hs[t];
       at::mm_out(h_t, rbuf, W.w_hrT);
-      hold_h(t, 0, P);
+      hold_h(t, 0, P, 0, B);
     }
   }
   return cslot(T_ - 1);
@@ -245,20 +247,22 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   auto held = [&](int64_t s, int64_t b) { return len && s >= len[b]; };
   auto dh_at = [&](int64_t t) { return pdh + (t & 1) * B * P; };                // (B,P) total at h_t
   // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held: it passed straight through);
-  // with a projection also dhtot_t (zero at held steps). Columns [p0, p1).
-  auto dh_cols = [&](int64_t t, int64_t p0, int64_t p1) {
+  // with a projection also dhtot_t (zero at held steps). Columns [p0, p1) of rows [b0, b1).
+  auto dh_cols = [&](int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
     T* dh = dh_at(t);
     const T* dh_next = dh_at(t + 1);
     if (t + 1 < T_) {
-      if (small) whh->product(dh, P, pdhs + t * B * P, P, pdz + (t + 1) * B * G, G, B, p0, p1, t & 1);
-      for (int64_t b = 0; b < B; ++b)
+      if (small)
+        whh->product(dh + b0 * P, P, pdhs + (t * B + b0) * P, P, pdz + ((t + 1) * B + b0) * G, G, b1 - b0, p0, p1,
+                     t & 1);
+      for (int64_t b = b0; b < b1; ++b)
         if (held(t + 1, b))
           for (int64_t p = p0; p < p1; ++p) dh[b * P + p] += dh_next[b * P + p];
     } else {
-      for (int64_t b = 0; b < B; ++b) std::copy(pdhs + (t * B + b) * P + p0, pdhs + (t * B + b) * P + p1, dh + b * P + p0);
+      for (int64_t b = b0; b < b1; ++b) std::copy(pdhs + (t * B + b) * P + p0, pdhs + (t * B + b) * P + p1, dh + b * P + p0);
     }
     if (proj)
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         T* dht = pdht + (t * B + b) * P;
         if (held(t, b)) std::fill(dht + p0, dht + p1, T(0));
         else std::copy(dh + b * P + p0, dh + b * P + p1, dht + p0);
@@ -280,29 +284,30 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   if (small) {
     T* pdh0 = dh0.data_ptr<T>();
     run_team(B * G * P, T_, [&](int rank, int size) {
-      const auto [j0, j1] = team_slice<T>(H, rank, size);
-      const auto [p0, p1] = team_slice<T>(P, rank, size);
+      const Split sp = team_split<T>(B, H, P, rank, size);                       // as in forward
+      const int64_t b0 = sp.b0, b1 = sp.b1, j0 = sp.j0, j1 = sp.j1, p0 = sp.p0, p1 = sp.p1;
+      auto meet = [&] { if (!sp.by_rows) team_barrier(); };
       for (int64_t t = T_ - 1; t >= 0; --t) {
         if (!proj) {                                     // P == H: a member's columns are its units
-          dh_cols(t, j0, j1);
-          cells(t, j0, j1, 0, B);
-          team_barrier();
+          dh_cols(t, j0, j1, b0, b1);
+          cells(t, j0, j1, b0, b1);
+          meet();
           continue;
         }
-        dh_cols(t, p0, p1);
-        team_barrier();
-        whr->product(dr_, H, static_cast<const T*>(nullptr), 0, dh_at(t), P, B, j0, j1);   // dr = dh W_hr
-        cells(t, j0, j1, 0, B);
-        team_barrier();
+        dh_cols(t, p0, p1, b0, b1);
+        meet();
+        whr->product(dr_ + b0 * H, H, static_cast<const T*>(nullptr), 0, dh_at(t) + b0 * P, P, b1 - b0, j0, j1);
+        cells(t, j0, j1, b0, b1);                        // dr = dh W_hr, then the cell
+        meet();
       }
-      whh->product(pdh0, P, static_cast<const T*>(nullptr), 0, pdz, G, B, p0, p1);   // dh0 = dz_0 W_hh
-    });
+      whh->product(pdh0 + b0 * P, P, static_cast<const T*>(nullptr), 0, pdz + b0 * G, G, b1 - b0, p0, p1);
+    });                                                  // dh0 = dz_0 W_hh
     return;
   }
   for (int64_t t = T_ - 1; t >= 0; --t) {                                       // BLAS per step
     at::Tensor dh_t = dh_buf[t & 1];
     if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh);
-    dh_cols(t, 0, P);                                                           // the held and dhtot parts
+    dh_cols(t, 0, P, 0, B);                                                     // the held and dhtot parts
     if (proj) at::mm_out(drbuf, dh_t, *w_hr);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
   }
