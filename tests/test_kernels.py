@@ -285,6 +285,31 @@ def test_gru_kernel_matches_functional(T, B, H, with_lengths, dtype, seed, bias)
         assert_near(a, b, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B,H", [(8, 128), (4, 256)], ids=["team-by-rows", "team-by-units"])
+def test_gru_kernel_team_matches_functional_and_one_thread(dtype, B, H):
+    """The GRU's thread team (work above both parallel thresholds) against the PyTorch recurrence,
+    and bit for bit against its own one-thread run, splitting by rows (B=8) and by units (B=4)."""
+    from lstmkit.functional import gru as F
+
+    zx, h0, w_hh, b_hh, lengths, dhs = _gru_case(10, B, H, True, dtype, seed=B)
+    w_hh = w_hh * (4 / H) ** 0.5                              # keep the states away from saturation
+    want = F.gru_recurrence_forward(zx, h0, w_hh, b_hh, lengths)
+    want_b = F.gru_recurrence_backward(dhs, *want, h0, w_hh, lengths)
+    threads, runs = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            fwd = kernels.gru_recurrence_forward(zx, h0, w_hh, b_hh, lengths)
+            runs.append((*fwd, *kernels.gru_recurrence_backward(dhs, *fwd, h0, w_hh, lengths)))
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(("gates", "hn", "hs", "dzx", "dgh", "dh0"), runs[1], (*want, *want_b), strict=True):
+        assert_near(a, b, dtype, name)
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert torch.equal(a, b)
+
+
 @settings(max_examples=50, deadline=None)
 @given(nonlinearity=st.sampled_from(["tanh", "relu"]), **small_grid)
 def test_rnn_kernel_matches_functional(T, B, H, with_lengths, dtype, seed, nonlinearity):

@@ -3,9 +3,10 @@
 // What it is: the compiled twin of gru_recurrence_forward / gru_recurrence_backward in
 // lstmkit/functional/gru.py (same contract; the equations are in that file's docstring, gates r, z, n).
 // What it is not: the input projection or the weight gradients (the caller's large products).
-// Per step one parallel region: each thread owns a slice of the hidden units, takes the columns of
-// gh = h_{t-1} W_hh^T + b_hh for the three gates of its units (hand-written product, cpu_math.h),
-// then the gate math, which needs nothing from the other threads.
+// One team of threads for the whole loop (as the LSTM's): each member owns whole rows (a batch of
+// 8 or more on two cores) or a slice of the hidden units of every row, takes its part of
+// gh = h_{t-1} W_hh^T + b_hh for the three gates (hand-written product, cpu_math.h), then the gate
+// math, which needs nothing from the other members.
 // Dimensions: T time, B batch, H hidden, G = 3H.
 #include <torch/extension.h>
 
@@ -42,16 +43,20 @@ inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, con
   }
 }
 
+// One team for the whole loop (run_team); members split rows or units as team_split decides
+// (cpu_math.h): by rows they never wait, by units they meet once a step.
 template <typename T>
 void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T* b_hh, const int64_t* len, T* gates,
                       T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H) {
   const int64_t G = 3 * H;
-  for (int64_t t = 0; t < T_; ++t) {
-    const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
-    for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
+  run_team(B * G * H, T_, [&](int rank, int size) {
+    const Split sp = team_split<T>(B, H, H, rank, size);
+    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* hp = t ? hs + (t - 1) * B * H : h0;                             // (B,H) h_{t-1}
       for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
-        W.product(gh, G, b_hh, 0, hp, H, B, q * H + j0, q * H + j1);
-      for (int64_t b = 0; b < B; ++b) {
+        W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
+      for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* g = gates + (t * B + b) * G;
         T *hnb = hn + (t * B + b) * H, *h = hs + (t * B + b) * H;
         const T* ghb = gh + b * G;
@@ -64,8 +69,9 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
                            g + 2 * H + j0, hnb + j0, h + j0, H, j1 - j0);
         }
       }
-    });
-  }
+      if (!sp.by_rows) team_barrier();
+    }
+  });
 }
 
 // dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
@@ -73,13 +79,16 @@ template <typename T>
 void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, const T* h0, const StepWeight<T>& W,
                        const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H) {
   const int64_t G = 3 * H;
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    T* dh = dh_buf + (t & 1) * B * H;
-    const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
-    const T* hp = t ? hs + (t - 1) * B * H : h0;
-    for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
-      if (t + 1 < T_) W.product(dh, H, dhs + t * B * H, H, dgh + (t + 1) * B * G, G, B, j0, j1);
-      for (int64_t b = 0; b < B; ++b) {
+  run_team(B * G * H, T_, [&](int rank, int size) {
+    const Split sp = team_split<T>(B, H, H, rank, size);
+    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      T* dh = dh_buf + (t & 1) * B * H;
+      const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
+      const T* hp = t ? hs + (t - 1) * B * H : h0;
+      if (t + 1 < T_)
+        W.product(dh + b0 * H, H, dhs + (t * B + b0) * H, H, dgh + ((t + 1) * B + b0) * G, G, nb, j0, j1, t & 1);
+      for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* dhb = dh + b * H;
         if (t + 1 == T_) {
           std::copy(dhs + (t * B + b) * H + j0, dhs + (t * B + b) * H + j1, dhb + j0);
@@ -99,12 +108,11 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
                             dzxb + j0, dghb + j0, H, j1 - j0);
         }
       }
-    });
-  }
-  // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1)
-  for_unit_blocks<T>(H, B * G * H, [&](int64_t j0, int64_t j1) {
-    W.product(dh0, H, static_cast<const T*>(nullptr), 0, dgh, G, B, j0, j1);
-    for (int64_t b = 0; b < B; ++b)
+      if (!sp.by_rows) team_barrier();
+    }
+    // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1)
+    W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dgh + b0 * G, G, nb, j0, j1);
+    for (int64_t b = sp.b0; b < sp.b1; ++b)
       for (int64_t j = j0; j < j1; ++j) dh0[b * H + j] += dh_buf[b * H + j] * gates[b * G + H + j];
   });
 }
