@@ -310,6 +310,33 @@ def test_gru_kernel_team_matches_functional_and_one_thread(dtype, B, H):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("B,H", [(8, 256), (4, 512)], ids=["team-by-rows", "team-by-units"])
+def test_rnn_kernel_team_matches_functional_and_one_thread(nonlinearity, B, H):
+    """The RNN's thread team against the PyTorch recurrence, and bit for bit against one thread."""
+    from lstmkit.functional import rnn as F
+
+    g = torch.Generator().manual_seed(B)
+    T_ = 12
+    zx, h0, dhs = (torch.randn(*s, generator=g) for s in ((T_, B, H), (B, H), (T_, B, H)))
+    w_hh = torch.randn(H, H, generator=g) * (1 / H) ** 0.5
+    lengths = torch.randint(1, T_ + 1, (B,), generator=g)
+    want = F.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
+    want_b = F.rnn_recurrence_backward(dhs, want, h0, w_hh, nonlinearity, lengths)
+    threads, runs = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            hs = kernels.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
+            runs.append((hs, *kernels.rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)))
+    finally:
+        torch.set_num_threads(threads)
+    for name, a, b in zip(("hs", "dz", "dh0"), runs[1], (want, *want_b), strict=True):
+        assert_near(a, b, torch.float32, name)
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert torch.equal(a, b)
+
+
 @settings(max_examples=50, deadline=None)
 @given(nonlinearity=st.sampled_from(["tanh", "relu"]), **small_grid)
 def test_rnn_kernel_matches_functional(T, B, H, with_lengths, dtype, seed, nonlinearity):

@@ -399,17 +399,4 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
   return {false, 0, B, j0, j1, p0, p1};
 }
 
-// Units per parallel block: one vector register's worth, so a block's loops vectorize whole.
-template <typename T> constexpr int64_t kBlock = 64 / sizeof(T);
-
-// Split [0, n) into blocks of kBlock<T>; run in parallel only when a step has enough work.
-template <typename T, typename F>
-inline void for_unit_blocks(int64_t n, int64_t work, const F& f) {
-  const int64_t nblk = (n + kBlock<T> - 1) / kBlock<T>;
-  const int64_t grain = work >= 16384 ? 1 : nblk;             // below that a fork costs more than it saves
-  at::parallel_for(0, nblk, grain, [&](int64_t b0, int64_t b1) {
-    f(b0 * kBlock<T>, std::min(n, b1 * kBlock<T>));
-  });
-}
-
 }  // namespace lstmkit

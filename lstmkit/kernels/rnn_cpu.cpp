@@ -3,8 +3,9 @@
 // What it is: the compiled twin of rnn_recurrence_forward / rnn_recurrence_backward in
 // lstmkit/functional/rnn.py (same contract): h_t = act(zx_t + h_{t-1} W_hh^T), act tanh or relu.
 // What it is not: the input projection or the weight gradients (the caller's large products).
-// Per step one parallel region: each thread owns a slice of the hidden units, takes their columns of
-// the recurrent product (hand-written, cpu_math.h) and applies the nonlinearity to them.
+// One team of threads for the whole loop (as the LSTM's): each member owns whole rows, or a slice
+// of the hidden units of every row, takes its part of the recurrent product (hand-written,
+// cpu_math.h) and applies the nonlinearity to it.
 // Dimensions: T time, B batch, H hidden.
 #include <torch/extension.h>
 
@@ -12,22 +13,27 @@
 
 namespace lstmkit {
 
+// One team for the whole loop (run_team); members split rows or units as team_split decides
+// (cpu_math.h): by rows they never wait, by units they meet once a step.
 template <typename T>
 void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const int64_t* len, bool relu, T* hs,
                       int64_t T_, int64_t B, int64_t H) {
-  for (int64_t t = 0; t < T_; ++t) {
-    const T* hp = t ? hs + (t - 1) * B * H : h0;                               // (B,H) h_{t-1}
-    T* h = hs + t * B * H;                                                      // (B,H) h_t
-    for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
-      W.product(h, H, zx + t * B * H, H, hp, H, B, j0, j1);                     // zx_t + h_{t-1} W_hh^T
-      for (int64_t b = 0; b < B; ++b) {
+  run_team(B * H * H, T_, [&](int rank, int size) {
+    const Split sp = team_split<T>(B, H, H, rank, size);
+    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* hp = t ? hs + (t - 1) * B * H : h0;                             // (B,H) h_{t-1}
+      T* h = hs + t * B * H;                                                    // (B,H) h_t
+      W.product(h + b0 * H, H, zx + (t * B + b0) * H, H, hp + b0 * H, H, nb, j0, j1, t & 1);  // zx_t + h W_hh^T
+      for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* __restrict hb = h + b * H;
         if (len && t >= len[b]) std::copy(hp + b * H + j0, hp + b * H + j1, hb + j0);     // held
         else if (relu) for (int64_t j = j0; j < j1; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
         else for (int64_t j = j0; j < j1; ++j) hb[j] = tanh_(hb[j]);
       }
-    });
-  }
+      if (!sp.by_rows) team_barrier();
+    }
+  });
 }
 
 // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held); dz_t = dh_t act'(h_t), from the
@@ -35,12 +41,15 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
 template <typename T>
 void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const int64_t* len, bool relu, T* dz, T* dh0,
                        T* dh_buf, int64_t T_, int64_t B, int64_t H) {
-  for (int64_t t = T_ - 1; t >= 0; --t) {
-    T* dh = dh_buf + (t & 1) * B * H;
-    const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
-    for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {
-      if (t + 1 < T_) W.product(dh, H, dhs + t * B * H, H, dz + (t + 1) * B * H, H, B, j0, j1);
-      for (int64_t b = 0; b < B; ++b) {
+  run_team(B * H * H, T_, [&](int rank, int size) {
+    const Split sp = team_split<T>(B, H, H, rank, size);
+    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      T* dh = dh_buf + (t & 1) * B * H;
+      const T* dh_next = dh_buf + ((t + 1) & 1) * B * H;
+      if (t + 1 < T_)
+        W.product(dh + b0 * H, H, dhs + (t * B + b0) * H, H, dz + ((t + 1) * B + b0) * H, H, nb, j0, j1, t & 1);
+      for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* __restrict dhb = dh + b * H;
         T* __restrict dzb = dz + t * B * H + b * H;
         const T* __restrict hb = hs + t * B * H + b * H;
@@ -50,10 +59,9 @@ void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const 
         else if (relu) for (int64_t j = j0; j < j1; ++j) dzb[j] = hb[j] > T(0) ? dhb[j] : T(0);
         else for (int64_t j = j0; j < j1; ++j) dzb[j] = dhb[j] * (T(1) - hb[j] * hb[j]);
       }
-    });
-  }
-  for_unit_blocks<T>(H, B * H * H, [&](int64_t j0, int64_t j1) {                // dh0 = dz_0 W_hh
-    W.product(dh0, H, static_cast<const T*>(nullptr), 0, dz, H, B, j0, j1);
+      if (!sp.by_rows) team_barrier();
+    }
+    W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dz + b0 * H, H, nb, j0, j1);  // dh0 = dz_0 W_hh
   });
 }
 
