@@ -200,3 +200,36 @@ def test_lstm_trace_is_unchanged_by_backward(backend):
         before = trace[0][0].forget_gate.clone()
         y.sum().backward()
     assert torch.equal(trace[0][0].forget_gate, before)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", [(T, B, I, H), (12, 8, 16, 128)], ids=["small", "team"])
+def test_gru_inference_equals_function_forward(backend, lengths, shape):
+    """gru_layer_inference (no gates or gh_n kept) gives GRULayerFunction's y and h_n bit for bit,
+    on both backends; the larger shape runs the compiled loop on a two-thread team."""
+    from lstmkit import kernels
+    from lstmkit.functional import gru_layer_inference
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    T_, B_, I_, H_ = shape
+    lengths = None if lengths is None else torch.randint(1, T_ + 1, (B_,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    args = [leaf(T_, B_, I_), leaf(B_, H_), leaf(3 * H_, I_) * 0.2, leaf(3 * H_, H_) * 0.1, leaf(3 * H_),
+            leaf(3 * H_), lengths]
+    with kernels.backend(backend):
+        want = GRULayerFunction.apply(*args)[:2]
+        with torch.no_grad():
+            got = gru_layer_inference(*args)
+    for name, a, b in zip(("y", "h_n"), got, want, strict=True):
+        assert torch.equal(a, b.detach()), name
+
+
+def test_gru_module_inference_keeps_no_cache(monkeypatch):
+    """Under no_grad the GRU module takes the inference path (the Function is never called)."""
+    monkeypatch.setattr(GRULayerFunction, "apply", None)
+    model = lstmkit.GRU(4, 6, num_layers=2)
+    with torch.no_grad():
+        y, h_n = model(torch.randn(5, 3, 4))
+    assert y.shape == (5, 3, 6) and h_n.shape == (2, 3, 6)

@@ -17,14 +17,15 @@ from lstmkit.functional.backend import _outside_grad, _step_mask, _valid_steps, 
 
 
 def gru_recurrence_forward(
-    zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+    zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None, cache: bool = True,
+) -> tuple[Tensor | None, Tensor | None, Tensor]:
     """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None.
-    Returns gates (T,B,3H) activated [r z n], hn (T,B,H) = gh_n (kept for backward), hs (T,B,H)."""
+    Returns gates (T,B,3H) activated [r z n], hn (T,B,H) = gh_n (kept for backward), hs (T,B,H).
+    cache=False (inference: no backward, no trace) keeps neither: returns (None, None, hs)."""
     T, B, H3 = zx.shape
     H = H3 // 3
-    gates = torch.empty_like(zx)                            # (T,B,3H)
-    hn = zx.new_empty(T, B, H)                              # (T,B,H)
+    gates = torch.empty_like(zx) if cache else None         # (T,B,3H)
+    hn = zx.new_empty(T, B, H) if cache else None           # (T,B,H)
     hs = zx.new_empty(T, B, H)                              # (T,B,H)
     h = h0
     for t in range(T):
@@ -38,8 +39,10 @@ def gru_recurrence_forward(
         if run is not None:
             h_new = torch.where(run, h_new, h)
             r, z, n = (a * run for a in (r, z, n))
-        torch.cat((r, z, n), dim=1, out=gates[t])
-        hn[t], hs[t] = ghn, h_new
+        if cache:
+            torch.cat((r, z, n), dim=1, out=gates[t])
+            hn[t] = ghn
+        hs[t] = h_new
         h = h_new
     return gates, hn, hs
 
@@ -71,17 +74,38 @@ def gru_recurrence_backward(
     return dzx, dgh, dh
 
 
+def _gru_input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
+    """zx (T,B,3H) = x W_ih^T + b_ih for every step at once (b_hh stays in the step: see above)."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)
+    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())   # (T*B,3H)
+    return zx.view(T, B, -1)
+
+
+def gru_layer_inference(
+    x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+    lengths: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """GRULayerFunction's forward where no gradient and no trace is wanted: the same y (T,B,H) and
+    h_n (B,H), computed alike, with the recurrence's cache=False (no gates or gh_n kept).
+    h_n may be a view of y's last step; copy before writing into it."""
+    T = x.shape[0]
+    rec = recurrence_for(x)
+    _, _, hs = rec.gru_recurrence_forward(_gru_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
+                                          cache=False)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
+    return y, hs[-1]
+
+
 class GRULayerFunction(torch.autograd.Function):
     """One GRU layer and direction over a sequence. forward(x (T,B,I), h0 (B,H), w_ih (3H,I),
     w_hh (3H,H), b_ih, b_hh (3H,) or None, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H)."""
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
-        T, B, I = x.shape
-        x2 = x.reshape(T * B, I)
-        zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())  # (T*B,3H)
+        T = x.shape[0]
         rec = recurrence_for(x)
-        gates, hn, hs = rec.gru_recurrence_forward(zx.view(T, B, -1), h0, w_hh, b_hh, lengths)
+        gates, hn, hs = rec.gru_recurrence_forward(_gru_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths)
         y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
         ctx.save_for_backward(x, h0, w_ih, w_hh, gates, hn, hs, lengths)
         ctx.has_bias = b_ih is not None

@@ -202,10 +202,12 @@ def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Te
     return dz, dh0, dc0, dhtot
 
 
-def gru_recurrence_forward(zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None
-                           ) -> tuple[Tensor, Tensor, Tensor]:
-    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None -> gates (T,B,3H) [r z n], hn (T,B,H), hs (T,B,H)."""
-    gates, hn, hs = _ext.gru_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), _c(b_hh), _c(lengths))
+def gru_recurrence_forward(zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None,
+                           cache: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None -> gates (T,B,3H) [r z n], hn (T,B,H), hs (T,B,H);
+    cache=False: (None, None, hs)."""
+    gates, hn, hs = _ext.gru_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), _c(b_hh), _c(lengths),
+                                     cache)
     return gates, hn, hs
 
 

@@ -47,8 +47,9 @@ inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, con
 // (cpu_math.h): by rows they never wait, by units they meet once a step.
 template <typename T>
 void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T* b_hh, const int64_t* len, T* gates,
-                      T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H) {
+                      T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache) {
   const int64_t G = 3 * H;
+  auto slot = [&](int64_t t) { return cache ? t : 0; };                        // without the cache: one scratch row
   run_team(B * G * H, T_, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
@@ -57,8 +58,8 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
       for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
         W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
       for (int64_t b = sp.b0; b < sp.b1; ++b) {
-        T* g = gates + (t * B + b) * G;
-        T *hnb = hn + (t * B + b) * H, *h = hs + (t * B + b) * H;
+        T* g = gates + (slot(t) * B + b) * G;
+        T *hnb = hn + (slot(t) * B + b) * H, *h = hs + (t * B + b) * H;
         const T* ghb = gh + b * G;
         if (len && t >= len[b]) {                                              // held: gates 0, h kept
           for (int64_t q = 0; q < 3; ++q) std::fill(g + q * H + j0, g + q * H + j1, T(0));
@@ -117,17 +118,22 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
   });
 }
 
+// cache false (inference): gates and gh_n go to one scratch row each and come back undefined.
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
-                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths) {
+                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
+                                    bool cache) {
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 3;
-  at::Tensor gates = at::empty_like(zx), hn = at::empty({T_, B, H}, zx.options());
+  at::Tensor gates = at::empty({cache ? T_ : 1, B, 3 * H}, zx.options());
+  at::Tensor hn = at::empty({cache ? T_ : 1, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
   AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
                                lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
-                               hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H);
+                               hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H,
+                               cache);
   });
+  if (!cache) return {at::Tensor(), at::Tensor(), hs};
   return {gates, hn, hs};
 }
 

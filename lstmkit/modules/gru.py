@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from lstmkit.functional import GRULayerFunction
-from lstmkit.modules.base import RecurrentBase
+from lstmkit.functional import GRULayerFunction, gru_layer_inference
+from lstmkit.modules.base import RecurrentBase, needs_grad
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import GRUTrace
 
@@ -29,7 +29,11 @@ class GRU(RecurrentBase):
 
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
-        y, h_n, gates = GRULayerFunction.apply(x, state[0].contiguous(), w_ih, w_hh, b_ih, b_hh, lengths)
+        h0 = state[0].contiguous()
+        if not want_trace and not needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):   # inference: nothing cached
+            y, h_n = gru_layer_inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+            return y, (h_n,), None
+        y, h_n, gates = GRULayerFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
         return y, (h_n,), ((gates, y) if want_trace else None)
 
     def _make_trace(self, raw, unbatched: bool) -> GRUTrace:
