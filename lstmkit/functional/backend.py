@@ -56,3 +56,16 @@ def _alias(t: Tensor) -> Tensor:
     gates through it leaves the saved tensor's version unchanged, so a retained graph can still
     unpack it (and recomputes the gates rather than reading them: see LSTMLayerFunction)."""
     return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """zx (T,B,G) = x W_ih^T + bias for every step at once: one matrix product; written into
+    out's first T steps where given (a buffer of at least T steps)."""
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)                                # (T*B,I)
+    out2 = None if out is None else out.view(-1, out.shape[2])[:T * B]            # (T*B,G)
+    if bias is None:
+        zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,G)
+    else:
+        zx = torch.addmm(bias, x2, w_ih.t(), out=out2)                            # (T*B,G)
+    return zx.view(T, B, -1)

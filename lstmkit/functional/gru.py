@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.functional.backend import _outside_grad, _step_mask, _valid_steps, recurrence_for
+from lstmkit.functional.backend import _input_projection, _outside_grad, _step_mask, _valid_steps, recurrence_for
 
 
 def gru_recurrence_forward(
@@ -74,14 +74,6 @@ def gru_recurrence_backward(
     return dzx, dgh, dh
 
 
-def _gru_input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
-    """zx (T,B,3H) = x W_ih^T + b_ih for every step at once (b_hh stays in the step: see above)."""
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)
-    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih, x2, w_ih.t())   # (T*B,3H)
-    return zx.view(T, B, -1)
-
-
 def gru_layer_inference(
     x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
     lengths: Tensor | None,
@@ -91,7 +83,7 @@ def gru_layer_inference(
     h_n may be a view of y's last step; copy before writing into it."""
     T = x.shape[0]
     rec = recurrence_for(x)
-    _, _, hs = rec.gru_recurrence_forward(_gru_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
+    _, _, hs = rec.gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
                                           cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
     return y, hs[-1]
@@ -105,7 +97,7 @@ class GRULayerFunction(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
         T = x.shape[0]
         rec = recurrence_for(x)
-        gates, hn, hs = rec.gru_recurrence_forward(_gru_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths)
+        gates, hn, hs = rec.gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths)
         y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
         ctx.save_for_backward(x, h0, w_ih, w_hh, gates, hn, hs, lengths)
         ctx.has_bias = b_ih is not None

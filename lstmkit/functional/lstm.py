@@ -27,7 +27,15 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import workspace
-from lstmkit.functional.backend import _alias, _copy, _outside_grad, _step_mask, _valid_steps, recurrence_for
+from lstmkit.functional.backend import (
+    _alias,
+    _copy,
+    _input_projection,
+    _outside_grad,
+    _step_mask,
+    _valid_steps,
+    recurrence_for,
+)
 
 
 def lstm_recurrence_forward(
@@ -138,19 +146,6 @@ def lstm_layer_forward(
         hs[t0:t0 + steps] = hs_n
         h, c = hs[min(T, t0 + steps) - 1], c_last[0]
     return None, c.unsqueeze(0), hs
-
-
-def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
-    """zx (T,B,4H) = x W_ih^T + bias for every step at once: one matrix product; written into
-    out's first T steps where given (a buffer of at least T steps)."""
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)                                # (T*B,I)
-    out2 = None if out is None else out.view(-1, out.shape[2])[:T * B]            # (T*B,4H)
-    if bias is None:
-        zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,4H)
-    else:
-        zx = torch.addmm(bias, x2, w_ih.t(), out=out2)                            # (T*B,4H)
-    return zx.view(T, B, -1)
 
 
 # Inference takes the input projection in chunks of about this many elements of zx (4 MB in
