@@ -1,5 +1,6 @@
-"""The layer Functions of lstmkit.functional: torch.autograd.gradcheck in float64 on every input
-(with and without lengths and projection), and the compute path never touches torch's own RNNs."""
+"""The layer operators of lstmkit.functional (``torch.ops.lstmkit.*``): torch.autograd.gradcheck in
+float64 on every input (with and without lengths and projection), the inference operators against
+the cached ones, and the compute path never touches torch's own RNNs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.functional import GRULayerFunction, LSTMLayerFunction, RNNLayerFunction
+from lstmkit.functional import lstm_layer
+
+ops = torch.ops.lstmkit
 
 T, B, I, H, P = 5, 3, 4, 5, 3
 
@@ -29,7 +32,7 @@ def test_lstm_function_gradcheck(lengths, proj, bias):
             leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, leaf(P, H) if proj else None]
 
     def f(*a):
-        return LSTMLayerFunction.apply(*a, lengths)[:3]            # y, h_n, c_n (the trace is not differentiable)
+        return ops.lstm_layer(*a, lengths, True)[:3]            # y, h_n, c_n (the trace is not differentiable)
     assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
 
 
@@ -39,7 +42,7 @@ def test_gru_function_gradcheck(lengths, bias):
     torch.manual_seed(1)
     args = [leaf(T, B, I), leaf(B, H), leaf(3 * H, I), leaf(3 * H, H),
             leaf(3 * H) if bias else None, leaf(3 * H) if bias else None]
-    assert torch.autograd.gradcheck(lambda *a: GRULayerFunction.apply(*a, lengths)[:2], args, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda *a: ops.gru_layer(*a, lengths)[:2], args, atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
@@ -47,7 +50,7 @@ def test_gru_function_gradcheck(lengths, bias):
 def test_rnn_function_gradcheck(lengths, nonlinearity):
     torch.manual_seed(2)
     args = [leaf(T, B, I), leaf(B, H), leaf(H, I), leaf(H, H), leaf(H), leaf(H)]
-    assert torch.autograd.gradcheck(lambda *a: RNNLayerFunction.apply(*a, nonlinearity, lengths), args,
+    assert torch.autograd.gradcheck(lambda *a: ops.rnn_layer(*a, nonlinearity, lengths), args,
                                     atol=1e-8, rtol=1e-6)
 
 
@@ -91,9 +94,8 @@ def test_torch_recurrence_without_cache_equals_cached(lengths, proj):
 @pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
 @pytest.mark.parametrize("proj", [False, True], ids=["no-proj", "proj"])
 def test_lstm_inference_equals_function_forward(backend, lengths, proj):
-    """lstm_layer_inference gives LSTMLayerFunction's y, h_n, c_n bit-for-bit, on both backends."""
+    """lstmkit::lstm_layer_inference gives lstmkit::lstm_layer's y, h_n, c_n bit-for-bit, on both backends."""
     from lstmkit import kernels
-    from lstmkit.functional import lstm_layer_inference
 
     if backend == "cpp" and not kernels.cpp_available():
         pytest.skip("the C++ CPU kernel could not be built on this machine")
@@ -102,9 +104,9 @@ def test_lstm_inference_equals_function_forward(backend, lengths, proj):
     args = [leaf(T, B, I), leaf(B, p), leaf(B, H), leaf(4 * H, I), leaf(4 * H, p), leaf(4 * H), leaf(4 * H),
             leaf(P, H) if proj else None, lengths]
     with kernels.backend(backend):
-        want = LSTMLayerFunction.apply(*args)[:3]
+        want = ops.lstm_layer(*args, True)[:3]
         with torch.no_grad():
-            got = lstm_layer_inference(*args)
+            got = ops.lstm_layer_inference(*args)
     for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
         assert torch.equal(a, b.detach()), name
 
@@ -124,16 +126,17 @@ def test_lstm_inference_in_chunks_equals_one_chunk(backend, lengths, bias, monke
     args = [leaf(T, B, I), leaf(B, H), leaf(B, H), leaf(4 * H, I), leaf(4 * H, H),
             leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, None, lengths]
     with kernels.backend(backend), torch.no_grad():
-        want = F.lstm_layer_inference(*args)
-        monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)
-        got = F.lstm_layer_inference(*args)
+        want = ops.lstm_layer_inference(*args)
+        monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)          # the PyTorch path's
+        monkeypatch.setattr(kernels, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)    # the compiled path's
+        got = ops.lstm_layer_inference(*args)
     for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_lstm_function_without_trace_reuses_its_gates_buffer_and_keeps_gradients(backend):
-    """keep_trace=False: the gates come back empty, backward writes dz over the saved gates and gives
+    """keep_trace=False: no trace comes back, backward writes dz over the saved gates and gives
     that buffer to the workspace, and the next forward of the same shape takes it (no new pages);
     the gradients equal keep_trace=True's bit for bit."""
     from lstmkit import kernels
@@ -149,8 +152,8 @@ def test_lstm_function_without_trace_reuses_its_gates_buffer_and_keeps_gradients
     with kernels.backend(backend):
         grads = []
         for keep in (True, False, False):
-            out = LSTMLayerFunction.apply(*args, keep)
-            assert (out[3].numel() > 0) == keep
+            out = lstm_layer(*args, keep)
+            assert (out[3] is not None) == keep
             seen = out[0].sum() + out[1].sum() + 2 * out[2].sum()
             grads.append(torch.autograd.grad(seen, [a for a in args if a is not None]))
             if not keep:
@@ -177,7 +180,7 @@ def test_lstm_function_second_backward_through_retained_graph_is_the_same(backen
             leaf(P, H), torch.tensor([5, 2, 4])]
     inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     with kernels.backend(backend):
-        y, h_n, c_n, _, _ = LSTMLayerFunction.apply(*args, False)
+        y, h_n, c_n, _, _ = ops.lstm_layer(*args, False)
         seen = (y * y).sum() + h_n.sum() + c_n.sum()
         first = torch.autograd.grad(seen, inputs, retain_graph=True)
         second = torch.autograd.grad(seen, inputs)
@@ -206,10 +209,9 @@ def test_lstm_trace_is_unchanged_by_backward(backend):
 @pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
 @pytest.mark.parametrize("shape", [(T, B, I, H), (12, 8, 16, 128)], ids=["small", "team"])
 def test_gru_inference_equals_function_forward(backend, lengths, shape):
-    """gru_layer_inference (no gates or gh_n kept) gives GRULayerFunction's y and h_n bit for bit,
+    """lstmkit::gru_layer_inference (no gates or gh_n kept) gives lstmkit::gru_layer's y and h_n bit for bit,
     on both backends; the larger shape runs the compiled loop on a two-thread team."""
     from lstmkit import kernels
-    from lstmkit.functional import gru_layer_inference
 
     if backend == "cpp" and not kernels.cpp_available():
         pytest.skip("the C++ CPU kernel could not be built on this machine")
@@ -219,17 +221,38 @@ def test_gru_inference_equals_function_forward(backend, lengths, shape):
     args = [leaf(T_, B_, I_), leaf(B_, H_), leaf(3 * H_, I_) * 0.2, leaf(3 * H_, H_) * 0.1, leaf(3 * H_),
             leaf(3 * H_), lengths]
     with kernels.backend(backend):
-        want = GRULayerFunction.apply(*args)[:2]
+        want = ops.gru_layer(*args)[:2]
         with torch.no_grad():
-            got = gru_layer_inference(*args)
+            got = ops.gru_layer_inference(*args)
     for name, a, b in zip(("y", "h_n"), got, want, strict=True):
         assert torch.equal(a, b.detach()), name
 
 
-def test_gru_module_inference_keeps_no_cache(monkeypatch):
-    """Under no_grad the GRU module takes the inference path (the Function is never called)."""
-    monkeypatch.setattr(GRULayerFunction, "apply", None)
-    model = lstmkit.GRU(4, 6, num_layers=2)
-    with torch.no_grad():
-        y, h_n = model(torch.randn(5, 3, 4))
-    assert y.shape == (5, 3, 6) and h_n.shape == (2, 3, 6)
+class _OpsSeen(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the name of every operator dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("make", [lambda: lstmkit.LSTM(4, 6, num_layers=2), lambda: lstmkit.GRU(4, 6, num_layers=2)],
+                         ids=["lstm", "gru"])
+def test_modules_run_the_inference_operator_without_grad_and_the_cached_one_with(make):
+    """Under no_grad a module runs lstmkit::*_layer_inference (no cache kept) and never the cached
+    operator; with grad the reverse. Every recurrence is a dispatched operator (a dispatch mode sees it)."""
+    model = make()
+    x = torch.randn(5, 3, 4)
+    name = type(model).__name__.lower()
+    with torch.no_grad(), _OpsSeen() as seen:
+        model(x)
+    assert f"lstmkit.{name}_layer_inference.default" in seen.names
+    assert f"lstmkit.{name}_layer.default" not in seen.names
+    with _OpsSeen() as seen:
+        model(x)[0].sum().backward()
+    assert {f"lstmkit.{name}_layer.default", f"lstmkit.{name}_layer_backward.default"} <= seen.names
+    assert f"lstmkit.{name}_layer_inference.default" not in seen.names

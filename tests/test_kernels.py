@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lstmkit import kernels
+from lstmkit.functional.backend import recurrence_for
 
 pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
                                 reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
@@ -213,9 +214,12 @@ def test_backend_context_selects_and_restores():
     before = kernels.get_backend()
     with kernels.backend("torch"):
         assert kernels.get_backend() == "torch"
-        assert kernels.recurrence_for(x).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+        assert kernels.recurrence_for(x) is None
+        assert recurrence_for(x).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
     with kernels.backend("cpp"):
-        assert kernels.recurrence_for(x).lstm_recurrence_forward is kernels.lstm_recurrence_forward
+        assert recurrence_for(x).lstm_recurrence_forward is kernels.lstm_recurrence_forward
+        for other in (x.half(), x.bfloat16(), torch.zeros(0)):     # no kernel for these: the PyTorch path
+            assert kernels.recurrence_for(other) is None
     assert kernels.get_backend() == before
 
 
@@ -231,7 +235,7 @@ def test_backend_rejects_unknown_names(monkeypatch):
 def test_env_variable_selects_torch(monkeypatch):
     monkeypatch.setattr(kernels, "_backend", None)
     monkeypatch.setenv("LSTMKIT_BACKEND", "torch")
-    assert kernels.recurrence_for(torch.zeros(1)).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+    assert kernels.recurrence_for(torch.zeros(1)) is None
 
 
 def test_missing_compiler_falls_back_with_one_warning(monkeypatch):
@@ -240,8 +244,8 @@ def test_missing_compiler_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(kernels, "_warned", False)
     monkeypatch.setattr(kernels, "_backend", "auto")
     with pytest.warns(UserWarning, match="unavailable .*no compiler.*pure-PyTorch"):
-        ns = kernels.recurrence_for(torch.zeros(1))
-    assert ns.lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
+        assert kernels.recurrence_for(torch.zeros(1)) is None
+    assert recurrence_for(torch.zeros(1)).lstm_recurrence_forward.__module__ == "lstmkit.functional.lstm"
     monkeypatch.setattr(kernels, "_backend", "cpp")
     with pytest.raises(RuntimeError, match="LSTMKIT_BACKEND=cpp but the CPU kernel could not be built"):
         kernels.recurrence_for(torch.zeros(1))

@@ -1,30 +1,37 @@
 """Which implementation runs a recurrence, and the small helpers every recurrence shares.
 
-``recurrence_for(x)`` returns a namespace with ``lstm_/gru_/rnn_recurrence_forward/backward``:
-the compiled CPU kernel where ``lstmkit.kernels`` has one for tensors like x and it is selected,
-else the pure-PyTorch functions of this package (every device, and the fallback of every kernel).
+``recurrence_for(x)`` returns a namespace with the recurrence functions (``lstm_layer_forward``,
+``lstm_/gru_/rnn_recurrence_forward/backward``): the compiled CPU kernels where ``lstmkit.kernels``
+has them for tensors like x and they are selected, else the pure-PyTorch functions of this
+package, which each model file registers here (every device, and the fallback of every kernel).
+``lstmkit.kernels`` is a leaf: it never imports this package.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
+import types
 
 import torch
 from torch import Tensor
 
+from lstmkit import kernels
 
-def recurrence_for(x: Tensor):
+_torch_recurrences = types.SimpleNamespace(name="torch")
+
+
+def register_torch(**functions) -> None:
+    """Add a model's pure-PyTorch recurrence functions (called once by each model file)."""
+    vars(_torch_recurrences).update(functions)
+
+
+def recurrence_for(x: Tensor) -> types.SimpleNamespace:
     """The namespace of recurrence functions that runs tensors like x."""
-    kernels = sys.modules.get("lstmkit.kernels") or importlib.import_module("lstmkit.kernels")  # late: no cycle
-    return kernels.recurrence_for(x)
+    return kernels.recurrence_for(x) or _torch_recurrences
 
 
-def torch_recurrences():
+def torch_recurrences() -> types.SimpleNamespace:
     """The pure-PyTorch recurrence functions (the contract every kernel follows)."""
-    import lstmkit.functional as functional
-
-    return functional
+    return _torch_recurrences
 
 
 def _step_mask(lengths: Tensor | None, t: int) -> Tensor | None:

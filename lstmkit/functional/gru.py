@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.functional.backend import _input_projection, _outside_grad, _step_mask, _valid_steps, recurrence_for
+from lstmkit.functional.backend import _step_mask, register_torch
 
 
 def gru_recurrence_forward(
@@ -74,50 +74,4 @@ def gru_recurrence_backward(
     return dzx, dgh, dh
 
 
-def gru_layer_inference(
-    x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-    lengths: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """GRULayerFunction's forward where no gradient and no trace is wanted: the same y (T,B,H) and
-    h_n (B,H), computed alike, with the recurrence's cache=False (no gates or gh_n kept).
-    h_n may be a view of y's last step; copy before writing into it."""
-    T = x.shape[0]
-    rec = recurrence_for(x)
-    _, _, hs = rec.gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
-                                          cache=False)
-    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
-    return y, hs[-1]
-
-
-class GRULayerFunction(torch.autograd.Function):
-    """One GRU layer and direction over a sequence. forward(x (T,B,I), h0 (B,H), w_ih (3H,I),
-    w_hh (3H,H), b_ih, b_hh (3H,) or None, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H)."""
-
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
-        T = x.shape[0]
-        rec = recurrence_for(x)
-        gates, hn, hs = rec.gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths)
-        y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, gates, hn, hs, lengths)
-        ctx.has_bias = b_ih is not None
-        ctx.mark_non_differentiable(gates)
-        return y, hs[-1].clone(), gates
-
-    @staticmethod
-    def backward(ctx, dy, dh_n, _dgates):
-        x, h0, w_ih, w_hh, gates, hn, hs, lengths = ctx.saved_tensors
-        T, B, I = x.shape
-        dhs = _outside_grad(dy, lengths)                    # (T,B,H) a fresh, contiguous tensor
-        dhs[-1] += dh_n
-        rec = recurrence_for(x)
-        dzx, dgh, dh0 = rec.gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
-        dzx2, dgh2 = dzx.view(T * B, -1), dgh.view(T * B, -1)  # (T*B,3H)
-        need = ctx.needs_input_grad
-        dx = torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else None
-        dw_ih = torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else None
-        h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))      # (T,B,H)
-        dw_hh = torch.mm(dgh2.t(), h_prev.view(T * B, -1)) if need[3] else None
-        db_ih = dzx2.sum(0) if ctx.has_bias else None
-        db_hh = dgh2.sum(0) if ctx.has_bias else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+register_torch(gru_recurrence_forward=gru_recurrence_forward, gru_recurrence_backward=gru_recurrence_backward)

@@ -9,18 +9,19 @@ What it is: the loader of the C++ CPU kernels in this folder (``lstm_cpu.cpp``, 
 - ``LSTMKIT_BACKEND=torch``: always the pure-PyTorch recurrences of ``lstmkit.functional``.
 
 ``set_backend(name)`` and the context manager ``backend(name)`` do the same from code. CUDA (and any
-non-CPU) tensors always take the PyTorch path. ``recurrence_for(x)`` returns the namespace of
-recurrence functions for tensors like ``x``, with the contract of ``lstmkit.functional``
-(``lstm_recurrence_forward/backward``, ``gru_recurrence_*``, ``rnn_recurrence_*``).
+non-CPU) tensors, dtypes other than float32/float64 and empty tensors always take the PyTorch path.
+``recurrence_for(x)`` returns the namespace of compiled recurrence functions for tensors like ``x``
+(``lstm_layer_forward``, ``lstm_recurrence_forward/backward``, ``gru_recurrence_*``,
+``rnn_recurrence_*``, with the contract of ``lstmkit.functional``), or None where the PyTorch path runs.
 
-What it is not: autograd. The ``autograd.Function`` classes in ``lstmkit.functional`` call these.
+What it is not: autograd or operators. This package is a leaf: it imports nothing of lstmkit;
+the operators of ``lstmkit.functional`` choose between these functions and their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import platform
 import sys
@@ -47,6 +48,14 @@ _build_error: str | None = None      # why it could not be built (then we never 
 # Tests set it to check both paths against the same oracle.
 PATH_AUTO, PATH_SMALL, PATH_BLAS = 0, 1, 2
 _path = PATH_AUTO
+
+# Inference takes the input projection in chunks of about this many elements of zx (4 MB in
+# float32), each into the same buffer: a whole-sequence zx past glibc's 32 MB mmap threshold is
+# mapped afresh and page-faulted on every call (config C of ``lstmkit bench``: 14% of its time),
+# and a chunk this size is still in cache when the recurrence reads it (measured against 1 MB and
+# 16 MB chunks: 2-8% faster on configs B, C, D). The PyTorch path uses the same size.
+ZX_CHUNK_ELEMENTS = 1 << 20
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 def _check_name(name: str, where: str) -> str:
@@ -124,17 +133,19 @@ def cpp_available() -> bool:
     return load_extension() is not None
 
 
-def recurrence_for(x: Tensor) -> types.SimpleNamespace | types.ModuleType:
-    """The recurrence functions (the contract of ``lstmkit.functional``) for tensors like ``x``."""
+def recurrence_for(x: Tensor) -> types.SimpleNamespace | None:
+    """The compiled recurrence functions for tensors like ``x``, or None where the PyTorch path runs
+    (backend 'torch', a non-CPU device, a dtype other than float32/float64, an empty tensor, or
+    'auto' without a compiler: then one warning)."""
     name = get_backend()
-    if name == "torch" or x.device.type != "cpu":
-        return _torch_namespace()
+    if name == "torch" or x.device.type != "cpu" or x.dtype not in _KERNEL_DTYPES or x.numel() == 0:
+        return None
     if load_extension() is None:
         if name == "cpp":
             raise RuntimeError(f"LSTMKIT_BACKEND=cpp but the CPU kernel could not be built: {_build_error}. "
                                "Install a C++ compiler (g++) and ninja, or use LSTMKIT_BACKEND=torch.")
         _warn_fallback()
-        return _torch_namespace()
+        return None
     return _cpp_namespace()
 
 
@@ -147,18 +158,6 @@ def _warn_fallback() -> None:
         _warned = True
         warnings.warn(f"lstmkit: the C++ CPU kernel is unavailable ({_build_error}); using the pure-PyTorch "
                       "recurrence (correct, slower). Set LSTMKIT_BACKEND=torch to silence this.", stacklevel=3)
-
-
-def _functional_lstm() -> types.ModuleType:
-    """lstmkit.functional.lstm (imported late: it imports this module); a dict lookup after the first call."""
-    return sys.modules.get("lstmkit.functional.lstm") or importlib.import_module("lstmkit.functional.lstm")
-
-
-def _torch_namespace() -> types.ModuleType:
-    """The pure-PyTorch recurrences: ``lstmkit.functional`` itself (imported late: no cycle)."""
-    import lstmkit.functional
-
-    return lstmkit.functional
 
 
 # ---- the C++ functions under the contract's names and signatures --------------------------------
@@ -186,7 +185,7 @@ def lstm_layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Te
     gates into (cache only)."""
     gates, cs, hs = _ext.lstm_layer_forward(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
                                             w_hh.contiguous(), _c(bias), _c(w_hr), _c(lengths), _path, cache,
-                                            _functional_lstm().ZX_CHUNK_ELEMENTS, gates_out)
+                                            ZX_CHUNK_ELEMENTS, gates_out)
     return gates, cs, hs
 
 
@@ -237,16 +236,14 @@ def _c(t: Tensor | None) -> Tensor | None:
 
 
 _cpp_ns: types.SimpleNamespace | None = None
+_CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
+                  "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
+                  "rnn_recurrence_backward")
 
 
 def _cpp_namespace() -> types.SimpleNamespace:
-    """The compiled recurrences; a cell without a kernel here keeps its PyTorch one."""
+    """The compiled recurrences under the contract's names."""
     global _cpp_ns
     if _cpp_ns is None:
-        tns = _torch_namespace()
-        names = [f"{cell}_recurrence_{way}" for cell in ("lstm", "gru", "rnn") for way in ("forward", "backward")]
-        names.append("lstm_layer_forward")
-        _cpp_ns = types.SimpleNamespace(name="cpp")
-        for fn in names:
-            setattr(_cpp_ns, fn, globals()[fn] if fn in globals() else getattr(tns, fn))
+        _cpp_ns = types.SimpleNamespace(name="cpp", **{fn: globals()[fn] for fn in _CPP_FUNCTIONS})
     return _cpp_ns

@@ -1,11 +1,16 @@
 """The loop around the cells: layers, directions, lengths, layouts and PackedSequence.
 
-``RecurrentBase`` owns what LSTM, GRU and RNN share with ``torch.nn.RNNBase``: constructor
-arguments, parameter names, shapes and initialisation, the input conventions (batch_first,
-unbatched 2-D input, PackedSequence, optional initial state) and ``lengths=`` for padded input.
-Each subclass says how one layer and direction runs (``_run_direction``, an autograd Function
-from ``lstmkit.functional``, or where ``needs_grad`` is false and no trace is asked for, an
-inference function that keeps no cache) and what its trace holds. No cell math lives here.
+``RecurrentBase`` is what LSTM, GRU and RNN add to ``torch.nn.RNNBase``, whose subclasses they are
+(``isinstance(m, nn.LSTM)`` holds, and torch.nn's constructor creates and initialises the
+parameters: same names, shapes, order and values for one seed): the input conventions
+(batch_first, unbatched 2-D input, PackedSequence, optional initial state), ``lengths=`` for
+padded input, traces and a streaming ``step``. Each subclass says how one layer and direction
+runs (``_run_direction``, through an entry of ``lstmkit.functional``) and what its trace holds.
+No cell math lives here. Weights are read as attributes, as ``nn.Module`` users expect
+(parametrizations, pruning, weight drop and ``torch.func.functional_call`` all work).
+
+Under ``torch.onnx.export`` the forward is torch.nn's own, whose operators both exporters map to
+ONNX's LSTM, GRU and RNN (dynamic batch and sequence length), with these same weights.
 
 Dimensions: T time, B batch, I input, H hidden, P output of a direction (proj_size or H),
 L layers, D directions. Inside, everything is time-major (T,B,·).
@@ -14,20 +19,13 @@ L layers, D directions. Inside, everything is time-major (T,B,·).
 from __future__ import annotations
 
 import functools
-import math
-import warnings
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from lstmkit.functional.ops import needs_grad
 from lstmkit.modules.checks import check_dropout, check_input, check_lengths, check_sizes, check_state
-
-
-def needs_grad(*tensors: Tensor | None) -> bool:
-    """True when autograd records and any of the tensors requires a gradient: the test that picks
-    a layer's autograd Function over its inference path (no cache for backward is kept there)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def padding_mask(lengths: Tensor, T: int) -> Tensor:
@@ -35,33 +33,28 @@ def padding_mask(lengths: Tensor, T: int) -> Tensor:
     return (torch.arange(T, device=lengths.device).unsqueeze(1) < lengths).unsqueeze(2)
 
 
-class RecurrentBase(nn.Module):
+class RecurrentBase(nn.RNNBase):
     """Shared machinery; see LSTM, GRU and RNN for the documented public classes."""
 
     gate_count: int          # 4 LSTM (i,f,g,o), 3 GRU (r,z,n), 1 RNN
     state_names: tuple[str, ...] = ("h_0",)
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+    def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None) -> None:
-        super().__init__()
-        self.input_size = check_sizes("input_size", input_size, 1)
-        self.hidden_size = check_sizes("hidden_size", hidden_size, 1)
-        self.num_layers = check_sizes("num_layers", num_layers, 1)
-        self.proj_size = check_sizes("proj_size", proj_size, 0)
-        if self.proj_size >= self.hidden_size:
+        check_sizes("input_size", input_size, 1)
+        check_sizes("hidden_size", hidden_size, 1)
+        check_sizes("num_layers", num_layers, 1)
+        check_sizes("proj_size", proj_size, 0)
+        if proj_size >= hidden_size:
             raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
                              f"and hidden_size={hidden_size}")
-        self.dropout = check_dropout(dropout)
-        if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn("dropout acts between recurrent layers, so a non-zero dropout expects "
-                          f"num_layers greater than 1, but got dropout={dropout} and num_layers=1",
-                          stacklevel=3)
-        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        self._create_parameters(device, dtype)
-        self.reset_parameters()
-
-    # ---- parameters: torch.nn's names, shapes, order and initialisation ----------------------------
+        check_dropout(dropout)
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} should be of type bool, got {type(flag).__name__} {flag!r}")
+        nn.RNNBase.__init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, float(dropout),
+                            bidirectional, proj_size, device, dtype)
 
     @property
     def num_directions(self) -> int:
@@ -75,54 +68,32 @@ class RecurrentBase(nn.Module):
     def _suffix(self, layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
-    def _create_parameters(self, device, dtype) -> None:
-        G, H, P = self.gate_count, self.hidden_size, self.output_size
-        kw = {"device": device, "dtype": dtype}
-        for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else P * self.num_directions
-            for direction in range(self.num_directions):
-                sfx = self._suffix(layer, direction)
-                self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, layer_input, **kw)))
-                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, P, **kw)))
-                if self.bias:
-                    self.register_parameter("bias_ih" + sfx, nn.Parameter(torch.empty(G * H, **kw)))
-                    self.register_parameter("bias_hh" + sfx, nn.Parameter(torch.empty(G * H, **kw)))
-                if self.proj_size:
-                    self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(P, H, **kw)))
-
-    def reset_parameters(self) -> None:
-        """torch.nn's initialisation: every parameter from U(-1/sqrt(H), 1/sqrt(H)), in the same
-        order, so the same seed gives the same weights as the torch.nn module."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-
     def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
-        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent.
-        Read from ``_parameters`` directly: ``nn.Module.__getattr__`` costs ~1 us a name, and a
-        short sequence (config A of ``lstmkit bench``) lasts ~300 us."""
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent. A plain
+        parameter is read from ``_parameters`` (``nn.Module.__getattr__`` costs ~1 us a name, and a
+        short sequence lasts ~300 us); anything else (a parametrization, a pruned or dropped weight
+        set as an attribute) by attribute, as torch.nn reads it."""
         params = self._parameters
-        return tuple(params.get(name) for name in _weight_names(self._suffix(layer, direction)))
-
-    def flatten_parameters(self) -> None:
-        """Accepted for drop-in compatibility with torch.nn (cuDNN's weight packing); nothing to do."""
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False}
-        for name, default in defaults.items():
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
-        return s
+        return tuple(params[name] if name in params else getattr(self, name, None)
+                     for name in _weight_names(self._suffix(layer, direction)))
 
     # ---- forward: layouts in and out, then the loop over layers and directions ----------------------
 
     def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
         """output, h_n (an LSTM: (h_n, c_n)) [, trace]; the subclass docstrings give the shapes."""
+        if torch.onnx.is_in_onnx_export():
+            return self._onnx_forward(input, hx, lengths, return_trace)
         y, state_n, trace = self._forward(input, hx, lengths, return_trace)
         state_n = state_n if len(state_n) > 1 else state_n[0]
         return (y, state_n, trace) if return_trace else (y, state_n)
+
+    def _onnx_forward(self, input, hx, lengths, return_trace):
+        """torch.nn's forward (aten::lstm/gru/rnn_*), which the ONNX exporters map to ONNX's operators."""
+        if lengths is not None or return_trace:
+            raise RuntimeError("ONNX export covers forward(input, hx) as torch.nn has it; lengths= and "
+                               "return_trace have no ONNX operator (pack the input instead of lengths=)")
+        twin = next(c for c in type(self).__mro__ if c.__module__ == "torch.nn.modules.rnn")
+        return twin.forward(self, input, hx)
 
     def _forward(self, input, hx, lengths, return_trace):
         """Normalise the input to time-major (T,B,I), run, and restore the caller's layout."""

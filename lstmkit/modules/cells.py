@@ -1,47 +1,41 @@
 """``LSTMCell``, ``GRUCell``, ``RNNCell``: one time step, drop-in for their ``torch.nn`` twins.
 
-A cell is one step of the same layer Functions the sequence modules use (``lstmkit.functional``,
-run over T = 1), so the math and its hand-written backward stay in one place.
+Each is a subclass of its torch.nn twin (torch.nn's constructor creates and initialises the
+parameters) whose forward is one step of the same layer entries the sequence modules use
+(``lstmkit.functional``, run over T = 1), so the math and its hand-written backward stay in one
+place. Weights are read as attributes (parametrizations, pruning and weight drop work).
 Dimensions: B batch, I input, H hidden.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from lstmkit.functional import NONLINEARITIES, GRULayerFunction, LSTMLayerFunction, RNNLayerFunction
+from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
 from lstmkit.modules.checks import check_like, check_sizes, check_state
 
 
-class _CellBase(nn.Module):
-    """Parameters weight_ih (G*H,I), weight_hh (G*H,H), bias_ih, bias_hh (G*H,) as torch.nn."""
+class _CellBase:
+    """What the three cells share: argument checks, then torch.nn's constructor; input handling."""
 
-    gate_count: int
     state_count = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None):
-        super().__init__()
-        self.input_size = check_sizes("input_size", input_size, 1)
-        self.hidden_size = check_sizes("hidden_size", hidden_size, 1)
-        self.bias = bool(bias)
-        G, H, kw = self.gate_count, self.hidden_size, {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(G * H, self.input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(G * H, H, **kw))
-        self.bias_ih = nn.Parameter(torch.empty(G * H, **kw)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(G * H, **kw)) if bias else None
-        self.reset_parameters()
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, **kw):
+        check_sizes("input_size", input_size, 1)
+        check_sizes("hidden_size", hidden_size, 1)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got {type(bias).__name__} {bias!r}")
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype, **kw)
 
-    def reset_parameters(self) -> None:
-        """torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every parameter, in order."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+    def forward(self, input: Tensor, hx=None):
+        if torch.onnx.is_in_onnx_export():                  # torch.nn's operators, which ONNX maps
+            twin = next(c for c in type(self).__mro__ if c.__module__ == "torch.nn.modules.rnn")
+            return twin.forward(self, input, hx)
+        x, state, unbatched = self._inputs(input, hx)
+        out = self._step(x, state)                          # (B,H) each
+        out = tuple(t[0] if unbatched else t for t in out)
+        return out if self.state_count == 2 else out[0]
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and state tensors as (B,H); whether the input was unbatched."""
@@ -69,44 +63,35 @@ class _CellBase(nn.Module):
         return x, state, unbatched
 
 
-class LSTMCell(_CellBase):
+class LSTMCell(_CellBase, nn.LSTMCell):
     """One LSTM step: forward(input (B,I) or (I,), hx=(h (B,H), c (B,H)) or None) -> (h', c')."""
 
-    gate_count, state_count = 4, 2
+    state_count = 2
 
-    def forward(self, input: Tensor, hx=None) -> tuple[Tensor, Tensor]:
-        x, (h, c), unbatched = self._inputs(input, hx)
-        _, h_new, c_new, _, _ = LSTMLayerFunction.apply(
-            x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None, None, False)
-        return (h_new[0], c_new[0]) if unbatched else (h_new, c_new)
+    def _step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        _, h_new, c_new, _, _ = lstm_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                                           None, None)
+        return h_new, c_new
 
 
-class GRUCell(_CellBase):
+class GRUCell(_CellBase, nn.GRUCell):
     """One GRU step: forward(input (B,I) or (I,), hx=h (B,H) or None) -> h'."""
 
-    gate_count = 3
-
-    def forward(self, input: Tensor, hx=None) -> Tensor:
-        x, (h,), unbatched = self._inputs(input, hx)
-        _, h_new, _ = GRULayerFunction.apply(x, h, self.weight_ih, self.weight_hh, self.bias_ih,
-                                             self.bias_hh, None)
-        return h_new[0] if unbatched else h_new
+    def _step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        _, h_new, _ = gru_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
+        return (h_new,)
 
 
-class RNNCell(_CellBase):
+class RNNCell(_CellBase, nn.RNNCell):
     """One plain RNN step: forward(input (B,I) or (I,), hx=h (B,H) or None) -> h'."""
-
-    gate_count = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity should be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype, nonlinearity=nonlinearity)
 
-    def forward(self, input: Tensor, hx=None) -> Tensor:
-        x, (h,), unbatched = self._inputs(input, hx)
-        _, h_new = RNNLayerFunction.apply(x, h, self.weight_ih, self.weight_hh, self.bias_ih,
-                                          self.bias_hh, self.nonlinearity, None)
-        return h_new[0] if unbatched else h_new
+    def _step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        _, h_new = rnn_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                             self.nonlinearity, None)
+        return (h_new,)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from lstmkit.functional import GRULayerFunction, gru_layer_inference
-from lstmkit.modules.base import RecurrentBase, needs_grad
+from lstmkit.functional import gru_layer
+from lstmkit.modules.base import RecurrentBase
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import GRUTrace
 
 
-class GRU(RecurrentBase):
+class GRU(RecurrentBase, nn.GRU):
     """Multi-layer GRU with ``torch.nn.GRU``'s arguments, parameters and conventions.
 
     Args as torch.nn.GRU. forward(input, hx=None, *, lengths=None, return_trace=False) with the
@@ -24,16 +24,12 @@ class GRU(RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, device, dtype)
 
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
-        h0 = state[0].contiguous()
-        if not want_trace and not needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):   # inference: nothing cached
-            y, h_n = gru_layer_inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
-            return y, (h_n,), None
-        y, h_n, gates = GRULayerFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+        y, h_n, gates = gru_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, lengths, want_trace)
         return y, (h_n,), ((gates, y) if want_trace else None)
 
     def _make_trace(self, raw, unbatched: bool) -> GRUTrace:

@@ -11,14 +11,13 @@ import numbers
 import torch
 from torch import nn
 
-from lstmkit.functional import LSTMLayerFunction, lstm_layer_inference
-from lstmkit.functional.backend import recurrence_for
-from lstmkit.modules.base import RecurrentBase, needs_grad, padding_mask
+from lstmkit.functional import lstm_layer
+from lstmkit.modules.base import RecurrentBase, padding_mask
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import LSTMTrace
 
 
-class LSTM(RecurrentBase):
+class LSTM(RecurrentBase, nn.LSTM):
     """Multi-layer LSTM with ``torch.nn.LSTM``'s arguments, parameters and conventions.
 
     Args (as torch.nn.LSTM): input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -47,7 +46,7 @@ class LSTM(RecurrentBase):
         if forget_bias and not bias:
             raise ValueError(f"forget_bias={forget_bias} needs bias=True (there is no bias to add it to)")
         self.forget_bias = float(forget_bias)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype)
 
     def reset_parameters(self) -> None:
@@ -68,37 +67,13 @@ class LSTM(RecurrentBase):
         return "a tuple (h_0, c_0) of shapes (L*D, B, P) and (L*D, B, H)"
 
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
-        h0, c0 = (s.contiguous() for s in state)
-        weights = self._weights(layer, direction)           # w_ih, w_hh, b_ih, b_hh, w_hr
-        if not want_trace and not needs_grad(x, h0, c0, *weights):
-            y, h_n, c_n = lstm_layer_inference(x, h0, c0, *weights, lengths)
-            return y, (h_n, c_n), None
-        y, h_n, c_n, gates, cs = LSTMLayerFunction.apply(x, h0, c0, *weights, lengths, want_trace)
+        h0, c0 = state
+        y, h_n, c_n, gates, cs = lstm_layer(x, h0, c0, *self._weights(layer, direction), lengths, want_trace)
         if not want_trace:
             return y, (h_n, c_n), None
         if lengths is not None:                             # the cell is held on padding: show zeros
             cs = cs * padding_mask(lengths, x.shape[0])
         return y, (h_n, c_n), (gates, cs, y)
-
-    def _step_layers(self, x, state):
-        """step() where no gradient is needed, with the least per-call work: per layer one call of
-        ``lstm_layer_forward`` with cache=False (what ``lstm_layer_inference`` does on a one-step
-        sequence, minus its bookkeeping). x (B,I); state h (L,B,P), c (L,B,H).
-        Returns y (B,P) and (h_n (L,B,P), c_n (L,B,H))."""
-        h, c = state
-        rec = recurrence_for(x)
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, 0)
-            bias = None if b_ih is None else b_ih + b_hh
-            _, c_n, h_n = rec.lstm_layer_forward(x.unsqueeze(0), h[layer], c[layer], w_ih, w_hh, bias, w_hr, None,
-                                                 cache=False)            # (1,B,H), (1,B,P)
-            x = h_n[0]                                                         # (B,P)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-            hs.append(h_n[0])
-            cs.append(c_n[0])
-        return x, (torch.stack(hs), torch.stack(cs))                           # stack copies: y is not h_n
 
     def _make_trace(self, raw, unbatched: bool) -> LSTMTrace:
         gates, cs, y = (self._output_layout(t, unbatched) for t in raw)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from lstmkit.functional import NONLINEARITIES, RNNLayerFunction
+from lstmkit.functional import NONLINEARITIES, rnn_layer
 from lstmkit.modules.base import RecurrentBase
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import RNNTrace
 
 
-class RNN(RecurrentBase):
+class RNN(RecurrentBase, nn.RNN):
     """Multi-layer Elman RNN with ``torch.nn.RNN``'s arguments, parameters and conventions:
     h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu (``nonlinearity``).
     forward(input, hx=None, *, lengths=None, return_trace=False) as ``lstmkit.GRU``.
@@ -25,13 +25,13 @@ class RNN(RecurrentBase):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity should be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+        mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, device, dtype)
 
     def _run_direction(self, x, state, layer, direction, lengths, want_trace):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
-        y, h_n = RNNLayerFunction.apply(x, state[0].contiguous(), w_ih, w_hh, b_ih, b_hh,
-                                        self.nonlinearity, lengths)
+        y, h_n = rnn_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, lengths)
         return y, (h_n,), ((y,) if want_trace else None)
 
     def _make_trace(self, raw, unbatched: bool) -> RNNTrace:

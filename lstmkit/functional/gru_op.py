@@ -1,0 +1,127 @@
+"""One GRU layer and direction as PyTorch operators, with autograd, and the entry that picks a path.
+
+Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm_op`` for the LSTM:
+- ``gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H),
+  hn (T,B,H)``: gates [r z n] are the trace; hn = gh_n, the recurrent part of n's pre-activation
+  that backward needs (both not differentiable). Autograd: ``_backward`` below.
+- ``gru_layer_inference(...) -> y, h_n``: no gates or gh_n kept. Its backward raises.
+- ``gru_layer_backward(dy, dh_n, inputs..., gates, hn, y, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
+Shapes: T time, B batch, I input, H hidden; lengths (B,) int64 or None.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional.backend import _input_projection, _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.composite import gru_layer_composite
+from lstmkit.functional.ops import (
+    cast,
+    composite_vjp,
+    compute_dtype,
+    define,
+    needs_grad,
+    none_setup,
+    placeholder,
+    present,
+    refuse_backward,
+    use_composite,
+)
+
+_INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths"
+
+
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    T = x.shape[0]
+    gates, hn, hs = recurrence_for(x).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
+                                                             lengths)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,H)
+    return y, hs[-1].clone(), gates, hn
+
+
+def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    T, B, _ = x.shape
+    G, H = w_ih.shape[0], h0.shape[1]
+    return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(T, B, G), x.new_empty(T, B, H)
+
+
+def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    T = x.shape[0]
+    _, _, hs = recurrence_for(x).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
+                                                        cache=False)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
+    return y, hs[-1].clone()
+
+
+def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    return _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)[:2]
+
+
+def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, y, need):
+    """dzx, dgh from the recurrence's backward, then the weight and input gradients as products.
+    y stands in for h_t: where it differs (padding) the gradients are zero."""
+    T, B, I = x.shape
+    dhs = x.new_zeros(y.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H) fresh
+    if dh_n is not None:
+        dhs[-1] += dh_n
+    dzx, dgh, dh0 = recurrence_for(x).gru_recurrence_backward(dhs, gates, hn, y, h0, w_hh, lengths)
+    dzx2, dgh2 = dzx.view(T * B, -1), dgh.view(T * B, -1)  # (T*B,3H)
+    h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
+    with_bias = b_ih is not None
+    return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else placeholder(x),
+            dh0 if need[1] else placeholder(x),
+            torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
+            torch.mm(dgh2.t(), h_prev.view(T * B, -1)) if need[3] else placeholder(x),
+            dzx2.sum(0) if with_bias and need[4] else placeholder(x),
+            dgh2.sum(0) if with_bias and need[5] else placeholder(x))
+
+
+def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, y, need):
+    like = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+
+
+def _setup(ctx, inputs, output) -> None:
+    *tensors, lengths = inputs
+    y, _, gates, hn = output
+    ctx.save_for_backward(*tensors, lengths, gates, hn, y)
+    ctx.mark_non_differentiable(gates, hn)
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dy, dh_n, _dgates, _dhn):
+    *tensors, lengths, gates, hn, y = ctx.saved_tensors
+    need = list(ctx.needs_input_grad[:6])
+    if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
+        return (*composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
+    grads = torch.ops.lstmkit.gru_layer_backward(dy, dh_n, *tensors, lengths, gates, hn, y, need)
+    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None)
+
+
+define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
+define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference, _inference_fake)
+define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor y, bool[] need) "
+       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
+torch.library.register_autograd("lstmkit::gru_layer", _backward, setup_context=_setup)
+torch.library.register_autograd("lstmkit::gru_layer_inference", refuse_backward("gru_layer_inference", "gru_layer"),
+                                setup_context=none_setup)
+
+
+def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+              lengths: Tensor | None, keep_trace: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H), and with keep_trace
+    the gates (T,B,3H) activated [r z n], else None. x (T,B,I), h0 (B,H), w_ih (3H,I), w_hh (3H,H),
+    b_ih, b_hh (3H,) or None, lengths (B,) int64 or None. Paths as ``lstm_op.lstm_layer``."""
+    args = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    dtype = compute_dtype(*args)
+    if dtype is not None:
+        out = gru_layer(*cast(args, dtype), lengths, keep_trace)
+        return tuple(None if t is None else t.to(x.dtype) for t in out)
+    if use_composite(*args):
+        y, h_n, gates = gru_layer_composite(*args, lengths)
+    elif keep_trace or needs_grad(*args):
+        y, h_n, gates, _ = torch.ops.lstmkit.gru_layer(*args, lengths)
+    else:
+        return (*torch.ops.lstmkit.gru_layer_inference(*args, lengths), None)
+    return y, h_n, (gates if keep_trace else None)

@@ -1,0 +1,170 @@
+"""One LSTM layer and direction as PyTorch operators, with autograd, and the entry that picks a path.
+
+Operators (``torch.ops.lstmkit``; fake kernels give their shapes to ``torch.compile``/``export``):
+- ``lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace)
+  -> y (T,B,P), h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H)``: the forward that keeps what
+  backward needs; gates and cs are also the trace (the very tensors backward reads, not
+  differentiable). With keep_trace=False they are internal: backward writes dz over the gates and
+  hands the buffer to ``workspace`` for the next step's forward. Autograd: ``_backward`` below.
+- ``lstm_layer_inference(...same but keep_trace) -> y, h_n, c_n``: no cache kept (no gates, no
+  cell states; the input projection chunk by chunk). Its backward raises.
+- ``lstm_layer_backward(dy, dh_n, dc_n, inputs..., gates, cs, y, need, overwrite, recompute)
+  -> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr`` (empty where ``need`` says no).
+
+Each runs the compiled recurrence of ``lstmkit.kernels`` where there is one for its tensors, else
+the PyTorch one of ``functional.lstm`` (``backend.recurrence_for``). Shapes: T time, B batch,
+I input, H hidden, P projection (P == H without w_hr). lengths (B,) int64 or None.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional import workspace
+from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.composite import lstm_layer_composite
+from lstmkit.functional.ops import (
+    cast,
+    composite_vjp,
+    compute_dtype,
+    define,
+    needs_grad,
+    none_setup,
+    placeholder,
+    present,
+    refuse_backward,
+    use_composite,
+)
+
+_INPUTS = "Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, " \
+          "Tensor? lengths"
+
+
+def _bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
+    """The one bias the cell sees, b_ih + b_hh (4H,), or None."""
+    return None if b_ih is None else b_ih + b_hh
+
+
+def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
+    T, B, _ = x.shape
+    rec = recurrence_for(x)
+    buf = None if keep_trace else workspace.take((T, B, w_ih.shape[0]), x)   # dz goes over it in backward
+    gates, cs, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, gates_out=buf)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
+    return y, hs[-1].clone(), cs[-1].clone(), gates, cs
+
+
+def _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
+    T, B, _ = x.shape
+    G, P = w_ih.shape[0], h0.shape[1]
+    return x.new_empty(T, B, P), x.new_empty(B, P), x.new_empty(B, G // 4), x.new_empty(T, B, G), \
+        x.new_empty(T, B, G // 4)
+
+
+def _inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    T = x.shape[0]
+    rec = recurrence_for(x)
+    _, c_last, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, cache=False)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
+    return y, hs[-1].clone(), c_last[0].clone()
+
+
+def _inference_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    return _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, False)[:3]
+
+
+def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, y, need,
+                    overwrite, recompute):
+    """The hand-written backward: dz from the recurrence's backward, then every weight and input
+    gradient as one large product after the loop. y stands in for h_t: where it differs (padding)
+    dz is zero."""
+    T, B, I = x.shape
+    H, P = cs.shape[2], y.shape[2]
+    rec = recurrence_for(x)
+    if recompute:                                           # the first backward wrote dz over the gates
+        gates, _, _ = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
+    dhs = x.new_zeros(T, B, P) if dy is None else _outside_grad(dy, lengths)   # (T,B,P) fresh
+    if dh_n is not None:
+        dhs[-1] += dh_n                                     # h_n is h_{T-1} (held past each length)
+    dc_last = c0.new_zeros(B, H) if dc_n is None else dc_n.contiguous()
+    r = gates[:, :, 3 * H:] * cs.tanh() if w_hr is not None and need[7] else None   # (T,B,H) before dz
+    dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, y, h0, c0, w_hh, w_hr, lengths,
+                                                       overwrite=overwrite or recompute)
+    dz2 = dz.view(T * B, -1)                                # (T*B,4H)
+    dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x)
+    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else placeholder(x)
+    dw_hh = placeholder(x)
+    if need[4]:                                             # sum_t dz_t^T h_{t-1}, h_{-1} = h0: no concatenation
+        dw_hh = torch.mm(dz[0].t(), h0)
+        if T > 1:
+            dw_hh.addmm_(dz2[B:].t(), y[:-1].reshape((T - 1) * B, P))
+    db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else placeholder(x)
+    dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H)) if r is not None else placeholder(x)
+    grads = (dx, dh0 if need[1] else placeholder(x), dc0 if need[2] else placeholder(x), dw_ih, dw_hh,
+             db, db.clone(), dw_hr)
+    if overwrite:
+        workspace.give(dz)                                  # nobody else sees it: the next forward may take it
+    return grads
+
+
+def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, y, need,
+                         overwrite, recompute):
+    like = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+
+
+def _setup(ctx, inputs, output) -> None:
+    *tensors, lengths, keep_trace = inputs
+    y, _, _, gates, cs = output
+    ctx.save_for_backward(*tensors, lengths, gates, cs, y)
+    ctx.keep_trace, ctx.gates_overwritten = keep_trace, False
+    ctx.mark_non_differentiable(gates, cs)
+    ctx.set_materialize_grads(False)                        # no zero-filled (T,B,4H) gradient for the trace
+
+
+def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs):
+    *tensors, lengths, gates, cs, y = ctx.saved_tensors
+    need = list(ctx.needs_input_grad[:8])
+    if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
+        return (*composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
+    overwrite = not ctx.keep_trace and not torch.compiler.is_compiling()
+    grads = torch.ops.lstmkit.lstm_layer_backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, y, need, overwrite,
+                                                  ctx.gates_overwritten)
+    ctx.gates_overwritten = ctx.gates_overwritten or overwrite
+    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
+
+
+define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward,
+       _forward_fake)
+define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference, _inference_fake)
+define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, Tensor y, "
+       "bool[] need, bool overwrite, bool recompute) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+       "Tensor)",
+       _layer_backward, _layer_backward_fake)
+torch.library.register_autograd("lstmkit::lstm_layer", _backward, setup_context=_setup)
+torch.library.register_autograd("lstmkit::lstm_layer_inference", refuse_backward("lstm_layer_inference", "lstm_layer"),
+                                setup_context=none_setup)
+
+
+def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+               b_hh: Tensor | None, w_hr: Tensor | None, lengths: Tensor | None, keep_trace: bool = False
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One layer and direction: y (T,B,P) (zero past each length), h_n (B,P), c_n (B,H), and with
+    keep_trace the trace, gates (T,B,4H) activated [i f g o] and cs (T,B,H), else None, None.
+
+    x (T,B,I), h0 (B,P), c0 (B,H), w_ih (4H,I), w_hh (4H,P), b_ih, b_hh (4H,) or None, w_hr (P,H)
+    or None, lengths (B,) int64 or None. The operator that keeps a cache runs where a gradient or
+    a trace is wanted, the inference operator elsewhere; see the module docstring of ``ops``."""
+    args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    dtype = compute_dtype(*args)
+    if dtype is not None:
+        out = lstm_layer(*cast(args, dtype), lengths, keep_trace)
+        return tuple(None if t is None else t.to(x.dtype) for t in out)
+    if use_composite(*args):
+        y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
+    elif keep_trace or needs_grad(*args):
+        y, h_n, c_n, gates, cs = torch.ops.lstmkit.lstm_layer(*args, lengths, keep_trace)
+    else:
+        return (*torch.ops.lstmkit.lstm_layer_inference(*args, lengths), None, None)
+    return (y, h_n, c_n, gates, cs) if keep_trace else (y, h_n, c_n, None, None)

@@ -1,0 +1,100 @@
+"""The ``lstmkit::`` operator namespace and what every recurrent operator shares.
+
+What it is: the ``torch.library`` namespace in which ``lstm_op``, ``gru_op`` and ``rnn_op`` define
+their operators (a layer's forward, its inference forward, its backward), each with a fake kernel
+for shapes and, for the forward, a registered autograd formula; plus the rules the entry functions
+follow to pick a path:
+
+- under a ``torch.func`` transform or forward-mode AD, the composite forward of
+  ``functional.composite`` (plain PyTorch operations that every transform understands);
+- float16 and bfloat16 run in float32 inside and are cast back (as torch's own CPU RNNs keep their
+  accumulations in float32), so the compiled kernel serves them and accuracy is not lost per step;
+- otherwise the operators: autograd, ``torch.compile``, ``torch.export`` and ``torch.jit.trace``
+  see one operator per layer and direction.
+
+A backward asked to build a graph (``create_graph=True``) recomputes the forward with the
+composite and differentiates it (``composite_vjp``), so gradients of gradients are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+LIB = torch.library.Library("lstmkit", "DEF")
+REDUCED = (torch.float16, torch.bfloat16)
+
+
+def define(schema: str, impl: Callable, fake: Callable) -> None:
+    """Define ``lstmkit::<schema>`` with impl on every device and a fake kernel for shapes."""
+    name = schema.split("(", 1)[0]
+    LIB.define(schema)
+    LIB.impl(name, impl, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"lstmkit::{name}", fake, lib=LIB)
+
+
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """True when autograd records and any of the tensors requires a gradient."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def use_composite(*tensors: Tensor | None) -> bool:
+    """True under a ``torch.func`` transform or where a tensor carries a forward-mode tangent:
+    there only plain PyTorch operations are understood."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    if torch.autograd.forward_ad._current_level < 0:
+        return False
+    return any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype | None:
+    """float32 where any tensor is float16/bfloat16 (computed in float32, cast back), else None."""
+    if any(t is not None and t.dtype in REDUCED for t in tensors):
+        return torch.float32
+    return None
+
+
+def cast(tensors: Sequence[Tensor | None], dtype: torch.dtype) -> list[Tensor | None]:
+    """Floating tensors cast to dtype (a differentiable cast); None and integer tensors as given."""
+    return [t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors]
+
+
+def composite_vjp(forward: Callable, inputs: Sequence[Tensor | None], extra: Sequence, grads: Sequence[Tensor | None],
+                  need: Sequence[bool]) -> list[Tensor | None]:
+    """Gradients of forward(*inputs, *extra)'s first len(grads) outputs, as a graph (create_graph):
+    the backward of an operator when its gradient must itself be differentiated."""
+    with torch.enable_grad():
+        outs = forward(*inputs, *extra)[:len(grads)]
+    pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
+    wrt = [t for t, n in zip(inputs, need, strict=True) if n and t is not None]
+    found = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True,
+                                     allow_unused=True) if pairs and wrt else [None] * len(wrt))
+    return [next(found) if n and t is not None else None for t, n in zip(inputs, need, strict=True)]
+
+
+def refuse_backward(op: str, instead: str) -> Callable:
+    """An autograd formula for an inference operator: backward raises instead of returning a
+    gradient that was never computed."""
+    def backward(ctx, *grads):
+        raise RuntimeError(f"lstmkit::{op} keeps nothing for backward (it is the inference path); "
+                           f"call lstmkit::{instead} where a gradient is needed")
+    return backward
+
+
+def none_setup(ctx, inputs, output) -> None:
+    """setup_context of an operator whose backward needs nothing."""
+
+
+def present(t: Tensor, wanted: bool) -> Tensor | None:
+    """An operator's optional gradient output (an empty placeholder where not wanted) -> None."""
+    return t if wanted else None
+
+
+def placeholder(like: Tensor) -> Tensor:
+    """What an operator returns for a gradient nobody asked for (a schema cannot return None)."""
+    return like.new_empty(0)

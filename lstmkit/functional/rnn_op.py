@@ -1,0 +1,93 @@
+"""One plain RNN layer and direction as PyTorch operators, with autograd, and the entry.
+
+Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm_op`` for the LSTM:
+- ``rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths) -> y (T,B,H), h_n (B,H)``: its
+  only cache is its output (the derivative comes from h_t itself). Autograd: ``_backward`` below.
+- ``rnn_layer_backward(dy, dh_n, inputs..., y, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
+Shapes: T time, B batch, I input, H hidden; nonlinearity 'tanh' or 'relu'; lengths (B,) or None.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.composite import rnn_layer_composite
+from lstmkit.functional.ops import cast, composite_vjp, compute_dtype, define, placeholder, present, use_composite
+
+_INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
+
+
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)
+    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
+    hs = recurrence_for(x).rnn_recurrence_forward(zx.view(T, B, -1), h0, w_hh, nonlinearity, lengths)
+    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
+    return y, hs[-1].clone()
+
+
+def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    T, B, _ = x.shape
+    return x.new_empty(T, B, h0.shape[1]), x.new_empty(h0.shape)
+
+
+def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, y, need):
+    """dz from the recurrence's backward, then the weight and input gradients as products.
+    y stands in for h_t: where it differs (padding) dz is zero."""
+    T, B, I = x.shape
+    dhs = x.new_zeros(y.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H)
+    if dh_n is not None:
+        dhs[-1] += dh_n
+    dz, dh0 = recurrence_for(x).rnn_recurrence_backward(dhs, y, h0, w_hh, nonlinearity, lengths)
+    dz2 = dz.view(T * B, -1)                                # (T*B,H)
+    h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
+    db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else placeholder(x)
+    return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x),
+            dh0 if need[1] else placeholder(x),
+            torch.mm(dz2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
+            torch.mm(dz2.t(), h_prev.view(T * B, -1)) if need[3] else placeholder(x),
+            db, db.clone())
+
+
+def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, y, need):
+    like = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+
+
+def _setup(ctx, inputs, output) -> None:
+    *tensors, nonlinearity, lengths = inputs
+    ctx.save_for_backward(*tensors, lengths, output[0])
+    ctx.nonlinearity = nonlinearity
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dy, dh_n):
+    *tensors, lengths, y = ctx.saved_tensors
+    need = list(ctx.needs_input_grad[:6])
+    if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
+        grads = composite_vjp(rnn_layer_composite, tensors, (ctx.nonlinearity, lengths), (dy, dh_n), need)
+        return (*grads, None, None)
+    grads = torch.ops.lstmkit.rnn_layer_backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, y, need)
+    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
+
+
+define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor)", _forward, _forward_fake)
+define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor y, bool[] need) "
+       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
+torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
+
+
+def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+              nonlinearity: str, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H). x (T,B,I), h0 (B,H),
+    w_ih (H,I), w_hh (H,H), b_ih, b_hh (H,) or None. Paths as ``lstm_op.lstm_layer``."""
+    args = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    dtype = compute_dtype(*args)
+    if dtype is not None:
+        y, h_n = rnn_layer(*cast(args, dtype), nonlinearity, lengths)
+        return y.to(x.dtype), h_n.to(x.dtype)
+    if use_composite(*args):
+        return rnn_layer_composite(*args, nonlinearity, lengths)
+    return torch.ops.lstmkit.rnn_layer(*args, nonlinearity, lengths)
