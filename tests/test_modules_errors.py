@@ -1,5 +1,6 @@
-"""Bad input meets a clear ValueError/TypeError at the public edge, naming the argument, what
-was expected and what came. One test per message."""
+"""Bad input meets a clear error at the public edge, naming the argument, what was expected and
+what came. One test per message. The exception types are torch.nn's for the same mistake (see
+lstmkit/modules/checks.py); the texts are lstmkit's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import lstmkit
+from lstmkit.modules import checks
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
@@ -41,8 +43,8 @@ def test_dropout_on_one_layer_warns():
 @pytest.mark.parametrize("x, error, words", [
     ([[1.0, 2.0, 3.0]], TypeError, "input should be a torch.Tensor or PackedSequence, got list"),
     (torch.randn(2, 3, 4, 3), ValueError, "input should be 3-D (batched) or 2-D (unbatched), got 4-D"),
-    (torch.randn(5, 2, 7), ValueError, "input.size(-1) must be equal to input_size. Expected 3, got 7"),
-    (torch.randn(5, 2, 3, dtype=torch.float64), TypeError,
+    (torch.randn(5, 2, 7), RuntimeError, "input.size(-1) must be equal to input_size. Expected 3, got 7"),
+    (torch.randn(5, 2, 3, dtype=torch.float64), ValueError,
      "input dtype torch.float64 does not match the weights' dtype torch.float32: convert input"),
 ])
 def test_input_errors(x, error, words):
@@ -52,22 +54,24 @@ def test_input_errors(x, error, words):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to mismatch devices")
 def test_device_mismatch_error():
-    with pytest.raises(ValueError, match="input is on cuda:0 but the weights are on cpu"):
+    with pytest.raises(RuntimeError, match="input is on cuda:0 but the weights are on cpu"):
         lstmkit.LSTM(3, 4)(torch.randn(5, 2, 3, device="cuda"))
 
 
 def test_meta_device_mismatch_error():
     """A device mismatch without a GPU: weights on the meta device, input on the CPU."""
-    with pytest.raises(ValueError, match="input is on cpu but the weights are on meta: move input"):
+    with pytest.raises(RuntimeError, match="input is on cpu but the weights are on meta: move input"):
         lstmkit.LSTM(3, 4, device="meta")(torch.randn(5, 2, 3))
 
 
 @pytest.mark.parametrize("hx, error, words", [
     (torch.zeros(1, 2, 4), TypeError, "hx should be a tuple (h_0, c_0)"),
-    ((torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)), ValueError, "Expected h_0 size (1, 2, 4), got (1, 3, 4)"),
-    ((torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)), ValueError, "Expected c_0 size (1, 2, 4), got (2, 2, 4)"),
+    ((torch.zeros(1, 3, 4), torch.zeros(1, 2, 4)), RuntimeError, "Expected hidden h_0 size (1, 2, 4), got (1, 3, 4)"),
+    ((torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)), RuntimeError, "Expected hidden c_0 size (1, 2, 4), got (2, 2, 4)"),
     ((torch.zeros(1, 2, 4), "c"), TypeError, "c_0 should be a torch.Tensor, got str"),
-    ((torch.zeros(1, 2, 4, dtype=torch.float64), torch.zeros(1, 2, 4)), TypeError, "h_0 dtype torch.float64"),
+    ((torch.zeros(1, 2, 4, dtype=torch.float64), torch.zeros(1, 2, 4)), RuntimeError, "h_0 dtype torch.float64"),
+    ((torch.zeros(1, 2, 4, device="meta"), torch.zeros(1, 2, 4)), RuntimeError,
+     "h_0 is on meta but the weights are on cpu: move h_0"),
 ])
 def test_lstm_state_errors(hx, error, words):
     with pytest.raises(error, match=_re(words)):
@@ -75,7 +79,7 @@ def test_lstm_state_errors(hx, error, words):
 
 
 def test_gru_state_shape_error():
-    with pytest.raises(ValueError, match=_re("Expected h_0 size (2, 2, 4), got (1, 2, 4)")):
+    with pytest.raises(RuntimeError, match=_re("Expected hidden h_0 size (2, 2, 4), got (1, 2, 4)")):
         lstmkit.GRU(3, 4, 2)(torch.randn(5, 2, 3), torch.zeros(1, 2, 4))
 
 
@@ -108,7 +112,7 @@ def test_step_errors():
     expected = "x_t should be a tensor of shape (B, input_size) or (input_size,), got shape (1, 2, 3)"
     with pytest.raises(TypeError, match=_re(expected)):
         lstmkit.LSTM(3, 4).step(torch.randn(1, 2, 3))
-    with pytest.raises(ValueError, match="Expected 3, got 2"):
+    with pytest.raises(RuntimeError, match="Expected 3, got 2"):
         lstmkit.GRU(3, 4).step(torch.randn(2))
 
 
@@ -117,10 +121,32 @@ def test_cell_errors():
         lstmkit.LSTMCell(3, 4)(torch.randn(1, 2, 3))
     with pytest.raises(ValueError, match="Expected 3, got 5"):
         lstmkit.GRUCell(3, 4)(torch.randn(2, 5))
-    with pytest.raises(ValueError, match=_re("Expected c_0 size (2, 4), got (2, 5)")):
+    with pytest.raises(RuntimeError, match=_re("Expected hidden c_0 size (2, 4), got (2, 5)")):
         lstmkit.LSTMCell(3, 4)(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 5)))
     with pytest.raises(TypeError, match="hx should hold 2 tensor"):
         lstmkit.LSTMCell(3, 4)(torch.randn(2, 3), torch.zeros(2, 4))
+
+
+def test_unbatched_empty_sequence_error():
+    with pytest.raises(RuntimeError, match="Expected sequence length to be larger than 0 in RNN"):
+        lstmkit.GRU(3, 4)(torch.randn(0, 3))
+
+
+@pytest.mark.parametrize("batch_first, shape", [(False, (0, 2, 3)), (True, (2, 0, 3))])
+def test_check_input_empty_sequence(batch_first, shape):
+    """With the layout known, a batched input of 0 steps is refused; 0 sequences are not."""
+    weight = torch.zeros(4, 3)
+    with pytest.raises(RuntimeError, match="the input has 0 time steps"):
+        checks.check_input(torch.zeros(shape), 3, weight, batch_first=batch_first)
+    empty_batch = (0, 2, 3) if batch_first else (2, 0, 3)
+    checks.check_input(torch.zeros(empty_batch), 3, weight, batch_first=batch_first)
+
+
+@pytest.mark.parametrize("value", [0, 1, "False", None])
+def test_check_flag_error(value):
+    with pytest.raises(TypeError, match=_re(f"bias should be a bool (True or False), got {type(value).__name__}")):
+        checks.check_flag("bias", value)
+    assert checks.check_flag("bias", False) is False
 
 
 def test_conversion_errors():

@@ -1,5 +1,10 @@
 """Checks at the public edge of the modules: every message names the argument, what was
-expected, what came, and where it helps, the fix. Internal invariants use ``assert`` instead."""
+expected, what came, and where it helps, the fix. Internal invariants use ``assert`` instead.
+
+The exception types are torch.nn's for the same mistake, so code written for ``nn.LSTM`` catches
+them: TypeError / ValueError for constructor arguments, ValueError for an input of the wrong rank
+or dtype, RuntimeError for a size that does not match (input size, state shape, sequence length 0)
+and for a tensor on another device or a state of another dtype."""
 
 from __future__ import annotations
 
@@ -19,6 +24,14 @@ def check_sizes(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def check_flag(name: str, value: object) -> bool:
+    """A real bool, as torch.nn asks of ``bias`` and ``batch_first`` (``bias="False"`` would be
+    truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be a bool (True or False), got {type(value).__name__} {value!r}")
+    return value
+
+
 def check_dropout(dropout: object) -> float:
     """A probability in [0, 1]; like torch.nn it only acts between layers."""
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
@@ -29,29 +42,40 @@ def check_dropout(dropout: object) -> float:
     return float(dropout)
 
 
-def check_input(x: object, input_size: int, weight: Tensor) -> Tensor:
+def check_input(x: object, input_size: int, weight: Tensor, batch_first: bool | None = None) -> Tensor:
     """A 2-D (unbatched) or 3-D float tensor whose last size is input_size, on the weights'
-    device and of their dtype."""
+    device and of their dtype. With batch_first given (None: not known), also at least one step."""
     if not isinstance(x, Tensor):
         raise TypeError(f"input should be a torch.Tensor or PackedSequence, got {type(x).__name__}")
     if x.dim() not in (2, 3):
         raise ValueError(f"input should be 3-D (batched) or 2-D (unbatched), got {x.dim()}-D "
                          f"with shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
-        raise ValueError(f"input.size(-1) must be equal to input_size. Expected {input_size}, "
-                         f"got {x.shape[-1]}")
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, "
+                           f"got {x.shape[-1]}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"input dtype {x.dtype} does not match the weights' dtype {weight.dtype}: "
+                         f"convert input: input.to({weight.dtype}), or the model: model.to({x.dtype})")
     check_like(x, weight, "input")
+    if batch_first is not None or x.dim() == 2:
+        check_steps(x.shape[1] if batch_first and x.dim() == 3 else x.shape[0])
     return x
+
+
+def check_steps(steps: int) -> None:
+    """A sequence of at least one step (torch.nn says the same, with a RuntimeError)."""
+    if steps == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN: the input has 0 time steps")
 
 
 def check_like(t: Tensor, weight: Tensor, name: str) -> None:
     """t has the weights' dtype and device; the message says how to convert either side."""
     if t.dtype != weight.dtype:
-        raise TypeError(f"{name} dtype {t.dtype} does not match the weights' dtype {weight.dtype}: "
-                        f"convert {name}: {name}.to({weight.dtype}), or the model: model.to({t.dtype})")
+        raise RuntimeError(f"{name} dtype {t.dtype} does not match the weights' dtype {weight.dtype}: "
+                           f"convert {name}: {name}.to({weight.dtype}), or the model: model.to({t.dtype})")
     if t.device != weight.device:
-        raise ValueError(f"{name} is on {t.device} but the weights are on {weight.device}: "
-                         f"move {name}: {name}.to('{weight.device}'), or the model: model.to('{t.device}')")
+        raise RuntimeError(f"{name} is on {t.device} but the weights are on {weight.device}: "
+                           f"move {name}: {name}.to('{weight.device}'), or the model: model.to('{t.device}')")
 
 
 def check_state(name: str, t: object, expected: tuple[int, ...], weight: Tensor) -> Tensor:
@@ -59,7 +83,7 @@ def check_state(name: str, t: object, expected: tuple[int, ...], weight: Tensor)
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} should be a torch.Tensor, got {type(t).__name__}")
     if tuple(t.shape) != expected:
-        raise ValueError(f"Expected {name} size {expected}, got {tuple(t.shape)}")
+        raise RuntimeError(f"Expected hidden {name} size {expected}, got {tuple(t.shape)}")
     check_like(t, weight, name)
     return t
 
