@@ -70,9 +70,9 @@ def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor 
     out's first T steps where given (a buffer of at least T steps)."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)                                # (T*B,I)
-    out2 = None if out is None else out.view(-1, out.shape[2])[:T * B]            # (T*B,G)
+    out2 = None if out is None else out.view(out.shape[0] * B, out.shape[2])[:T * B]            # (T*B,G)
     if bias is None:
         zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,G)
     else:
         zx = torch.addmm(bias, x2, w_ih.t(), out=out2)                            # (T*B,G)
-    return zx.view(T, B, -1)
+    return zx.view(T, B, w_ih.shape[0])

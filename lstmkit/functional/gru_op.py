@@ -21,8 +21,10 @@ from lstmkit.functional.ops import (
     composite_vjp,
     compute_dtype,
     define,
+    fake_grads,
     needs_grad,
     none_setup,
+    outside_autocast,
     placeholder,
     present,
     refuse_backward,
@@ -66,20 +68,20 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn,
     if dh_n is not None:
         dhs[-1] += dh_n
     dzx, dgh, dh0 = recurrence_for(x).gru_recurrence_backward(dhs, gates, hn, y, h0, w_hh, lengths)
-    dzx2, dgh2 = dzx.view(T * B, -1), dgh.view(T * B, -1)  # (T*B,3H)
+    dzx2, dgh2 = dzx.view(T * B, dzx.shape[2]), dgh.view(T * B, dgh.shape[2])  # (T*B,3H)
     h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
     with_bias = b_ih is not None
     return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else placeholder(x),
             dh0 if need[1] else placeholder(x),
             torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
-            torch.mm(dgh2.t(), h_prev.view(T * B, -1)) if need[3] else placeholder(x),
+            torch.mm(dgh2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else placeholder(x),
             dzx2.sum(0) if with_bias and need[4] else placeholder(x),
             dgh2.sum(0) if with_bias and need[5] else placeholder(x))
 
 
 def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, y, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+    return fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -108,6 +110,7 @@ torch.library.register_autograd("lstmkit::gru_layer_inference", refuse_backward(
                                 setup_context=none_setup)
 
 
+@outside_autocast
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               lengths: Tensor | None, keep_trace: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H), and with keep_trace

@@ -127,7 +127,7 @@ def lstm_layer_forward(
         zx = _input_projection(x, w_ih, bias, out=gates_out)                   # (T,B,4H)
         return lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths, gates_out=gates_out)
     T, B, _ = x.shape
-    steps = max(1, ZX_CHUNK_ELEMENTS // (B * w_ih.shape[0]))                   # steps per chunk
+    steps = max(1, ZX_CHUNK_ELEMENTS // max(1, B * w_ih.shape[0]))             # steps per chunk
     hs = x.new_empty(T, B, h0.shape[1])                                        # (T,B,P)
     buf = None
     h, c = h0, c0

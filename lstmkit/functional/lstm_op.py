@@ -29,8 +29,10 @@ from lstmkit.functional.ops import (
     composite_vjp,
     compute_dtype,
     define,
+    fake_grads,
     needs_grad,
     none_setup,
+    outside_autocast,
     placeholder,
     present,
     refuse_backward,
@@ -91,7 +93,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     r = gates[:, :, 3 * H:] * cs.tanh() if w_hr is not None and need[7] else None   # (T,B,H) before dz
     dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, y, h0, c0, w_hh, w_hr, lengths,
                                                        overwrite=overwrite or recompute)
-    dz2 = dz.view(T * B, -1)                                # (T*B,4H)
+    dz2 = dz.view(T * B, 4 * H)                              # (T*B,4H)
     dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x)
     dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else placeholder(x)
     dw_hh = placeholder(x)
@@ -100,7 +102,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
         if T > 1:
             dw_hh.addmm_(dz2[B:].t(), y[:-1].reshape((T - 1) * B, P))
     db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else placeholder(x)
-    dw_hr = torch.mm(dhtot.view(T * B, -1).t(), r.reshape(T * B, H)) if r is not None else placeholder(x)
+    dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else placeholder(x)
     grads = (dx, dh0 if need[1] else placeholder(x), dc0 if need[2] else placeholder(x), dw_ih, dw_hh,
              db, db.clone(), dw_hr)
     if overwrite:
@@ -111,7 +113,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
 def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, y, need,
                          overwrite, recompute):
     like = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+    return fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -147,6 +149,7 @@ torch.library.register_autograd("lstmkit::lstm_layer_inference", refuse_backward
                                 setup_context=none_setup)
 
 
+@outside_autocast
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
                b_hh: Tensor | None, w_hr: Tensor | None, lengths: Tensor | None, keep_trace: bool = False
                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:

@@ -18,6 +18,7 @@ composite and differentiates it (``composite_vjp``), so gradients of gradients a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -33,6 +34,19 @@ def define(schema: str, impl: Callable, fake: Callable) -> None:
     LIB.define(schema)
     LIB.impl(name, impl, "CompositeExplicitAutograd")
     torch.library.register_fake(f"lstmkit::{name}", fake, lib=LIB)
+
+
+def outside_autocast(entry: Callable) -> Callable:
+    """Run an entry function with autocast off for its first tensor's device: the operators and the
+    composite compute in the dtype they are given (a module casts its input where torch.nn's
+    autocast would), never in a mix that autocast picks op by op."""
+    @functools.wraps(entry)
+    def run(x: Tensor, *args, **kwargs):
+        if not torch.is_autocast_enabled(x.device.type):
+            return entry(x, *args, **kwargs)
+        with torch.autocast(x.device.type, enabled=False):
+            return entry(x, *args, **kwargs)
+    return run
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:
@@ -93,6 +107,12 @@ def none_setup(ctx, inputs, output) -> None:
 def present(t: Tensor, wanted: bool) -> Tensor | None:
     """An operator's optional gradient output (an empty placeholder where not wanted) -> None."""
     return t if wanted else None
+
+
+def fake_grads(like: Sequence[Tensor | None], need: Sequence[bool], x: Tensor) -> tuple[Tensor, ...]:
+    """A backward operator's fake result: a gradient shaped like each wanted input, else a placeholder."""
+    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x)
+                 for t, n in zip(like, need, strict=True))
 
 
 def placeholder(like: Tensor) -> Tensor:

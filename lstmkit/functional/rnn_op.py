@@ -14,7 +14,17 @@ from torch import Tensor
 
 from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
 from lstmkit.functional.composite import rnn_layer_composite
-from lstmkit.functional.ops import cast, composite_vjp, compute_dtype, define, placeholder, present, use_composite
+from lstmkit.functional.ops import (
+    cast,
+    composite_vjp,
+    compute_dtype,
+    define,
+    fake_grads,
+    outside_autocast,
+    placeholder,
+    present,
+    use_composite,
+)
 
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
 
@@ -23,7 +33,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
-    hs = recurrence_for(x).rnn_recurrence_forward(zx.view(T, B, -1), h0, w_hh, nonlinearity, lengths)
+    hs = recurrence_for(x).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity, lengths)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
     return y, hs[-1].clone()
 
@@ -41,19 +51,19 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengt
     if dh_n is not None:
         dhs[-1] += dh_n
     dz, dh0 = recurrence_for(x).rnn_recurrence_backward(dhs, y, h0, w_hh, nonlinearity, lengths)
-    dz2 = dz.view(T * B, -1)                                # (T*B,H)
+    dz2 = dz.view(T * B, dz.shape[2])                              # (T*B,H)
     h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
     db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else placeholder(x)
     return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x),
             dh0 if need[1] else placeholder(x),
             torch.mm(dz2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
-            torch.mm(dz2.t(), h_prev.view(T * B, -1)) if need[3] else placeholder(x),
+            torch.mm(dz2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else placeholder(x),
             db, db.clone())
 
 
 def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, y, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    return tuple(torch.empty_like(t) if n and t is not None else placeholder(x) for t, n in zip(like, need, strict=True))
+    return fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -79,6 +89,7 @@ define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor y, bool[
 torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
 
 
+@outside_autocast
 def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               nonlinearity: str, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
     """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H). x (T,B,I), h0 (B,H),

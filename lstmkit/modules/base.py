@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from lstmkit.functional.ops import needs_grad
-from lstmkit.modules.checks import check_dropout, check_input, check_lengths, check_sizes, check_state
+from lstmkit.modules.checks import (
+    check_dropout,
+    check_flag,
+    check_input,
+    check_lengths,
+    check_sizes,
+    check_state,
+)
 
 
 def padding_mask(lengths: Tensor, T: int) -> Tensor:
@@ -38,6 +45,7 @@ class RecurrentBase(nn.RNNBase):
 
     gate_count: int          # 4 LSTM (i,f,g,o), 3 GRU (r,z,n), 1 RNN
     state_names: tuple[str, ...] = ("h_0",)
+    autocast_devices: tuple[str, ...] = ()   # where torch's autocast casts this module's operator
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -50,11 +58,10 @@ class RecurrentBase(nn.RNNBase):
             raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} "
                              f"and hidden_size={hidden_size}")
         check_dropout(dropout)
-        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} should be of type bool, got {type(flag).__name__} {flag!r}")
+        check_flag("bias", bias)
+        check_flag("batch_first", batch_first)
         nn.RNNBase.__init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, float(dropout),
-                            bidirectional, proj_size, device, dtype)
+                            bool(bidirectional), proj_size, device, dtype)
 
     @property
     def num_directions(self) -> int:
@@ -106,13 +113,16 @@ class RecurrentBase(nn.RNNBase):
             sequences, lengths = pad_packed_sequence(input)           # (T,B,I), original order
             x, unbatched = sequences, False
         else:
-            x = check_input(input, self.input_size, weight)
+            x = check_input(input, self.input_size, weight, self.batch_first)
             unbatched = x.dim() == 2
             x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         T, B, _ = x.shape
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
         state = self._initial_state(hx, B, unbatched, x)
+        if x.device.type in self.autocast_devices and torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)            # as torch.nn's operator is cast
+            x, state = x.to(dtype), tuple(s.to(dtype) for s in state)
         y, state_n, trace = self._run_layers(x, state, lengths, return_trace)
         if packed:
             y = _pack_like(y, lengths, input)
@@ -241,6 +251,14 @@ def _weight_names(suffix: str) -> tuple[str, ...]:
     """The names of (w_ih, w_hh, b_ih, b_hh, w_hr) with one suffix, built once (a streaming step
     reads them on every call)."""
     return tuple(name + suffix for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
+
+
+def refuse_unknown_arguments(kwargs: dict) -> None:
+    """GRU and RNN: torch.nn's ValueError for proj_size, a TypeError for any other unknown argument."""
+    if "proj_size" in kwargs:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+    if kwargs:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(kwargs)}")
 
 
 def _reverse(x: Tensor, lengths: Tensor | None) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
-from lstmkit.modules.checks import check_like, check_sizes, check_state
+from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
 
 
 class _CellBase:
@@ -23,9 +23,8 @@ class _CellBase:
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, **kw):
         check_sizes("input_size", input_size, 1)
-        check_sizes("hidden_size", hidden_size, 1)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias should be of type bool, got {type(bias).__name__} {bias!r}")
+        check_sizes("hidden_size", hidden_size, 0)                  # torch.nn's cells allow 0
+        check_flag("bias", bias)
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype, **kw)
 
     def forward(self, input: Tensor, hx=None):
@@ -45,17 +44,21 @@ class _CellBase:
             raise ValueError(f"{type(self).__name__}: Expected input to be 1-D or 2-D but received "
                              f"{input.dim()}-D tensor")
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                              f"got {input.shape[-1]}")
         check_like(input, self.weight_ih, "input")
         unbatched = input.dim() == 1
-        x = input.reshape(1, 1 if unbatched else input.shape[0], -1)     # (1,B,I)
+        x = input.reshape(1, 1 if unbatched else input.shape[0], self.input_size)     # (1,B,I)
         B, H = x.shape[1], self.hidden_size
         if hx is None:
             return x, tuple(x.new_zeros(B, H) for _ in range(self.state_count)), unbatched
         given = hx if isinstance(hx, tuple | list) else (hx,)
         if len(given) != self.state_count:
             raise TypeError(f"hx should hold {self.state_count} tensor(s), got {len(given)}")
+        for t in given:
+            if isinstance(t, Tensor) and t.dim() not in (1, 2):
+                raise ValueError(f"{type(self).__name__}: Expected hidden to be 1-D or 2-D but received "
+                                 f"{t.dim()}-D tensor")
         names = ("h_0", "c_0")[: self.state_count]
         expected = (H,) if unbatched else (B, H)
         state = tuple(check_state(n, t, expected, self.weight_ih).reshape(B, H).contiguous()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from lstmkit.functional import gru_layer
-from lstmkit.modules.base import RecurrentBase
+from lstmkit.modules.base import RecurrentBase, refuse_unknown_arguments
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import GRUTrace
 
@@ -23,7 +23,8 @@ class GRU(RecurrentBase, nn.GRU):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, **kwargs) -> None:
+        refuse_unknown_arguments(kwargs)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, device, dtype)
 

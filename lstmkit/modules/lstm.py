@@ -37,6 +37,7 @@ class LSTM(RecurrentBase, nn.LSTM):
 
     gate_count = 4
     state_names = ("h_0", "c_0")
+    autocast_devices = ("cpu",)              # aten::lstm is on CPU autocast's lower-precision list
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from lstmkit.functional import NONLINEARITIES, rnn_layer
-from lstmkit.modules.base import RecurrentBase
+from lstmkit.modules.base import RecurrentBase, refuse_unknown_arguments
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import RNNTrace
 
@@ -21,7 +21,8 @@ class RNN(RecurrentBase, nn.RNN):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None) -> None:
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, **kwargs) -> None:
+        refuse_unknown_arguments(kwargs)
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity should be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
