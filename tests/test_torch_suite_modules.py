@@ -45,9 +45,9 @@ import torch
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 from torch.nn.utils.rnn import pack_padded_sequence
+from torch_suite import CELLS, TWINS, flat, twin
 
 import lstmkit
-from torch_suite import CELLS, TWINS, flat, twin
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 0.0, "atol": 1e-9}}
@@ -84,7 +84,8 @@ def _lstm_samples():
 def _cell_samples():
     samples = []
     for cls in (lstmkit.RNNCell, lstmkit.GRUCell):
-        for kwargs in ({}, {"bias": True}) + (({"bias": True, "nonlinearity": "relu"},) if cls is lstmkit.RNNCell else ()):
+        relu = ({"bias": True, "nonlinearity": "relu"},) if cls is lstmkit.RNNCell else ()
+        for kwargs in ({}, {"bias": True}) + relu:
             samples.append((cls, {"input_size": 5, "hidden_size": 10, **kwargs}, lambda mk: (mk(5), mk(10))))
     for kwargs in ({}, {"bias": True}):
         samples.append((lstmkit.LSTMCell, {"input_size": 5, "hidden_size": 10, **kwargs},

@@ -64,9 +64,9 @@ import torch
 import torch.nn.utils.rnn as rnn_utils
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
+from torch_suite import flat, twin
 
 import lstmkit
-from torch_suite import flat, twin
 
 MODES = {"RNN": lstmkit.RNN, "GRU": lstmkit.GRU, "LSTM": lstmkit.LSTM}
 F64 = {"rtol": 0.0, "atol": 1e-9}           # float64 against torch.nn

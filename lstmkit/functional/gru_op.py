@@ -2,10 +2,12 @@
 
 Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm_op`` for the LSTM:
 - ``gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H),
-  hn (T,B,H)``: gates [r z n] are the trace; hn = gh_n, the recurrent part of n's pre-activation
-  that backward needs (both not differentiable). Autograd: ``_backward`` below.
+  hn (T,B,H), hs (T,B,H)``: gates [r z n] are the trace; hn = gh_n, the recurrent part of n's
+  pre-activation, and hs, the states, are what backward needs (all three not differentiable).
+  hs is y's own copy (without lengths), so a caller may change y in place, as nn.GRU allows.
+  Autograd: ``_backward`` below.
 - ``gru_layer_inference(...) -> y, h_n``: no gates or gh_n kept. Its backward raises.
-- ``gru_layer_backward(dy, dh_n, inputs..., gates, hn, y, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
+- ``gru_layer_backward(dy, dh_n, inputs..., gates, hn, hs, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
 Shapes: T time, B batch, I input, H hidden; lengths (B,) int64 or None.
 """
 
@@ -38,14 +40,14 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
     gates, hn, hs = recurrence_for(x).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
                                                              lengths)
-    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,H)
-    return y, hs[-1].clone(), gates, hn
+    y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
+    return y, hs[-1].clone(), gates, hn, hs
 
 
 def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T, B, _ = x.shape
     G, H = w_ih.shape[0], h0.shape[1]
-    return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(T, B, G), x.new_empty(T, B, H)
+    return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(T, B, G), x.new_empty(T, B, H), x.new_empty(T, B, H)
 
 
 def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
@@ -60,16 +62,15 @@ def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     return _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)[:2]
 
 
-def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, y, need):
-    """dzx, dgh from the recurrence's backward, then the weight and input gradients as products.
-    y stands in for h_t: where it differs (padding) the gradients are zero."""
+def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
+    """dzx, dgh from the recurrence's backward, then the weight and input gradients as products."""
     T, B, I = x.shape
-    dhs = x.new_zeros(y.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H) fresh
+    dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H) fresh
     if dh_n is not None:
         dhs[-1] += dh_n
-    dzx, dgh, dh0 = recurrence_for(x).gru_recurrence_backward(dhs, gates, hn, y, h0, w_hh, lengths)
+    dzx, dgh, dh0 = recurrence_for(x).gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
     dzx2, dgh2 = dzx.view(T * B, dzx.shape[2]), dgh.view(T * B, dgh.shape[2])  # (T*B,3H)
-    h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
+    h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
     with_bias = b_ih is not None
     return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else placeholder(x),
             dh0 if need[1] else placeholder(x),
@@ -79,31 +80,31 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn,
             dgh2.sum(0) if with_bias and need[5] else placeholder(x))
 
 
-def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, y, need):
+def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
     return fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
     *tensors, lengths = inputs
-    y, _, gates, hn = output
-    ctx.save_for_backward(*tensors, lengths, gates, hn, y)
-    ctx.mark_non_differentiable(gates, hn)
+    _, _, gates, hn, hs = output
+    ctx.save_for_backward(*tensors, lengths, gates, hn, hs)
+    ctx.mark_non_differentiable(gates, hn, hs)
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, dy, dh_n, _dgates, _dhn):
-    *tensors, lengths, gates, hn, y = ctx.saved_tensors
+def _backward(ctx, dy, dh_n, _dgates, _dhn, _dhs):
+    *tensors, lengths, gates, hn, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         return (*composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
-    grads = torch.ops.lstmkit.gru_layer_backward(dy, dh_n, *tensors, lengths, gates, hn, y, need)
+    grads = torch.ops.lstmkit.gru_layer_backward(dy, dh_n, *tensors, lengths, gates, hn, hs, need)
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None)
 
 
-define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
+define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
 define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference, _inference_fake)
-define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor y, bool[] need) "
+define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor hs, bool[] need) "
        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::gru_layer", _backward, setup_context=_setup)
 torch.library.register_autograd("lstmkit::gru_layer_inference", refuse_backward("gru_layer_inference", "gru_layer"),
@@ -124,7 +125,7 @@ def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
     if use_composite(*args):
         y, h_n, gates = gru_layer_composite(*args, lengths)
     elif keep_trace or needs_grad(*args):
-        y, h_n, gates, _ = torch.ops.lstmkit.gru_layer(*args, lengths)
+        y, h_n, gates, _, _ = torch.ops.lstmkit.gru_layer(*args, lengths)
     else:
         return (*torch.ops.lstmkit.gru_layer_inference(*args, lengths), None)
     return y, h_n, (gates if keep_trace else None)

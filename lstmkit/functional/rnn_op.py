@@ -1,9 +1,11 @@
 """One plain RNN layer and direction as PyTorch operators, with autograd, and the entry.
 
 Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm_op`` for the LSTM:
-- ``rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths) -> y (T,B,H), h_n (B,H)``: its
-  only cache is its output (the derivative comes from h_t itself). Autograd: ``_backward`` below.
-- ``rnn_layer_backward(dy, dh_n, inputs..., y, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
+- ``rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths) -> y (T,B,H), h_n (B,H),
+  hs (T,B,H)``: its only cache is the states hs (the derivative comes from h_t itself; not
+  differentiable), y's own copy without lengths, so a caller may change y in place as nn.RNN
+  allows. Autograd: ``_backward`` below.
+- ``rnn_layer_backward(dy, dh_n, inputs..., hs, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
 Shapes: T time, B batch, I input, H hidden; nonlinearity 'tanh' or 'relu'; lengths (B,) or None.
 """
 
@@ -34,25 +36,24 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     x2 = x.reshape(T * B, I)
     zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
     hs = recurrence_for(x).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity, lengths)
-    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
-    return y, hs[-1].clone()
+    y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
+    return y, hs[-1].clone(), hs
 
 
 def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     T, B, _ = x.shape
-    return x.new_empty(T, B, h0.shape[1]), x.new_empty(h0.shape)
+    return x.new_empty(T, B, h0.shape[1]), x.new_empty(h0.shape), x.new_empty(T, B, h0.shape[1])
 
 
-def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, y, need):
-    """dz from the recurrence's backward, then the weight and input gradients as products.
-    y stands in for h_t: where it differs (padding) dz is zero."""
+def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, hs, need):
+    """dz from the recurrence's backward, then the weight and input gradients as products."""
     T, B, I = x.shape
-    dhs = x.new_zeros(y.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H)
+    dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H)
     if dh_n is not None:
         dhs[-1] += dh_n
-    dz, dh0 = recurrence_for(x).rnn_recurrence_backward(dhs, y, h0, w_hh, nonlinearity, lengths)
+    dz, dh0 = recurrence_for(x).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
     dz2 = dz.view(T * B, dz.shape[2])                              # (T*B,H)
-    h_prev = torch.cat((h0.unsqueeze(0), y[:-1]))           # (T,B,H)
+    h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
     db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else placeholder(x)
     return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x),
             dh0 if need[1] else placeholder(x),
@@ -61,30 +62,31 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengt
             db, db.clone())
 
 
-def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, y, need):
+def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, hs, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
     return fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
     *tensors, nonlinearity, lengths = inputs
-    ctx.save_for_backward(*tensors, lengths, output[0])
+    ctx.save_for_backward(*tensors, lengths, output[2])
+    ctx.mark_non_differentiable(output[2])
     ctx.nonlinearity = nonlinearity
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, dy, dh_n):
-    *tensors, lengths, y = ctx.saved_tensors
+def _backward(ctx, dy, dh_n, _dhs):
+    *tensors, lengths, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         grads = composite_vjp(rnn_layer_composite, tensors, (ctx.nonlinearity, lengths), (dy, dh_n), need)
         return (*grads, None, None)
-    grads = torch.ops.lstmkit.rnn_layer_backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, y, need)
+    grads = torch.ops.lstmkit.rnn_layer_backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, hs, need)
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
 
-define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor)", _forward, _forward_fake)
-define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor y, bool[] need) "
+define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor, Tensor)", _forward, _forward_fake)
+define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor hs, bool[] need) "
        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
 
@@ -101,4 +103,5 @@ def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
         return y.to(x.dtype), h_n.to(x.dtype)
     if use_composite(*args):
         return rnn_layer_composite(*args, nonlinearity, lengths)
-    return torch.ops.lstmkit.rnn_layer(*args, nonlinearity, lengths)
+    y, h_n, _ = torch.ops.lstmkit.rnn_layer(*args, nonlinearity, lengths)
+    return y, h_n
