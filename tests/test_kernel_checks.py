@@ -86,7 +86,47 @@ def expect(fn: str, args: dict, pattern: str) -> None:
         call(fn, args)
 
 
-# ---- one wrong thing at a time ------------------------------------------------------------------
+# ---- the oracle: the same call through lstmkit.functional's PyTorch recurrences ---------------
+
+# The contract functions (kernels.* and lstmkit.functional.*), with their arguments from a raw call's.
+CONTRACT = {
+    "lstm_forward": ("lstm_recurrence_forward", ["zx", "h0", "c0", "w_hh", "w_hr", "lengths", "cache"]),
+    "lstm_layer_forward": ("lstm_layer_forward",
+                           ["x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "lengths", "cache"]),
+    "lstm_backward": ("lstm_recurrence_backward",
+                      ["dhs", "dc_last", "gates", "cs", "hs", "h0", "c0", "w_hh", "w_hr", "lengths"]),
+    "gru_forward": ("gru_recurrence_forward", ["zx", "h0", "w_hh", "b_hh", "lengths", "cache"]),
+    "gru_backward": ("gru_recurrence_backward", ["dhs", "gates", "hn", "hs", "h0", "w_hh", "lengths"]),
+    "rnn_forward": ("rnn_recurrence_forward", ["zx", "h0", "w_hh", "nonlinearity", "lengths"]),
+    "rnn_backward": ("rnn_recurrence_backward", ["dhs", "hs", "h0", "w_hh", "nonlinearity", "lengths"]),
+}
+
+
+def _compare_with_functional(fn: str, args: dict) -> None:
+    """The raw call's arguments through the contract function of kernels and of lstmkit.functional:
+    same outputs (None where None), max |a - b| <= 1e-10 * max(1, max |b|) in float64. The layer
+    forward's oracle is the PyTorch recurrence over zx = x W_ih^T + b (lstmkit.functional's layer
+    forward cannot take B = 0: its chunk size divides by B, its projection reshapes by -1)."""
+    name, keys = CONTRACT[fn]
+    first = args[FIRST[fn]]
+    extra = {"hs": torch.zeros_like(first), "h0": torch.zeros_like(first[0])}  # taken, not read (backward)
+    pick = [{**extra, **args}[k] for k in keys]
+    got = getattr(kernels, name)(*pick)
+    if fn == "lstm_layer_forward":                     # zx = x W_ih^T + b, then the recurrence with the cache
+        zx = torch.matmul(args["x"], args["w_ih"].t()) + args["bias"]
+        want = F.lstm_recurrence_forward(zx, *(args[k] for k in ("h0", "c0", "w_hh", "w_hr", "lengths")))
+        want = want if args["cache"] else (None, want[1][-1:], want[2])        # c_{T-1} as (1,B,H)
+    else:
+        want = getattr(F, name)(*pick)
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert (a is None) == (b is None), f"{fn} output {k}"
+        if b is not None:
+            assert a.shape == b.shape, f"{fn} output {k}: {tuple(a.shape)} != {tuple(b.shape)}"
+            err = (a - b).abs().max().item() if b.numel() else 0.0
+            assert err <= 1e-10 * max(1.0, b.abs().max().item() if b.numel() else 0.0), f"{fn} output {k}: {err:.3g}"
+
 
 @pytest.mark.parametrize("fn", FIRST)
 def test_valid_calls_match_functional(fn):
@@ -94,6 +134,8 @@ def test_valid_calls_match_functional(fn):
     (else every test below could pass vacuously)."""
     _compare_with_functional(fn, valid_args(fn))
 
+
+# ---- one wrong thing at a time ------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn,name", tensor_args())
 def test_extra_dimension_is_refused(fn, name):
@@ -259,47 +301,7 @@ def test_written_buffer_overlapping_an_input_is_refused():
     expect("lstm_backward", args, r"lstm_backward: gates \(written\) should not share memory with cs")
 
 
-# ---- zero sizes that work: against the pure-PyTorch recurrences --------------------------------
-
-# The contract functions (kernels.* and lstmkit.functional.*), with their arguments from a raw call's.
-CONTRACT = {
-    "lstm_forward": ("lstm_recurrence_forward", ["zx", "h0", "c0", "w_hh", "w_hr", "lengths", "cache"]),
-    "lstm_layer_forward": ("lstm_layer_forward",
-                           ["x", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr", "lengths", "cache"]),
-    "lstm_backward": ("lstm_recurrence_backward",
-                      ["dhs", "dc_last", "gates", "cs", "hs", "h0", "c0", "w_hh", "w_hr", "lengths"]),
-    "gru_forward": ("gru_recurrence_forward", ["zx", "h0", "w_hh", "b_hh", "lengths", "cache"]),
-    "gru_backward": ("gru_recurrence_backward", ["dhs", "gates", "hn", "hs", "h0", "w_hh", "lengths"]),
-    "rnn_forward": ("rnn_recurrence_forward", ["zx", "h0", "w_hh", "nonlinearity", "lengths"]),
-    "rnn_backward": ("rnn_recurrence_backward", ["dhs", "hs", "h0", "w_hh", "nonlinearity", "lengths"]),
-}
-
-
-def _compare_with_functional(fn: str, args: dict) -> None:
-    """The raw call's arguments through the contract function of kernels and of lstmkit.functional:
-    same outputs (None where None), max |a - b| <= 1e-10 * max(1, max |b|) in float64. The layer
-    forward's oracle is the PyTorch recurrence over zx = x W_ih^T + b (lstmkit.functional's layer
-    forward cannot take B = 0: its chunk size divides by B, its projection reshapes by -1)."""
-    name, keys = CONTRACT[fn]
-    first = args[FIRST[fn]]
-    extra = {"hs": torch.zeros_like(first), "h0": torch.zeros_like(first[0])}  # taken, not read (backward)
-    pick = [{**extra, **args}[k] for k in keys]
-    got = getattr(kernels, name)(*pick)
-    if fn == "lstm_layer_forward":                     # zx = x W_ih^T + b, then the recurrence with the cache
-        zx = torch.matmul(args["x"], args["w_ih"].t()) + args["bias"]
-        want = F.lstm_recurrence_forward(zx, *(args[k] for k in ("h0", "c0", "w_hh", "w_hr", "lengths")))
-        want = want if args["cache"] else (None, want[1][-1:], want[2])        # c_{T-1} as (1,B,H)
-    else:
-        want = getattr(F, name)(*pick)
-    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
-    assert len(got) == len(want)
-    for k, (a, b) in enumerate(zip(got, want, strict=True)):
-        assert (a is None) == (b is None), f"{fn} output {k}"
-        if b is not None:
-            assert a.shape == b.shape, f"{fn} output {k}: {tuple(a.shape)} != {tuple(b.shape)}"
-            err = (a - b).abs().max().item() if b.numel() else 0.0
-            assert err <= 1e-10 * max(1.0, b.abs().max().item() if b.numel() else 0.0), f"{fn} output {k}: {err:.3g}"
-
+# ---- zero sizes that work ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("cache", [True, False])
 @pytest.mark.parametrize("fn", FIRST)
@@ -437,20 +439,46 @@ def fuzz(seed: int, cases: int) -> int:
 FUZZ_CASES = 10000
 
 
-def test_fuzz_raw_entry_points_never_crash(tmp_path):
-    """Every call either returns or raises; a segfault or abort of the subprocess fails the test
-    with the case it was running. glibc's malloc checks are on, so a heap write out of bounds that
-    does not crash at once still aborts at the next free."""
+def _python(*args: str) -> subprocess.CompletedProcess:
+    """Run python with args in a subprocess, this checkout first on the path, glibc's malloc checks
+    on where the system has them (a heap write out of bounds that does not crash at once then
+    aborts at the next free)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
     debug = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
     if debug.exists():
         env.update(LD_PRELOAD=str(debug), GLIBC_TUNABLES="glibc.malloc.check=3", MALLOC_PERTURB_="165")
-    proc = subprocess.run([sys.executable, __file__, "1234", str(FUZZ_CASES)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_fuzz_raw_entry_points_never_crash():
+    """Every call either returns or raises; a segfault or abort of the subprocess fails the test
+    with the case it was running."""
+    proc = _python(__file__, "1234", str(FUZZ_CASES))
     tail = "\n".join(proc.stdout.splitlines()[-3:])
     assert proc.returncode == 0, f"the fuzz died (exit code {proc.returncode}) at:\n{tail}\n{proc.stderr[-2000:]}"
     assert f"fuzz done: {FUZZ_CASES} cases" in proc.stdout, tail
+
+
+PRUNED_PROJECTION = """
+import torch, lstmkit
+from torch.nn.utils import prune
+m = lstmkit.LSTM(8, 16, proj_size=4)
+prune.l1_unstructured(m, "weight_hr_l0", amount=0.5)
+try:
+    m(torch.randn(5, 3, 8))
+except RuntimeError as e:
+    print("refused:", e)
+print("survived")
+"""
+
+
+def test_pruned_projection_does_not_corrupt_the_heap():
+    """Issue 9's crash: LSTM(proj_size=...) with weight_hr_l0 pruned handed the kernel states of
+    size P without w_hr, which it read as size H (glibc: "malloc(): unaligned tcache chunk").
+    The kernel now refuses that call (or the module passes w_hr and it runs); never a crash."""
+    proc = _python("-c", PRUNED_PROJECTION)
+    assert proc.returncode == 0 and "survived" in proc.stdout, f"exit code {proc.returncode}: {proc.stderr[-2000:]}"
 
 
 if __name__ == "__main__":
