@@ -2,11 +2,11 @@
 
 What it is: tests of the raw extension functions (``kernels.load_extension().lstm_forward`` and the
 six others), not of the Python wrappers:
-- one wrong thing at a time, for every tensor argument of every entry point (rank, a size,
-  dtype, device, layout, non-contiguous and expanded views, a storage shrunk under a view, None),
-  then lengths out of [1, T], bad scalars, an output buffer that overlaps an input, T = 0, H = 0:
-  each raises RuntimeError whose message names the entry point and the argument (None where a
-  tensor is required is refused by pybind11 itself, with TypeError);
+- one wrong thing at a time, for every tensor argument of every entry point (rank, a size, dtype,
+  device, layout, non-contiguous and expanded views, a lazy negation, a storage shrunk under a
+  view, None), then lengths out of [1, T], bad scalars, an output buffer that overlaps an input,
+  T = 0, H = 0: each raises RuntimeError whose message names the entry point and the argument
+  (None where a tensor is required is refused by pybind11 itself, with TypeError);
 - zero sizes that work, against the pure-PyTorch recurrences (``lstmkit.functional``) as oracle:
   B = 0 (empty outputs), and I = 0 for the layer forward (max |a - b| <= 1e-10 in float64);
 - a fuzz: thousands of calls with randomly corrupted arguments, in a subprocess, so that a crash
@@ -208,6 +208,15 @@ def test_other_device_or_layout_is_refused(fn, name):
 
 
 @pytest.mark.parametrize("fn,name", tensor_args())
+def test_lazy_negation_is_refused(fn, name):
+    """torch._neg_view stores x and reads -x; the kernel reads what is stored, so it refuses it."""
+    args = valid_args(fn)
+    args[name] = torch._neg_view(args[name])
+    expect(fn, args, rf"{fn}: {name} should hold its values, got a lazy negation or conjugation; "
+                     rf"pass {name}.resolve_neg\(\)")
+
+
+@pytest.mark.parametrize("fn,name", tensor_args())
 def test_storage_shrunk_under_a_view_is_refused(fn, name):
     """A view whose storage was resized to nothing (as FSDP frees parameters) points at no memory."""
     args = valid_args(fn)
@@ -337,7 +346,7 @@ def _corrupt_tensor(rng: random.Random, t: Tensor | None, others: list[Tensor]) 
     """One random corruption of a tensor argument: (what, the new value)."""
     like = t if t is not None else torch.zeros(2, 3)
     kind = rng.choice(["shape", "dtype", "transpose", "expand", "stride", "zero", "huge-empty", "none", "meta",
-                       "sparse", "shrunk", "alias", "offset", "scalar"])
+                       "sparse", "shrunk", "alias", "offset", "negated", "scalar"])
     if kind == "shape":
         shape = [rng.choice([0, 1, 2, 3, 5, 8, 16]) for _ in range(rng.randint(0, 4))]
         return f"shape {shape}", torch.randn(shape, dtype=torch.float64).to(like.dtype)
@@ -373,6 +382,8 @@ def _corrupt_tensor(rng: random.Random, t: Tensor | None, others: list[Tensor]) 
         other = rng.choice(others)
         n = other.numel()
         return "view of another argument", other.reshape(-1)[:n - n // 2].to(like.dtype) if n else other
+    if kind == "negated":
+        return "lazy negation", torch._neg_view(like)
     if kind == "offset":
         base = torch.randn(like.numel() + 3).to(like.dtype)
         return "view at an offset", base[3:].view(like.shape)

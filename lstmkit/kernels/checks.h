@@ -4,7 +4,8 @@
 // whatever it passes, reads or writes out of bounds. Each tensor: defined, dense (strided, not
 // nested), on the CPU, of the call's dtype (float32 or float64, the first tensor's; lengths int64),
 // of exactly the shape the kernel indexes it with, contiguous, and held by its storage (a storage
-// shrunk under a view, as FSDP does with untyped_storage().resize_(0), is refused). Lengths' values
+// shrunk under a view, as FSDP does with untyped_storage().resize_(0), is refused), without a lazy
+// negation bit. Lengths' values
 // lie in [1, T]; an output buffer the kernel writes must not overlap what it reads.
 // A failed check raises RuntimeError (TORCH_CHECK), as torch.nn does for a shape mismatch; the
 // message names the entry point, the argument, what was expected and what came, e.g.
@@ -50,11 +51,14 @@ struct Checks {
                 " should be float32 or float64, got ", dtype, " (convert with .float() or .double())");
   }
 
-  // defined, strided and not nested: what sizes() and dim() may be asked of
+  // defined, strided and not nested (what sizes() and dim() may be asked of), and without a lazy
+  // negation (torch._neg_view: the kernel reads the stored values as they are)
   void dense(const char* name, const at::Tensor& t) const {
     TORCH_CHECK(t.defined(), fn, ": ", name, " should be a tensor, got an undefined one");
     TORCH_CHECK(t.layout() == at::kStrided && !t.is_nested(), fn, ": ", name,
                 " should be a dense (strided) tensor, got layout ", t.layout(), t.is_nested() ? " (nested)" : "");
+    TORCH_CHECK(!t.is_neg() && !t.is_conj(), fn, ": ", name, " should hold its values, got a lazy negation or "
+                "conjugation; pass ", name, ".resolve_neg()");
   }
 
   // t has `dims` dimensions (named e.g. "(T, B, 4H)"), so that its sizes can be read.
