@@ -82,15 +82,16 @@ static std::array<int64_t, 3> sequence_sizes(const Checks& c, const at::Tensor& 
 }
 
 static bool is_relu(const Checks& c, const std::string& nonlinearity) {
-  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu", c.fn, ": nonlinearity should be 'tanh' or 'relu', got '",
-              nonlinearity, "'");
+  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu", c.fn,
+              ": nonlinearity should be 'tanh' or 'relu', got '", nonlinearity, "'");
   return nonlinearity == "relu";
 }
 
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
   const Checks c("rnn_forward", "zx", zx);
-  const std::array<int64_t, 3> size = sequence_sizes(c, zx);                   // lambdas below capture them
+  const std::array<int64_t, 3> size = sequence_sizes(c, zx);    // not a structured binding: C++17 lambdas
+                                                                  // cannot capture those
   const int64_t T_ = size[0], B = size[1], H = size[2];
   c.tensor("h0", h0, "(B, H)", {B, H});
   c.tensor("w_hh", w_hh, "(H, H)", {H, H});
