@@ -10,6 +10,7 @@
 // Dimensions: T time, B batch, H hidden, G = 3H.
 #include <torch/extension.h>
 
+#include "checks.h"
 #include "cpu_math.h"
 
 namespace lstmkit {
@@ -118,18 +119,29 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
   });
 }
 
+// ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives
+// empty outputs without running the loop.
+
 // cache false (inference): gates and gh_n go to one scratch row each and come back undefined.
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                                     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
                                     bool cache) {
+  const Checks c("gru_forward", "zx", zx);
+  c.rank("zx", zx, 3, "(T, B, 3H)");
   const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 3;
+  c.steps("zx", T_);
+  c.hidden("zx", "last dimension", zx.size(2), 3, "3H");
+  c.tensor("zx", zx, "(T, B, 3H)", {T_, B, 3 * H});
+  c.tensor("h0", h0, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, "(3H, H)", {3 * H, H});
+  c.optional("b_hh", b_hh, "(3H,)", {3 * H});
+  const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor gates = at::empty({cache ? T_ : 1, B, 3 * H}, zx.options());
   at::Tensor hn = at::empty({cache ? T_ : 1, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
-  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
-                               b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
-                               lengths ? lengths->data_ptr<int64_t>() : nullptr, gates.data_ptr<scalar_t>(),
+                               b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, len, gates.data_ptr<scalar_t>(),
                                hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H,
                                cache);
   });
@@ -140,15 +152,25 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
 std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& hn,
                                      const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
                                      const c10::optional<at::Tensor>& lengths) {
+  const Checks c("gru_backward", "dhs", dhs);
+  c.rank("dhs", dhs, 3, "(T, B, H)");
   const int64_t T_ = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  c.steps("dhs", T_);
+  c.hidden("dhs", "last dimension", H, 1, "H");
+  c.tensor("dhs", dhs, "(T, B, H)", {T_, B, H});
+  c.tensor("gates", gates, "(T, B, 3H)", {T_, B, 3 * H});
+  c.tensor("hn", hn, "(T, B, H)", {T_, B, H});
+  c.tensor("hs", hs, "(T, B, H)", {T_, B, H});
+  c.tensor("h0", h0, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, "(3H, H)", {3 * H, H});
+  const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor dzx = at::empty_like(gates), dgh = at::empty_like(gates), dh0 = at::empty({B, H}, dhs.options());
   at::Tensor dh_buf = at::empty({2, B, H}, dhs.options());
-  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
     gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
                                 hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
-                                lengths ? lengths->data_ptr<int64_t>() : nullptr, dzx.data_ptr<scalar_t>(),
-                                dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(),
-                                T_, B, H);
+                                len, dzx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
+                                dh_buf.data_ptr<scalar_t>(), T_, B, H);
   });
   return {dzx, dgh, dh0};
 }

@@ -22,6 +22,7 @@
 
 #include <optional>
 
+#include "checks.h"
 #include "cpu_math.h"
 #include "vec_math.h"
 
@@ -315,45 +316,48 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
 }
 
 // ---- entry points -----------------------------------------------------------------------------
+// Each checks every argument first (checks.h): no call from Python reads or writes out of bounds.
+// T = 0 is refused (as torch.nn does); B = 0 gives empty outputs without running the loop.
 
-static void check(const at::Tensor& x, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
-  TORCH_CHECK(x.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(), ", got ",
-              x.scalar_type());
+// P, the projection size: w_hr's rows (at least one), else H.
+static int64_t proj_size(const Checks& c, const c10::optional<at::Tensor>& w_hr, int64_t H) {
+  if (!w_hr) return H;
+  c.rank("w_hr", *w_hr, 2, "(P, H)");
+  TORCH_CHECK(w_hr->size(0) >= 1, c.fn, ": w_hr should have shape (P, H) with P >= 1, got ", shape_str(w_hr->sizes()));
+  return w_hr->size(0);
 }
 
-static const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths, int64_t B) {
-  if (!lengths.has_value()) return nullptr;
-  TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->is_contiguous() && lengths->numel() == B,
-              "lengths must be a contiguous int64 tensor of shape (B,)");
-  return lengths->data_ptr<int64_t>();
-}
-
-// A (G,) bias pointer for the cell: b where given, else zeros.
-static at::Tensor bias_or_zeros(const c10::optional<at::Tensor>& bias, const at::Tensor& like, int64_t G) {
-  if (!bias.has_value()) return at::zeros({G}, like.options());
-  check(*bias, like, "bias");
-  TORCH_CHECK(bias->numel() == G, "bias must have ", G, " elements, got ", bias->numel());
-  return *bias;
+// What every LSTM entry point takes: h0 (B,P), c0 (B,H), w_hh (4H,P), w_hr (P,H) or none; the path.
+static void check_recurrent(const Checks& c, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
+                            const c10::optional<at::Tensor>& w_hr, int64_t B, int64_t H, int64_t P, int64_t path) {
+  c.tensor("h0", h0, w_hr ? "(B, P)" : "(B, H)", {B, P});
+  c.tensor("c0", c0, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, w_hr ? "(4H, P)" : "(4H, H)", {4 * H, P});
+  c.optional("w_hr", w_hr, "(P, H)", {P, H});
+  TORCH_CHECK(path == kAuto || path == kSmall || path == kBlas, c.fn,
+              ": path should be 0 (auto), 1 (hand-written product) or 2 (BLAS per step), got ", path);
 }
 
 // The recurrence alone, over given pre-activations (the contract of lstm_recurrence_forward).
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool cache) {
-  for (auto [x, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_hh, "w_hh"}}) check(*x, zx, n);
-  check(zx, zx, "zx");
-  if (w_hr) check(*w_hr, zx, "w_hr");
-  const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2) / 4, P = h0.size(1);
-  const int64_t* len = lengths_ptr(lengths, B);
+  const Checks c("lstm_forward", "zx", zx);
+  c.rank("zx", zx, 3, "(T, B, 4H)");
+  const int64_t T_ = zx.size(0), B = zx.size(1), G = zx.size(2), H = G / 4;
+  c.steps("zx", T_);
+  c.hidden("zx", "last dimension", G, 4, "4H");
+  const int64_t P = proj_size(c, w_hr, H);
+  c.tensor("zx", zx, "(T, B, 4H)", {T_, B, G});
+  check_recurrent(c, h0, c0, w_hh, w_hr, B, H, P, path);
+  const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor gates = at::empty({cache ? T_ : 1, B, 4 * H}, zx.options());
   at::Tensor cs = at::empty({cache ? T_ : std::min<int64_t>(T_, 2), B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, P}, zx.options());
   at::Tensor rbuf = w_hr ? at::empty({B, H}, zx.options()) : at::Tensor();
   const at::Tensor bias = at::zeros({4 * H}, zx.options());
   int64_t last = 0;
-  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
     const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
     last = forward_steps<scalar_t>(W, zx, bias.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, cache);
   });
@@ -374,25 +378,42 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
                                            const c10::optional<at::Tensor>& w_hr,
                                            const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
                                            int64_t chunk_elems, const c10::optional<at::Tensor>& gates_out) {
-  for (auto [t, n] : {std::pair{&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}}) check(*t, x, n);
-  check(x, x, "x");
-  if (w_hr) check(*w_hr, x, "w_hr");
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_ih.size(0), H = G / 4, P = h0.size(1);
-  TORCH_CHECK(w_ih.size(1) == I, "w_ih must be (4H, ", I, "), got (", w_ih.size(0), ", ", w_ih.size(1), ")");
-  const int64_t* len = lengths_ptr(lengths, B);
-  const at::Tensor b = bias_or_zeros(bias, x, G);
+  const Checks c("lstm_layer_forward", "x", x);
+  c.rank("x", x, 3, "(T, B, I)");
+  c.rank("w_ih", w_ih, 2, "(4H, I)");
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), G = w_ih.size(0), H = G / 4;
+  c.steps("x", T_);
+  c.hidden("w_ih", "first dimension", G, 4, "4H");
+  const int64_t P = proj_size(c, w_hr, H);
+  c.tensor("x", x, "(T, B, I)", {T_, B, I});
+  c.tensor("w_ih", w_ih, "(4H, I)", {G, I});
+  check_recurrent(c, h0, c0, w_hh, w_hr, B, H, P, path);
+  c.optional("bias", bias, "(4H,)", {G});
+  const int64_t* len = c.lengths(lengths, T_, B);
+  TORCH_CHECK(chunk_elems > 0, c.fn, ": chunk_elems should be positive, got ", chunk_elems);
+  if (gates_out) {                                                              // written, while all the rest is read
+    TORCH_CHECK(cache, c.fn, ": gates_out is for cache=True (without the cache no gates are kept)");
+    c.tensor("gates_out", *gates_out, "(T, B, 4H)", {T_, B, G});
+    for (auto [t, n] : {std::pair{&x, "x"}, {&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}})
+      c.apart("gates_out", *gates_out, n, *t);
+    for (auto [t, n] : {std::pair{&bias, "bias"}, {&w_hr, "w_hr"}, {&lengths, "lengths"}})
+      c.apart("gates_out", *gates_out, n, *t);
+  }
+  if (B == 0)                                                                   // nothing to compute
+    return {cache ? (gates_out ? *gates_out : at::empty({T_, 0, G}, x.options())) : at::Tensor(),
+            at::empty({cache ? T_ : 1, 0, H}, x.options()), at::empty({T_, 0, P}, x.options())};
+  const at::Tensor b = bias ? *bias : at::zeros({G}, x.options());              // (G,) added in the cell
   const at::Tensor w_ihT = w_ih.t();
   at::Tensor hs = at::empty({T_, B, P}, x.options());
   at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
   const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
   const bool small = use_small(path, B, kSmallBatchForward);
-  // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product
-  const bool fuse = small && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes));
+  // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
+  // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
+  const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes));
   if (cache) {
     at::Tensor gates = gates_out ? *gates_out : at::empty({T_, B, G}, x.options());
     at::Tensor cs = at::empty({T_, B, H}, x.options());
-    check(gates, x, "gates_out");
-    TORCH_CHECK(gates.numel() == T_ * B * G, "gates_out must have shape (T, B, 4H)");
     if (!fuse) {
       at::Tensor zx2 = gates.view({T_ * B, G});
       at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
@@ -437,16 +458,28 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
                                       const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
                                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                       const c10::optional<at::Tensor>& lengths, int64_t path, bool overwrite) {
-  for (auto [x, n] : {std::pair{&dc_last, "dc_last"}, {&gates, "gates"}, {&cs, "cs"}, {&h0, "h0"}, {&c0, "c0"},
-                      {&w_hh, "w_hh"}})
-    check(*x, dhs, n);
-  check(dhs, dhs, "dhs");
-  if (w_hr) check(*w_hr, dhs, "w_hr");
-  const int64_t B = dhs.size(1);
-  const int64_t* len = lengths_ptr(lengths, B);
+  const Checks c("lstm_backward", "dhs", dhs);
+  c.rank("dhs", dhs, 3, "(T, B, P)");
+  c.rank("gates", gates, 3, "(T, B, 4H)");
+  const int64_t T_ = dhs.size(0), B = dhs.size(1), G = gates.size(2), H = G / 4;
+  c.steps("dhs", T_);
+  c.hidden("gates", "last dimension", G, 4, "4H");
+  const int64_t P = proj_size(c, w_hr, H);
+  c.tensor("dhs", dhs, w_hr ? "(T, B, P)" : "(T, B, H)", {T_, B, P});
+  c.tensor("dc_last", dc_last, "(B, H)", {B, H});
+  c.tensor("gates", gates, "(T, B, 4H)", {T_, B, G});
+  c.tensor("cs", cs, "(T, B, H)", {T_, B, H});
+  check_recurrent(c, h0, c0, w_hh, w_hr, B, H, P, path);
+  const int64_t* len = c.lengths(lengths, T_, B);
+  if (overwrite) {                                                              // dz is written over gates
+    for (auto [t, n] : {std::pair{&dhs, "dhs"}, {&dc_last, "dc_last"}, {&cs, "cs"}, {&c0, "c0"}, {&w_hh, "w_hh"}})
+      c.apart("gates", gates, n, *t);
+    c.apart("gates", gates, "w_hr", w_hr);
+    c.apart("gates", gates, "lengths", lengths);
+  }
   at::Tensor dz = overwrite ? gates : at::empty_like(gates), dh0 = at::empty_like(h0), dc0 = at::empty_like(c0);
   at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,
                             use_small(path, B, kSmallBatchBackward));
   });

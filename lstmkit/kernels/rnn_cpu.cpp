@@ -9,6 +9,9 @@
 // Dimensions: T time, B batch, H hidden.
 #include <torch/extension.h>
 
+#include <array>
+
+#include "checks.h"
 #include "cpu_math.h"
 
 namespace lstmkit {
@@ -65,35 +68,58 @@ void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const 
   });
 }
 
-static bool is_relu(const std::string& nonlinearity) {
-  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu", "nonlinearity must be 'tanh' or 'relu', got '",
-              nonlinearity, "'");
+// ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives
+// empty outputs without running the loop.
+
+// zx or dhs (T,B,H), the first tensor: its sizes, checked.
+static std::array<int64_t, 3> sequence_sizes(const Checks& c, const at::Tensor& t) {
+  c.rank(c.first, t, 3, "(T, B, H)");
+  const int64_t T_ = t.size(0), B = t.size(1), H = t.size(2);
+  c.steps(c.first, T_);
+  c.hidden(c.first, "last dimension", H, 1, "H");
+  c.tensor(c.first, t, "(T, B, H)", {T_, B, H});
+  return {T_, B, H};
+}
+
+static bool is_relu(const Checks& c, const std::string& nonlinearity) {
+  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu", c.fn,
+              ": nonlinearity should be 'tanh' or 'relu', got '", nonlinearity, "'");
   return nonlinearity == "relu";
 }
 
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
-  const bool relu = is_relu(nonlinearity);
-  const int64_t T_ = zx.size(0), B = zx.size(1), H = zx.size(2);
+  const Checks c("rnn_forward", "zx", zx);
+  const std::array<int64_t, 3> size = sequence_sizes(c, zx);    // not a structured binding: C++17 lambdas
+                                                                  // cannot capture those
+  const int64_t T_ = size[0], B = size[1], H = size[2];
+  c.tensor("h0", h0, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, "(H, H)", {H, H});
+  const bool relu = is_relu(c, nonlinearity);
+  const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor hs = at::empty_like(zx);
-  AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
     rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
-                               lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, hs.data_ptr<scalar_t>(),
-                               T_, B, H);
+                               len, relu, hs.data_ptr<scalar_t>(), T_, B, H);
   });
   return hs;
 }
 
 std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
                                      const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths) {
-  const bool relu = is_relu(nonlinearity);
-  const int64_t T_ = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  const Checks c("rnn_backward", "dhs", dhs);
+  const std::array<int64_t, 3> size = sequence_sizes(c, dhs);
+  const int64_t T_ = size[0], B = size[1], H = size[2];
+  c.tensor("hs", hs, "(T, B, H)", {T_, B, H});
+  c.tensor("w_hh", w_hh, "(H, H)", {H, H});
+  const bool relu = is_relu(c, nonlinearity);
+  const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor dz = at::empty_like(hs), dh0 = at::empty({B, H}, hs.options());
   at::Tensor dh_buf = at::empty({2, B, H}, hs.options());
-  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
+  if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
     rnn_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
-                                lengths ? lengths->data_ptr<int64_t>() : nullptr, relu, dz.data_ptr<scalar_t>(),
-                                dh0.data_ptr<scalar_t>(), dh_buf.data_ptr<scalar_t>(), T_, B, H);
+                                len, relu, dz.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
+                                dh_buf.data_ptr<scalar_t>(), T_, B, H);
   });
   return {dz, dh0};
 }
