@@ -180,7 +180,7 @@ def test_lstm_function_second_backward_through_retained_graph_is_the_same(backen
             leaf(P, H), torch.tensor([5, 2, 4])]
     inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     with kernels.backend(backend):
-        y, h_n, c_n, _, _ = ops.lstm_layer(*args, False)
+        y, h_n, c_n, _, _, _ = ops.lstm_layer(*args, False)
         seen = (y * y).sum() + h_n.sum() + c_n.sum()
         first = torch.autograd.grad(seen, inputs, retain_graph=True)
         second = torch.autograd.grad(seen, inputs)

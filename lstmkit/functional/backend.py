@@ -24,9 +24,10 @@ def register_torch(**functions) -> None:
     vars(_torch_recurrences).update(functions)
 
 
-def recurrence_for(x: Tensor) -> types.SimpleNamespace:
-    """The namespace of recurrence functions that runs tensors like x."""
-    return kernels.recurrence_for(x) or _torch_recurrences
+def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace:
+    """The namespace of recurrence functions that runs tensors like x (and others: an empty one,
+    e.g. the weights of a cell of hidden size 0, also takes the PyTorch path)."""
+    return kernels.recurrence_for(x, *others) or _torch_recurrences
 
 
 def torch_recurrences() -> types.SimpleNamespace:

@@ -38,7 +38,7 @@ _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
-    gates, hn, hs = recurrence_for(x).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
+    gates, hn, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
                                                              lengths)
     y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
     return y, hs[-1].clone(), gates, hn, hs
@@ -52,7 +52,7 @@ def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
 
 def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
-    _, _, hs = recurrence_for(x).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
+    _, _, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
                                                         cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
     return y, hs[-1].clone()
@@ -68,7 +68,7 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn,
     dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H) fresh
     if dh_n is not None:
         dhs[-1] += dh_n
-    dzx, dgh, dh0 = recurrence_for(x).gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
+    dzx, dgh, dh0 = recurrence_for(x, w_hh).gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
     dzx2, dgh2 = dzx.view(T * B, dzx.shape[2]), dgh.view(T * B, dgh.shape[2])  # (T*B,3H)
     h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
     with_bias = b_ih is not None

@@ -2,13 +2,14 @@
 
 Operators (``torch.ops.lstmkit``; fake kernels give their shapes to ``torch.compile``/``export``):
 - ``lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace)
-  -> y (T,B,P), h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H)``: the forward that keeps what
-  backward needs; gates and cs are also the trace (the very tensors backward reads, not
-  differentiable). With keep_trace=False they are internal: backward writes dz over the gates and
+  -> y (T,B,P), h_n (B,P), c_n (B,H), gates (T,B,4H), cs (T,B,H), hs (T,B,P)``: the forward that
+  keeps what backward needs; gates and cs are also the trace (the very tensors backward reads, not
+  differentiable); hs, the states, is y's own copy (without lengths), so a caller may change y in
+  place. With keep_trace=False they are internal: backward writes dz over the gates and
   hands the buffer to ``workspace`` for the next step's forward. Autograd: ``_backward`` below.
 - ``lstm_layer_inference(...same but keep_trace) -> y, h_n, c_n``: no cache kept (no gates, no
   cell states; the input projection chunk by chunk). Its backward raises.
-- ``lstm_layer_backward(dy, dh_n, dc_n, inputs..., gates, cs, y, need, overwrite, recompute)
+- ``lstm_layer_backward(dy, dh_n, dc_n, inputs..., gates, cs, hs, need, overwrite, recompute)
   -> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr`` (empty where ``need`` says no).
 
 Each runs the compiled recurrence of ``lstmkit.kernels`` where there is one for its tensors, else
@@ -50,23 +51,23 @@ def _bias(b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
 
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
     T, B, _ = x.shape
-    rec = recurrence_for(x)
+    rec = recurrence_for(x, w_hh)
     buf = None if keep_trace else workspace.take((T, B, w_ih.shape[0]), x)   # dz goes over it in backward
     gates, cs, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, gates_out=buf)
-    y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
-    return y, hs[-1].clone(), cs[-1].clone(), gates, cs
+    y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,P), not hs itself
+    return y, hs[-1].clone(), cs[-1].clone(), gates, cs, hs
 
 
 def _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
     T, B, _ = x.shape
     G, P = w_ih.shape[0], h0.shape[1]
     return x.new_empty(T, B, P), x.new_empty(B, P), x.new_empty(B, G // 4), x.new_empty(T, B, G), \
-        x.new_empty(T, B, G // 4)
+        x.new_empty(T, B, G // 4), x.new_empty(T, B, P)
 
 
 def _inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
     T = x.shape[0]
-    rec = recurrence_for(x)
+    rec = recurrence_for(x, w_hh)
     _, c_last, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
     return y, hs[-1].clone(), c_last[0].clone()
@@ -76,14 +77,13 @@ def _inference_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
     return _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, False)[:3]
 
 
-def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, y, need,
+def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, hs, need,
                     overwrite, recompute):
     """The hand-written backward: dz from the recurrence's backward, then every weight and input
-    gradient as one large product after the loop. y stands in for h_t: where it differs (padding)
-    dz is zero."""
+    gradient as one large product after the loop."""
     T, B, I = x.shape
-    H, P = cs.shape[2], y.shape[2]
-    rec = recurrence_for(x)
+    H, P = cs.shape[2], hs.shape[2]
+    rec = recurrence_for(x, w_hh)
     if recompute:                                           # the first backward wrote dz over the gates
         gates, _, _ = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
     dhs = x.new_zeros(T, B, P) if dy is None else _outside_grad(dy, lengths)   # (T,B,P) fresh
@@ -91,7 +91,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
         dhs[-1] += dh_n                                     # h_n is h_{T-1} (held past each length)
     dc_last = c0.new_zeros(B, H) if dc_n is None else dc_n.contiguous()
     r = gates[:, :, 3 * H:] * cs.tanh() if w_hr is not None and need[7] else None   # (T,B,H) before dz
-    dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, y, h0, c0, w_hh, w_hr, lengths,
+    dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, hs, h0, c0, w_hh, w_hr, lengths,
                                                        overwrite=overwrite or recompute)
     dz2 = dz.view(T * B, 4 * H)                              # (T*B,4H)
     dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x)
@@ -100,7 +100,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     if need[4]:                                             # sum_t dz_t^T h_{t-1}, h_{-1} = h0: no concatenation
         dw_hh = torch.mm(dz[0].t(), h0)
         if T > 1:
-            dw_hh.addmm_(dz2[B:].t(), y[:-1].reshape((T - 1) * B, P))
+            dw_hh.addmm_(dz2[B:].t(), hs[:-1].reshape((T - 1) * B, P))
     db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else placeholder(x)
     dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else placeholder(x)
     grads = (dx, dh0 if need[1] else placeholder(x), dc0 if need[2] else placeholder(x), dw_ih, dw_hh,
@@ -110,7 +110,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     return grads
 
 
-def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, y, need,
+def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, hs, need,
                          overwrite, recompute):
     like = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     return fake_grads(like, need, x)
@@ -118,29 +118,29 @@ def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
 
 def _setup(ctx, inputs, output) -> None:
     *tensors, lengths, keep_trace = inputs
-    y, _, _, gates, cs = output
-    ctx.save_for_backward(*tensors, lengths, gates, cs, y)
+    _, _, _, gates, cs, hs = output
+    ctx.save_for_backward(*tensors, lengths, gates, cs, hs)
     ctx.keep_trace, ctx.gates_overwritten = keep_trace, False
-    ctx.mark_non_differentiable(gates, cs)
+    ctx.mark_non_differentiable(gates, cs, hs)
     ctx.set_materialize_grads(False)                        # no zero-filled (T,B,4H) gradient for the trace
 
 
-def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs):
-    *tensors, lengths, gates, cs, y = ctx.saved_tensors
+def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs, _dhs):
+    *tensors, lengths, gates, cs, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:8])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         return (*composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
     overwrite = not ctx.keep_trace and not torch.compiler.is_compiling()
-    grads = torch.ops.lstmkit.lstm_layer_backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, y, need, overwrite,
+    grads = torch.ops.lstmkit.lstm_layer_backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite,
                                                   ctx.gates_overwritten)
     ctx.gates_overwritten = ctx.gates_overwritten or overwrite
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
 
-define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward,
+define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _forward,
        _forward_fake)
 define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference, _inference_fake)
-define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, Tensor y, "
+define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, Tensor hs, "
        "bool[] need, bool overwrite, bool recompute) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
        "Tensor)",
        _layer_backward, _layer_backward_fake)
@@ -167,7 +167,7 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
     if use_composite(*args):
         y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
     elif keep_trace or needs_grad(*args):
-        y, h_n, c_n, gates, cs = torch.ops.lstmkit.lstm_layer(*args, lengths, keep_trace)
+        y, h_n, c_n, gates, cs, _ = torch.ops.lstmkit.lstm_layer(*args, lengths, keep_trace)
     else:
         return (*torch.ops.lstmkit.lstm_layer_inference(*args, lengths), None, None)
     return (y, h_n, c_n, gates, cs) if keep_trace else (y, h_n, c_n, None, None)

@@ -35,7 +35,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
-    hs = recurrence_for(x).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity, lengths)
+    hs = recurrence_for(x, w_hh).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity, lengths)
     y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
     return y, hs[-1].clone(), hs
 
@@ -51,7 +51,7 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengt
     dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H)
     if dh_n is not None:
         dhs[-1] += dh_n
-    dz, dh0 = recurrence_for(x).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
+    dz, dh0 = recurrence_for(x, w_hh).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
     dz2 = dz.view(T * B, dz.shape[2])                              # (T*B,H)
     h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
     db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else placeholder(x)

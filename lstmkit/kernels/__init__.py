@@ -133,12 +133,13 @@ def cpp_available() -> bool:
     return load_extension() is not None
 
 
-def recurrence_for(x: Tensor) -> types.SimpleNamespace | None:
+def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace | None:
     """The compiled recurrence functions for tensors like ``x``, or None where the PyTorch path runs
-    (backend 'torch', a non-CPU device, a dtype other than float32/float64, an empty tensor, or
-    'auto' without a compiler: then one warning)."""
+    (backend 'torch', a non-CPU device, a dtype other than float32/float64, x or any of the others
+    empty, or 'auto' without a compiler: then one warning)."""
     name = get_backend()
-    if name == "torch" or x.device.type != "cpu" or x.dtype not in _KERNEL_DTYPES or x.numel() == 0:
+    if name == "torch" or x.device.type != "cpu" or x.dtype not in _KERNEL_DTYPES or x.numel() == 0 \
+            or any(t.numel() == 0 for t in others):
         return None
     if load_extension() is None:
         if name == "cpp":
