@@ -143,6 +143,13 @@ def run_all(jobs: list[dict], processes: int, quiet: bool) -> list[dict]:
     return sorted(rows, key=lambda r: (MODELS.index(r["model"]), r["distance"], r["seed"]))
 
 
+def effective_backend() -> str:
+    """'cpp' or 'torch': what the CPU runs will use (LSTMKIT_BACKEND=auto resolved)."""
+    from lstmkit.kernels import cpp_available, get_backend
+
+    return "torch" if get_backend() == "torch" or not cpp_available() else "cpp"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from lstmkit.cli import UsageError
     from lstmkit.kernels import get_backend
@@ -161,12 +168,14 @@ def run_demo(args: argparse.Namespace) -> int:
              "config": run_config(s, m, d, seed, args.threads)}
             for d in sorted(s["distances"], reverse=True) for m in s["models"] for seed in s["seeds"]]
     processes = min(s["jobs"] or os.cpu_count() or 1, len(jobs))
-    t0 = time.perf_counter()
+    name = effective_backend()  # builds the kernel here, once, before the workers start
+    load, t0 = os.getloadavg()[0], time.perf_counter()
     rows = run_all(jobs, processes, args.quiet)
     seconds = time.perf_counter() - t0
     write_json(out / "results.json", {
-        "settings": s, "backend": get_backend(), "threads": args.threads, "processes": processes,
-        "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"), "runs": rows})
+        "settings": s, "backend": name, "threads": args.threads, "processes": processes, "cpus": os.cpu_count(),
+        "load_average": round(load, 2), "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"),
+        "runs": rows})
     print(report(out))
     print(f"{seconds:.0f} s in {processes} processes.  run folder: {out}")
     return 0
@@ -221,9 +230,9 @@ def verdict(accuracy: dict[str, dict[int, list[float]]], distances: list[int]) -
             v = acc[d]
             solved, forgot = sum(a >= SOLVED for a in v), sum(a < NEAR_CHANCE for a in v)
             word = ("remembered" if solved == len(v) else "forgot" if forgot == len(v)
-                    else f"remembered in {solved}/{len(v)}, forgot in {forgot}/{len(v)}")
+                    else f"mixed ({solved}/{len(v)} remembered, {forgot}/{len(v)} forgot)")
             parts.append(f"N={d}: {word}")
-        lines.append(f"- {m.upper()}: " + "; ".join(parts) + f" ({len(acc[distances[0]])} seeds)")
+        lines.append(f"- {m.upper()} ({len(acc[distances[0]])} seeds): " + "; ".join(parts))
     return lines
 
 
@@ -249,9 +258,11 @@ def plot(accuracy: dict[str, dict[int, list[float]]], distances: list[int], path
         ax.minorticks_off()
     ax.set_xticks(distances, [str(d) for d in distances])
     ax.set_xlabel("filler words between the opening clause and the cue" + (" (log scale)" if log else ""))
-    ax.set_ylabel("test accuracy (%): mean, min–max, seeds")
+    seeds = len(next(iter(accuracy.values()))[distances[0]])
+    ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Sentence task: who remembers the opening clause?")
+    ax.set_title("Sentence task: who remembers the opening clause?\n"
+                 f"line: mean of {seeds} seeds · band: lowest–highest · dots: each seed", fontsize=10)
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

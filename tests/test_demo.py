@@ -67,8 +67,8 @@ def test_table_cells_show_mean_and_spread():
 def test_the_verdict_counts_seeds_not_means():
     lines = verdict({"rnn": {20: [0.95, 0.2, 0.21], 50: [0.2, 0.19, 0.25]},
                      "lstm": {20: [1.0, 1.0, 0.99], 50: [1.0, 0.98, 0.5]}}, [20, 50])
-    assert lines[1] == "- RNN: N=20: remembered in 1/3, forgot in 2/3; N=50: forgot (3 seeds)"
-    assert lines[2] == "- LSTM: N=20: remembered; N=50: remembered in 2/3, forgot in 0/3 (3 seeds)"
+    assert lines[1] == "- RNN (3 seeds): N=20: mixed (1/3 remembered, 2/3 forgot); N=50: forgot"
+    assert lines[2] == "- LSTM (3 seeds): N=20: remembered; N=50: mixed (2/3 remembered, 0/3 forgot)"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -97,13 +97,15 @@ def guard_accuracy(tmp_path: Path, cell: str, seed: int, threads: int) -> float:
     return train(config, tmp_path / f"{cell}-s{seed}", progress=False)["test"]["accuracy"]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("name", ["torch", "cpp"])
+@pytest.mark.parametrize("name,threads", [("torch", 1), ("cpp", 1), ("cpp", 2)])
 def test_the_articles_claim_holds_for_each_seed_backend_and_thread_count(tmp_path, name, threads):
     """At 40 filler words, with the same 600 steps, the LSTM (forget bias 5, as in the demo) learns the
     task and the RNN stays near chance (it predicts about one mood) — for each of two seeds, on the
-    compiled and the PyTorch recurrences, with one thread and with two (the kernel's thread team and
-    torch's BLAS split the sums differently: the last bits may change, the verdict must not)."""
+    PyTorch and the compiled recurrences. With two threads torch's products and the kernel's thread
+    team split the work differently and the numbers move (seed 0's LSTM: 100.0% at one thread, 98.0%
+    at two, once measured); the verdict must not. (The PyTorch backend's tiny ops gain nothing from a
+    second thread, and on a busy 2-core machine this test took 220 s with two threads instead of 11 s
+    with one: it runs with one.)"""
     from lstmkit.kernels import backend, cpp_available
 
     if name == "cpp" and not cpp_available():
