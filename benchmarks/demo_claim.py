@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def write_readme(out: Path, results: dict, text: str) -> None:
     old = readme.read_text(encoding="utf-8")
     if BEGIN not in old or END not in old:
         raise SystemExit(f"README.md has no block between {BEGIN!r} and {END!r}")
-    block = f"{BEGIN}\n{provenance(results)}\n\n{text}\n\n{PLOT}\n{END}"
+    block = f"{BEGIN}\n{textwrap.fill(provenance(results), 100)}\n\n{text}\n\n{PLOT}\n{END}"
     head, rest = old.split(BEGIN, 1)
     readme.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
     shutil.copyfile(out / "accuracy.png", ROOT / "docs" / "demo-accuracy.png")
