@@ -21,10 +21,10 @@ Settings, and why:
   (18%, 64%, 19% for seeds 0-2, ``benchmarks/demo_claim.py --models lstm --distances 200``), and
   its runs would cost about as much as the rest of the demo.
 - Runs go to ``--jobs`` processes in parallel (one per core, one thread each, the longest first):
-  on a shared 2-core machine the default demo took 128 s. A run stops once its validation accuracy
-  reaches 99%, or after ``patience`` evaluations without a better validation loss. That rule only
-  saves time: with ``--patience 0`` (every run gets all 1000 steps) all 36 test accuracies came out
-  the same, in 244 s.
+  on a shared 2-core machine the default demo took 128 s (load average 2.4) to 235 s (6.5). A run
+  stops once its validation accuracy reaches 99%, or after ``patience`` evaluations without a
+  better validation loss. That rule only saves time: with ``--patience 0`` (every run gets all 1000
+  steps) all 36 test accuracies came out the same, in 244 s.
 """
 
 from __future__ import annotations
