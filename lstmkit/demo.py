@@ -159,6 +159,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from lstmkit.runs import write_json
 
     if args.report:
+        if not (Path(args.report) / "results.json").is_file():
+            raise UsageError(f"--report {args.report} has no results.json: give the folder of a finished demo")
         print(report(Path(args.report)))
         return 0
     s = settings(args)

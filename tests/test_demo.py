@@ -77,6 +77,7 @@ def test_the_verdict_counts_seeds_not_means():
     (["--seeds", "0,one"], "--seeds must be comma-separated integers"),
     (["--models", "lstm,cnn"], "--models must be from rnn, gru, lstm"),
     (["--jobs", "-1"], "--jobs must be >= 0"),
+    (["--report", "nowhere"], "--report nowhere has no results.json: give the folder of a finished demo"),
 ])
 def test_demo_options_are_checked(capsys, tmp_path, args, message):
     assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
