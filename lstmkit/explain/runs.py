@@ -59,13 +59,16 @@ def token_labels(task, ids: Tensor, text: str) -> list[str]:
 
 
 def find_demo_run(root: Path = DEMO_ROOT) -> Path | None:
-    """The LSTM run of the newest demo folder under ``root`` (its longest distance), or None."""
+    """The LSTM run of the newest demo folder under ``root`` (its longest distance, first seed), or None.
+
+    A demo keeps one folder per seed (``demo-TIME/seed0/lstm-d100``); older demos kept the runs at
+    the top (``demo-TIME/lstm-d100``)."""
     demos = sorted((p for p in root.glob("demo-*") if (p / "results.json").is_file()),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     for demo in demos:
-        lstms = sorted(demo.glob("lstm-d*"), key=lambda p: int(p.name.split("-d")[-1]))
+        lstms = [p for p in [*demo.glob("lstm-d*"), *demo.glob("seed*/lstm-d*")] if (p / "config.json").is_file()]
         if lstms:
-            return lstms[-1]
+            return min(lstms, key=lambda p: (-int(p.name.split("-d")[-1]), str(p)))
     return None
 
 
