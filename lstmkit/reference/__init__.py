@@ -3,7 +3,8 @@
 What it is: the oracle every other path of lstmkit is tested against; the article's equations
 live in ``lstm.py``'s docstring (with the dimension legend), and nowhere else.
 What it is not: fast, multi-layer, bidirectional or length-aware; it never imports torch.
-References: shared/seed/README.md (the article); ``torch.nn.LSTM``/``RNN``/``GRU`` documentation.
+References: the article "LSTM(Long Short-Term Memory): Gate를 도입해 RNN의 한계를 완화한 모델"
+(2025); ``torch.nn.LSTM``/``RNN``/``GRU`` documentation.
 """
 
 from .gru import (

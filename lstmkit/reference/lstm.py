@@ -8,9 +8,10 @@ tested against finite differences and ``torch.nn.LSTM`` (tests/test_reference_ls
 What it is not: fast, batched over layers or directions, or aware of lengths. One layer, one
 direction, plain loops over time.
 
-References: the article (shared/seed/README.md); PyTorch ``torch.nn.LSTM`` for the stacked
-layout (gate order i, f, g, o; g is the candidate c̃); Graves, "Supervised Sequence Labelling
-with Recurrent Neural Networks" (2012), ch. 4, for the BPTT equations.
+References: the article "LSTM(Long Short-Term Memory): Gate를 도입해 RNN의 한계를 완화한 모델"
+(2025); PyTorch ``torch.nn.LSTM`` for the stacked layout (gate order i, f, g, o; g is the
+candidate c̃); Graves, "Supervised Sequence Labelling with Recurrent Neural Networks" (2012),
+ch. 4, for the BPTT equations.
 
 Dimensions (the legend for all of lstmkit/reference):
     T time steps, B batch, I input features, H hidden units.

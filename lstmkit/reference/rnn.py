@@ -8,7 +8,8 @@ weights dataclass, ``*_step`` / ``*_step_backward``, ``*_forward`` / ``*_backwar
 What it is not: the LSTM (see ``lstm.py``, whose docstring also holds the dimension legend:
 T time, B batch, I input, H hidden), nor fast, nor multi-layer.
 
-References: PyTorch ``torch.nn.RNN`` documentation; the article (shared/seed/README.md), part 1.
+References: PyTorch ``torch.nn.RNN`` documentation; the article "LSTM(Long Short-Term Memory): Gate를
+도입해 RNN의 한계를 완화한 모델" (2025), part 1.
 
 The equations (PyTorch's names; rows are batch examples)::
 
