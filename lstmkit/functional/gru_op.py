@@ -24,7 +24,7 @@ from lstmkit.functional.ops import (
     compute_dtype,
     define,
     fake_grads,
-    needs_grad,
+    needs_cache,
     none_setup,
     outside_autocast,
     placeholder,
@@ -124,7 +124,7 @@ def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
         return tuple(None if t is None else t.to(x.dtype) for t in out)
     if use_composite(*args):
         y, h_n, gates = gru_layer_composite(*args, lengths)
-    elif keep_trace or needs_grad(*args):
+    elif keep_trace or needs_cache(*args):
         y, h_n, gates, _, _ = torch.ops.lstmkit.gru_layer(*args, lengths)
     else:
         return (*torch.ops.lstmkit.gru_layer_inference(*args, lengths), None)

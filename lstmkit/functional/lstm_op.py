@@ -31,7 +31,7 @@ from lstmkit.functional.ops import (
     compute_dtype,
     define,
     fake_grads,
-    needs_grad,
+    needs_cache,
     none_setup,
     outside_autocast,
     placeholder,
@@ -158,7 +158,8 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
 
     x (T,B,I), h0 (B,P), c0 (B,H), w_ih (4H,I), w_hh (4H,P), b_ih, b_hh (4H,) or None, w_hr (P,H)
     or None, lengths (B,) int64 or None. The operator that keeps a cache runs where a gradient or
-    a trace is wanted, the inference operator elsewhere; see the module docstring of ``ops``."""
+    a trace is wanted or ``torch.jit.trace`` records (``ops.needs_cache``), the inference operator
+    elsewhere; see the module docstring of ``ops``."""
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     dtype = compute_dtype(*args)
     if dtype is not None:
@@ -166,7 +167,7 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
         return tuple(None if t is None else t.to(x.dtype) for t in out)
     if use_composite(*args):
         y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
-    elif keep_trace or needs_grad(*args):
+    elif keep_trace or needs_cache(*args):
         y, h_n, c_n, gates, cs, _ = torch.ops.lstmkit.lstm_layer(*args, lengths, keep_trace)
     else:
         return (*torch.ops.lstmkit.lstm_layer_inference(*args, lengths), None, None)

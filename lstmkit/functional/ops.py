@@ -54,6 +54,13 @@ def needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def needs_cache(*tensors: Tensor | None) -> bool:
+    """True where the forward that keeps a cache for backward must run: a gradient is needed, or
+    ``torch.jit.trace`` records (one traced graph serves runs with and without grad, and the trace
+    check reruns the module under no_grad: the graph must not depend on the grad mode)."""
+    return needs_grad(*tensors) or torch.jit.is_tracing()
+
+
 def use_composite(*tensors: Tensor | None) -> bool:
     """True under a ``torch.func`` transform or where a tensor carries a forward-mode tangent:
     there only plain PyTorch operations are understood."""

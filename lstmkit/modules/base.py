@@ -86,8 +86,10 @@ class RecurrentBase(nn.RNNBase):
 
     # ---- forward: layouts in and out, then the loop over layers and directions ----------------------
 
-    def forward(self, input, hx=None, *, lengths=None, return_trace: bool = False):
-        """output, h_n (an LSTM: (h_n, c_n)) [, trace]; the subclass docstrings give the shapes."""
+    def forward(self, input, hx=None, lengths=None, return_trace: bool = False):
+        """output, h_n (an LSTM: (h_n, c_n)) [, trace]; the subclass docstrings give the shapes.
+        (lengths and return_trace are not keyword-only: torch.onnx's TorchScript exporter passes
+        every parameter's default positionally.)"""
         if torch.onnx.is_in_onnx_export():
             return self._onnx_forward(input, hx, lengths, return_trace)
         y, state_n, trace = self._forward(input, hx, lengths, return_trace)

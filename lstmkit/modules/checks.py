@@ -101,6 +101,8 @@ def check_lengths(lengths: object, batch: int, steps: int, device: torch.device)
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(f"lengths should have one entry per sequence in the batch, shape ({batch},), "
                          f"got shape {tuple(lengths.shape)}")
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return lengths.to(device=device, dtype=torch.int64)     # values unknown while tracing (the kernel checks)
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1 or high > steps:
         raise ValueError(f"lengths should lie in [1, {steps}] (the padded input has {steps} steps), "
