@@ -272,11 +272,12 @@ def test_onnx_refuses_lengths(dynamo, tmp_path):
     lengths = torch.tensor([4, 2, 3])
     with pytest.raises(Exception) as info:
         torch.onnx.export(m, (x0,), tmp_path / "m.onnx", kwargs={"lengths": lengths}, dynamo=dynamo)
-    # the exporter may wrap it: the RuntimeError and its message are in the chain
+    # the exporter may wrap it: the RuntimeError and its message are in the chain; or (dynamo=True
+    # retries its capture outside ONNX mode) the conversion names the lstmkit operator it cannot map
     chain, e = [], info.value
     while e is not None:
         chain.append(e)
         e = e.__cause__ or e.__context__
     assert any(isinstance(e, RuntimeError) and "lengths= and return_trace have no ONNX operator" in str(e)
-               for e in chain), [f"{type(e).__name__}: {e}" for e in chain]
+               or dynamo and "lstmkit.lstm_layer" in str(e) for e in chain), [f"{type(e).__name__}: {e}" for e in chain]
 
