@@ -21,10 +21,8 @@ the operators of ``lstmkit.functional`` choose between these functions and their
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import platform
-import sys
+import threading
 import types
 import warnings
 from collections.abc import Iterator
@@ -33,12 +31,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import build as _build
+
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
 
 _backend: str | None = None          # set_backend(); None: read LSTMKIT_BACKEND
 _ext = None                          # the loaded extension module
@@ -88,43 +89,39 @@ def backend(name: str) -> Iterator[None]:
         _backend = previous
 
 
+def _cache_root() -> Path:
+    return Path(os.environ.get("LSTMKIT_CACHE", Path.home() / ".cache" / "lstmkit"))
+
+
 def _build_dir() -> Path:
-    """One folder per torch version, CPU model and source text: -march=native code is not portable."""
+    """The cache folder of this build: one per hash of the source bytes (not their paths), flags,
+    compiler and its version, torch and Python ABI, machine and CPU features (-march=native code is
+    not portable). See ``lstmkit.kernels.build``."""
     here = Path(__file__).parent
-    h = hashlib.sha256()
-    for name in _SOURCES + _HEADERS:
-        h.update((here / name).read_bytes())
-    h.update(" ".join(_CFLAGS).encode())
-    h.update((platform.processor() or platform.machine()).encode())
-    try:
-        h.update(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].encode())
-    except (OSError, IndexError):
-        pass
-    root = Path(os.environ.get("LSTMKIT_CACHE", Path.home() / ".cache" / "lstmkit"))
-    return root / f"torch{torch.__version__.replace('+', '_')}-{h.hexdigest()[:12]}"
+    files = {name: (here / name).read_bytes() for name in _SOURCES + _HEADERS}
+    return _build.build_dir(_cache_root(), "lstmkit_cpu", files, _CFLAGS, _LDFLAGS)
+
+
+_load_lock = threading.Lock()
 
 
 def load_extension(verbose: bool = False):
-    """The compiled module, built on first call (about a minute, once per machine); None if it fails."""
+    """The compiled module, built on first call (about a minute, once per machine); None if it fails.
+    Never waits forever: a build held by another live process is waited for at most
+    ``$LSTMKIT_BUILD_WAIT`` seconds (default 600), then the PyTorch path runs."""
     global _ext, _build_error
     if _ext is not None or _build_error is not None:
         return _ext
-    from torch.utils import cpp_extension
-
-    here = Path(__file__).parent
-    build_dir = _build_dir()
-    fresh = not any(build_dir.glob("*.so"))
-    try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            print("lstmkit: compiling the CPU kernel (once, ~1 min)...", file=sys.stderr, flush=True)
-        _ext = cpp_extension.load(
-            name="lstmkit_cpu", sources=[str(here / s) for s in _SOURCES], extra_cflags=_CFLAGS,
-            extra_ldflags=["-fopenmp"], extra_include_paths=[str(here)], build_directory=str(build_dir),
-            verbose=verbose)
-    except Exception as e:  # noqa: BLE001 (no compiler, no ninja, a compile error: all mean "fall back")
-        lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or [str(e)]
-        _build_error = f"{type(e).__name__}: {lines[0].strip()}"
+    with _load_lock:
+        if _ext is not None or _build_error is not None:
+            return _ext
+        here = Path(__file__).parent
+        try:
+            _ext = _build.load_cached("lstmkit_cpu", [here / s for s in _SOURCES], [here / h for h in _HEADERS],
+                                      _CFLAGS, _LDFLAGS, _cache_root(), verbose=verbose)
+        except Exception as e:  # noqa: BLE001 (no compiler, no ninja, a compile error, a timeout: "fall back")
+            lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or [str(e)]
+            _build_error = f"{type(e).__name__}: {lines[0].strip()}"
     return _ext
 
 
