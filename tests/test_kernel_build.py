@@ -164,13 +164,15 @@ def test_leftovers_of_a_killed_build_are_removed_and_never_loaded(tmp_path, fake
     root = tmp_path / "cache"
     final = build.build_dir(root, *_args(KERNELS, root)[:1], {
         n: (KERNELS / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}, kernels._CFLAGS, ["-fopenmp"])
-    stale = root / f".{final.name}.tmp-999999-deadbeef"
+    stale = root / f".{final.name}.tmp-{socket.gethostname()}-999999-deadbeef"
+    alive = root / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-cafecafe"  # another live builder's
+    alive.mkdir(parents=True)
     (stale / "src").mkdir(parents=True)
     (stale / "lstmkit_cpu.so").write_text("half")
     final.mkdir()                                  # a final folder without its marker: not ours, replaced
     (final / "lock").write_text("")                # torch's own baton, as the old loader left it
     module = build.load_cached(*_args(KERNELS, root), log=lambda m: None)
-    assert fake.calls == 1 and not stale.exists()
+    assert fake.calls == 1 and not stale.exists() and alive.exists()
     assert Path(module.__file__).name == "lstmkit_cpu.so" and (final / "MODULE").read_text() == "lstmkit_cpu.so"
 
 
@@ -222,6 +224,13 @@ def test_wait_for_a_live_builder_is_bounded_and_names_it(tmp_path, fake):
 
 
 @pytest.mark.skipif(build.fcntl is None, reason="no flock on this platform")
+def test_bad_wait_setting_is_one_line(tmp_path, monkeypatch, fake):
+    monkeypatch.setenv("LSTMKIT_BUILD_WAIT", "ten")
+    with pytest.raises(ValueError, match="LSTMKIT_BUILD_WAIT must be a number of seconds; got 'ten'"):
+        build.load_cached(*_args(KERNELS, tmp_path))
+
+
+@pytest.mark.skipif(build.fcntl is None, reason="no flock on this platform")
 def test_timeout_falls_back_in_kernels(tmp_path, monkeypatch, fake):
     root = tmp_path / "cache"
     monkeypatch.setenv("LSTMKIT_CACHE", str(root))
@@ -246,8 +255,9 @@ def test_lock_held_for_a_dead_owner_is_taken_over(tmp_path, fake):
     holder = _hold_lock(_lock_of(root), str(dead.pid))
     try:
         messages = []
+        t0 = time.monotonic()
         build.load_cached(*_args(KERNELS, root), wait_s=30, log=messages.append)
-        assert fake.calls == 1
+        assert fake.calls == 1 and time.monotonic() - t0 < 5
         assert f"owner pid {dead.pid} is gone; building anyway" in messages[1]
     finally:
         holder.kill()
@@ -274,7 +284,7 @@ def test_concurrent_loaders_build_once(tmp_path, fake):
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 3 and fake.calls == 1
+    assert len(results) == 3 and fake.calls == 1, messages
     assert sum(m.startswith("lstmkit: compiling") for m in messages) == 1
 
 

@@ -2,7 +2,9 @@
 
 What it is: the loader of the C++ CPU kernels in this folder (``lstm_cpu.cpp``, ``gru_cpu.cpp``,
 ``rnn_cpu.cpp``), built with ``torch.utils.cpp_extension.load`` on first use into the user's cache
-(``$LSTMKIT_CACHE`` or ``~/.cache/lstmkit``), and the one switch that picks a backend:
+(``$LSTMKIT_CACHE`` or ``~/.cache/lstmkit``; one folder per content key, built by one process at a
+time, a wait bounded by ``$LSTMKIT_BUILD_WAIT`` seconds: see ``lstmkit.kernels.build``), and the one
+switch that picks a backend:
 
 - ``LSTMKIT_BACKEND=auto`` (default): the C++ kernels for CPU tensors when they build, else PyTorch;
 - ``LSTMKIT_BACKEND=cpp``: the C++ kernels, an error if they cannot be built;

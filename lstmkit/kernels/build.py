@@ -227,12 +227,17 @@ class _Lock:
             self.log(f"lstmkit: waiting for {_describe(owner)} to finish building the CPU kernel in "
                      f"{self.target} (up to {self.wait_s:.0f}s; $LSTMKIT_BUILD_WAIT sets it)...")
             deadline = time.monotonic() + self.wait_s
+            gone_since: tuple[object, float] | None = None  # (pid, when) the recorded owner was seen gone
             while not got:
                 if done():
                     self.release()
                     return
                 owner = _owner(self.path) or owner
-                if _owner_gone(owner):
+                if not _owner_gone(owner):
+                    gone_since = None
+                elif gone_since is None or gone_since[0] != owner.get("pid"):
+                    gone_since = (owner.get("pid"), time.monotonic())  # a new owner may not have written yet
+                elif time.monotonic() - gone_since[1] >= 1.0:
                     self.log(f"lstmkit: the build lock {self.path} is held although its owner pid "
                              f"{owner.get('pid')} is gone; building anyway")
                     self.release()
@@ -285,9 +290,22 @@ def _finished(folder: Path) -> Path | None:
         return None
 
 
+def _tmp_name(final: Path) -> str:
+    return f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _remove_leftovers(root: Path, final: Path) -> None:
+    """Remove the temporary folders of builders that are gone (same host, pid dead; or a day old),
+    and a final folder without its marker."""
     for tmp in root.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        fields = tmp.name[len(f".{final.name}.tmp-"):].rsplit("-", 2)
+        host, pid = (fields[0], fields[1]) if len(fields) == 3 else ("", "")
+        try:
+            old = time.time() - tmp.stat().st_mtime > 86400
+        except OSError:
+            continue
+        if old or (pid.isdigit() and _owner_gone({"pid": int(pid), "host": host})):
+            shutil.rmtree(tmp, ignore_errors=True)
     if final.exists() and _finished(final) is None:  # not ours: never loaded, replaced
         shutil.rmtree(final, ignore_errors=True)
 
@@ -300,7 +318,11 @@ def load_cached(name: str, sources: Sequence[Path], headers: Sequence[Path], cfl
     """The module built from ``sources`` (+ ``headers``, found beside them), from the cache or built
     now. Raises on a failed build, or BuildTimeout when another builder holds the lock too long."""
     if wait_s is None:
-        wait_s = float(os.environ.get("LSTMKIT_BUILD_WAIT", DEFAULT_WAIT_S))
+        value = os.environ.get("LSTMKIT_BUILD_WAIT", str(DEFAULT_WAIT_S))
+        try:
+            wait_s = float(value)
+        except ValueError:
+            raise ValueError(f"LSTMKIT_BUILD_WAIT must be a number of seconds; got {value!r}") from None
     files = {Path(p).name: Path(p).read_bytes() for p in [*sources, *headers]}
     root = Path(root)
     final = build_dir(root, name, files, cflags, ldflags)
@@ -316,7 +338,7 @@ def load_cached(name: str, sources: Sequence[Path], headers: Sequence[Path], cfl
             return _import(so)
         if lock.fd is not None:  # only the lock holder may remove what others might be writing
             _remove_leftovers(root, final)
-        tmp = root / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = root / _tmp_name(final)
         src = tmp / "src"
         src.mkdir(parents=True)
         for fname, data in files.items():
