@@ -119,7 +119,7 @@ def test_step_errors():
 def test_cell_errors():
     with pytest.raises(ValueError, match="Expected input to be 1-D or 2-D but received 3-D"):
         lstmkit.LSTMCell(3, 4)(torch.randn(1, 2, 3))
-    with pytest.raises(ValueError, match="Expected 3, got 5"):
+    with pytest.raises(RuntimeError, match="Expected 3, got 5"):
         lstmkit.GRUCell(3, 4)(torch.randn(2, 5))
     with pytest.raises(RuntimeError, match=_re("Expected hidden c_0 size (2, 4), got (2, 5)")):
         lstmkit.LSTMCell(3, 4)(torch.randn(2, 3), (torch.zeros(2, 4), torch.zeros(2, 5)))
