@@ -256,3 +256,23 @@ def test_modules_run_the_inference_operator_without_grad_and_the_cached_one_with
         model(x)[0].sum().backward()
     assert {f"lstmkit.{name}_layer.default", f"lstmkit.{name}_layer_backward.default"} <= seen.names
     assert f"lstmkit.{name}_layer_inference.default" not in seen.names
+
+
+@pytest.mark.parametrize("make", [lambda: lstmkit.LSTM(4, 6, num_layers=2, proj_size=3), lambda: lstmkit.GRU(4, 6),
+                                  lambda: lstmkit.RNN(4, 6)], ids=["lstm", "gru", "rnn"])
+def test_direct_eager_call_equals_the_dispatched_operator(make):
+    """In plain eager mode an entry calls the operator's implementation and autograd formula
+    directly; under a dispatch mode it dispatches the operator. Outputs and gradients are the same
+    bit for bit, with and without grad."""
+    model = make().double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    results = []
+    for observed in (False, True):
+        with (_OpsSeen() if observed else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)):
+            y = model(x, lengths=[5, 2, 4])[0]
+            grads = torch.autograd.grad(y.square().sum(), [x, *model.parameters()])
+            with torch.no_grad():
+                y_infer = model(x)[0]
+        results.append((y, *grads, y_infer))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

@@ -23,11 +23,13 @@ from lstmkit.functional.ops import (
     composite_vjp,
     compute_dtype,
     define,
+    eager_function,
     fake_grads,
     needs_cache,
     none_setup,
     outside_autocast,
     placeholder,
+    plain_eager,
     present,
     refuse_backward,
     use_composite,
@@ -55,7 +57,12 @@ def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     _, _, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
                                                         cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
-    return y, hs[-1].clone()
+    return y, hs[-1]                                        # a view: the operator copies it
+
+
+def _inference_op(*inputs):
+    y, h_n = _inference(*inputs)
+    return y, h_n.clone()                                   # an operator's outputs never alias
 
 
 def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
@@ -98,17 +105,19 @@ def _backward(ctx, dy, dh_n, _dgates, _dhn, _dhs):
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         return (*composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
-    grads = torch.ops.lstmkit.gru_layer_backward(dy, dh_n, *tensors, lengths, gates, hn, hs, need)
+    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.gru_layer_backward
+    grads = backward(dy, dh_n, *tensors, lengths, gates, hn, hs, need)
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None)
 
 
 define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
-define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference, _inference_fake)
+define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference_op, _inference_fake)
 define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor hs, bool[] need) "
        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::gru_layer", _backward, setup_context=_setup)
 torch.library.register_autograd("lstmkit::gru_layer_inference", refuse_backward("gru_layer_inference", "gru_layer"),
                                 setup_context=none_setup)
+_EagerGRULayer = eager_function("_EagerGRULayer", _forward, _setup, _backward)
 
 
 @outside_autocast
@@ -125,7 +134,9 @@ def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
     if use_composite(*args):
         y, h_n, gates = gru_layer_composite(*args, lengths)
     elif keep_trace or needs_cache(*args):
-        y, h_n, gates, _, _ = torch.ops.lstmkit.gru_layer(*args, lengths)
+        layer = _EagerGRULayer.apply if plain_eager(*args) else torch.ops.lstmkit.gru_layer
+        y, h_n, gates, _, _ = layer(*args, lengths)
     else:
-        return (*torch.ops.lstmkit.gru_layer_inference(*args, lengths), None)
+        layer = _inference if plain_eager(*args) else torch.ops.lstmkit.gru_layer_inference
+        return (*layer(*args, lengths), None)
     return y, h_n, (gates if keep_trace else None)

@@ -30,11 +30,13 @@ from lstmkit.functional.ops import (
     composite_vjp,
     compute_dtype,
     define,
+    eager_function,
     fake_grads,
     needs_cache,
     none_setup,
     outside_autocast,
     placeholder,
+    plain_eager,
     present,
     refuse_backward,
     use_composite,
@@ -66,11 +68,18 @@ def _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
 
 
 def _inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    """y (T,B,P), h_n (B,P), c_n (B,H); h_n and c_n may be views (of y's last step, of a scratch
+    row): the operator copies them, an eager caller that stacks them need not."""
     T = x.shape[0]
     rec = recurrence_for(x, w_hh)
     _, c_last, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
-    return y, hs[-1].clone(), c_last[0].clone()
+    return y, hs[-1], c_last[0]
+
+
+def _inference_op(*inputs):
+    y, h_n, c_n = _inference(*inputs)
+    return y, h_n.clone(), c_n.clone()                      # an operator's outputs never alias
 
 
 def _inference_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
@@ -131,7 +140,8 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs, _dhs):
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         return (*composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
     overwrite = not ctx.keep_trace and not torch.compiler.is_compiling()
-    grads = torch.ops.lstmkit.lstm_layer_backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite,
+    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.lstm_layer_backward
+    grads = backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite,
                                                   ctx.gates_overwritten)
     ctx.gates_overwritten = ctx.gates_overwritten or overwrite
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
@@ -139,7 +149,7 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs, _dhs):
 
 define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _forward,
        _forward_fake)
-define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference, _inference_fake)
+define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference_op, _inference_fake)
 define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, Tensor hs, "
        "bool[] need, bool overwrite, bool recompute) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
        "Tensor)",
@@ -147,6 +157,7 @@ define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, 
 torch.library.register_autograd("lstmkit::lstm_layer", _backward, setup_context=_setup)
 torch.library.register_autograd("lstmkit::lstm_layer_inference", refuse_backward("lstm_layer_inference", "lstm_layer"),
                                 setup_context=none_setup)
+_EagerLSTMLayer = eager_function("_EagerLSTMLayer", _forward, _setup, _backward)
 
 
 @outside_autocast
@@ -168,7 +179,9 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
     if use_composite(*args):
         y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
     elif keep_trace or needs_cache(*args):
-        y, h_n, c_n, gates, cs, _ = torch.ops.lstmkit.lstm_layer(*args, lengths, keep_trace)
+        layer = _EagerLSTMLayer.apply if plain_eager(*args) else torch.ops.lstmkit.lstm_layer
+        y, h_n, c_n, gates, cs, _ = layer(*args, lengths, keep_trace)
     else:
-        return (*torch.ops.lstmkit.lstm_layer_inference(*args, lengths), None, None)
+        layer = _inference if plain_eager(*args) else torch.ops.lstmkit.lstm_layer_inference
+        return (*layer(*args, lengths), None, None)
     return (y, h_n, c_n, gates, cs) if keep_trace else (y, h_n, c_n, None, None)

@@ -21,9 +21,11 @@ from lstmkit.functional.ops import (
     composite_vjp,
     compute_dtype,
     define,
+    eager_function,
     fake_grads,
     outside_autocast,
     placeholder,
+    plain_eager,
     present,
     use_composite,
 )
@@ -81,7 +83,8 @@ def _backward(ctx, dy, dh_n, _dhs):
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         grads = composite_vjp(rnn_layer_composite, tensors, (ctx.nonlinearity, lengths), (dy, dh_n), need)
         return (*grads, None, None)
-    grads = torch.ops.lstmkit.rnn_layer_backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, hs, need)
+    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.rnn_layer_backward
+    grads = backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, hs, need)
     return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
 
@@ -89,6 +92,7 @@ define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor, Tensor)", _forward, _forward_f
 define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor hs, bool[] need) "
        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
+_EagerRNNLayer = eager_function("_EagerRNNLayer", _forward, _setup, _backward)
 
 
 @outside_autocast
@@ -103,5 +107,6 @@ def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
         return y.to(x.dtype), h_n.to(x.dtype)
     if use_composite(*args):
         return rnn_layer_composite(*args, nonlinearity, lengths)
-    y, h_n, _ = torch.ops.lstmkit.rnn_layer(*args, nonlinearity, lengths)
+    layer = _EagerRNNLayer.apply if plain_eager(*args) else torch.ops.lstmkit.rnn_layer
+    y, h_n, _ = layer(*args, nonlinearity, lengths)
     return y, h_n
