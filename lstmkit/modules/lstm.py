@@ -76,6 +76,22 @@ class LSTM(RecurrentBase, nn.LSTM):
             cs = cs * padding_mask(lengths, x.shape[0])
         return y, (h_n, c_n), (gates, cs, y)
 
+    def _step_layers(self, x, state):
+        """step() where no gradient is needed, with the least per-call work: per layer one call of
+        the entry on a one-step sequence (its inference path), without ``_run_direction``'s
+        trace bookkeeping. x (B,I); state h (L,B,P), c (L,B,H). Returns y (B,P) and
+        (h_n (L,B,P), c_n (L,B,H))."""
+        h, c = state
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            _, h_n, c_n, _, _ = lstm_layer(x.unsqueeze(0), h[layer], c[layer], *self._weights(layer, 0), None)
+            x = h_n                                                            # (B,P)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            hs.append(h_n)
+            cs.append(c_n)
+        return x, (torch.stack(hs), torch.stack(cs))                          # stack copies: y is not h_n
+
     def _make_trace(self, raw, unbatched: bool) -> LSTMTrace:
         gates, cs, y = (self._output_layout(t, unbatched) for t in raw)
         i, f, g, o = gates.chunk(4, dim=-1)
