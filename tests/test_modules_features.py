@@ -249,3 +249,29 @@ def test_lstm_inference_path_equals_training_path(backend, monkeypatch):
     assert torch.equal(y, want_y.detach())
     for a, b in zip(state, want_state, strict=True):
         assert torch.equal(a, b.detach())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_padding_never_reaches_outputs_or_gradients_whatever_it_holds(backend, kind):
+    """NaN and Inf in the padding of a lengths= batch: outputs and every gradient equal those of
+    the same batch padded with zeros, bit for bit, and the input's gradient is zero on padding."""
+    torch.manual_seed(11)
+    cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[kind]
+    module = cls(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    clean = torch.randn(6, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4])
+    dirty = clean.clone()
+    dirty[2:, 1], dirty[4:, 2] = float("nan"), float("inf")
+    clean[2:, 1], clean[4:, 2] = 0.0, 0.0
+    results = []
+    with use_backend(backend):
+        for x in (clean, dirty):
+            x = x.clone().requires_grad_()
+            y, _ = module(x, lengths=lengths)
+            grads = torch.autograd.grad(y.sum(), [x, *module.parameters()])
+            results.append((y, *grads))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    dx = results[1][1]
+    assert torch.isfinite(dx).all() and dx[2:, 1].abs().sum() == 0 and dx[4:, 2].abs().sum() == 0

@@ -121,7 +121,8 @@ class RecurrentBase(nn.RNNBase):
         T, B, _ = x.shape
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, x.device)
-        state = self._initial_state(hx, B, unbatched, x)
+            x = x.masked_fill(~padding_mask(lengths, T), 0)  # padding, whatever it holds (NaN, Inf), never
+        state = self._initial_state(hx, B, unbatched, x)      # reaches an output or a gradient
         if x.device.type in self.autocast_devices and torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)            # as torch.nn's operator is cast
             x, state = x.to(dtype), tuple(s.to(dtype) for s in state)
