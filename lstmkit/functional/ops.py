@@ -104,10 +104,11 @@ def use_composite(*tensors: Tensor | None) -> bool:
 
 
 def compute_dtype(x: Tensor, *tensors: Tensor | None) -> torch.dtype | None:
-    """float32 where x or any tensor is float16/bfloat16 (computed in float32, cast back), else None."""
-    if x.dtype is torch.float32 or x.dtype is torch.float64:        # the common case, without a loop
-        if all(t is None or t.dtype is x.dtype for t in tensors):
-            return None
+    """float32 where x or any tensor is float16/bfloat16 (computed in float32, cast back), else None.
+    The common case is decided on x and one weight (tensors[2]) alone: any other tensor of
+    another dtype is refused by the kernel's checks or PyTorch's operators, never computed."""
+    if (x.dtype is torch.float32 or x.dtype is torch.float64) and tensors[2].dtype is x.dtype:
+        return None
     if x.dtype in REDUCED or any(t is not None and t.dtype in REDUCED for t in tensors):
         return torch.float32
     return None
