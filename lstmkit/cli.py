@@ -129,17 +129,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dict:
-    """On --resume the run's own config.json says how to go on; options given again must agree."""
+    """On --resume the run's own config.json says how to go on; options given again must agree, but
+    --steps may differ: more steps extend the run (finished or not)."""
     from lstmkit.runs import read_config
     saved = read_config(out)
     if saved["task"] != task:
         raise UsageError(f"{out} is a run of task {saved['task']!r}, not {task!r}")
     for given, kept in ((overrides, saved["train"]), (task_options, saved["task_options"])):
         for key, value in given.items():
-            if value is not None and kept.get(key) != value:
+            if value is not None and kept.get(key) != value and not (kept is saved["train"] and key == "steps"):
                 raise UsageError(f"--resume continues {out} with its saved options: --{key.replace('_', '-')} "
                                  f"is {kept.get(key)!r} there, not {value!r} (drop the option)")
-    return {k: saved[k] for k in ("task", "task_options", "model", "train")}
+    config = {k: saved[k] for k in ("task", "task_options", "model", "train")}
+    if overrides.get("steps") is not None:
+        config["train"] = {**config["train"], "steps": overrides["steps"]}
+        if overrides["steps"] < 1:
+            raise UsageError(f"--steps must be >= 1, got {overrides['steps']}")
+    return config
 
 
 def _evaluate(args: argparse.Namespace) -> int:

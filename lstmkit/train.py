@@ -13,6 +13,7 @@ rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -166,49 +167,67 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
     config = {**config, "task_state": task.state()}
-    if resume:
-        counters = _resume(out, config, model, optimizer)
+    if rank == 0 and not resume:
+        runs.make_folder(out)
     elif rank == 0:
-        _start(out, config, task)
-    ddp = model
-    if world > 1:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
-    counters = _loop(cfg, task, ddp, model, optimizer, train_set, val_set, out, counters, rank, world,
-                     device, progress, desc)
-    if rank != 0:
-        return {}
-    runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
-    runs.write_tensors(out / "model.safetensors", model.state_dict())
-    runs.load_weights(model, runs.best_weights(out))
-    scores = evaluate_split(model, task, test_set, device)
-    results = {"task": config["task"], "model": cfg.model, "steps": counters["step"], "processes": world,
-               "stopped": counters["stopped"] or "steps", "test": scores, "summary": task.summary(scores)}
-    runs.write_json(out / "results.json", results)
-    runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",
-                     f"{config['task']} · {cfg.model}")
-    return results
+        runs.read_config(out)  # a folder that is not a run: say so before locking it
+    with runs.lock_run(out) if rank == 0 else contextlib.nullcontext():
+        if resume:
+            counters = _resume(out, config, model, optimizer, write=rank == 0)
+        elif rank == 0:
+            _start(out, config, task)
+        ddp = model
+        if world > 1:
+            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
+        counters = _loop(cfg, task, ddp, model, optimizer, train_set, val_set, out, counters, rank, world,
+                         device, progress, desc)
+        if rank != 0:
+            return {}
+        runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
+        runs.write_tensors(out / "model.safetensors", model.state_dict())
+        runs.load_weights(model, runs.best_weights(out))
+        scores = evaluate_split(model, task, test_set, device)
+        results = {"task": config["task"], "model": cfg.model, "steps": counters["step"], "processes": world,
+                   "stopped": counters["stopped"] or "steps", "test": scores, "summary": task.summary(scores)}
+        runs.write_json(out / "results.json", results)
+        runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",
+                         f"{config['task']} · {cfg.model}")
+        return results
 
 
 def _start(out: Path, config: dict, task: Task) -> None:
-    """A fresh run folder: refuses to overwrite another run's files."""
-    out.mkdir(parents=True, exist_ok=True)
+    """A fresh run folder (``out`` exists and is locked): refuses to overwrite another run's files."""
     if (out / "checkpoint.safetensors").exists() or (out / "config.json").exists():
         raise runs.RunError(f"{out} already holds a run: use --resume to continue it, or another --out")
     runs.write_json(out / "config.json", config)
     if task.vocab:
         runs.write_json(out / "vocab.json", task.vocab)
-    (out / "metrics.jsonl").write_text("", encoding="utf-8")
+    runs.atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("", encoding="utf-8"))
 
 
-def _resume(out: Path, config: dict, model: nn.Module, optimizer) -> dict:
+def _resume(out: Path, config: dict, model: nn.Module, optimizer, write: bool = True) -> dict:
+    """Go on from the checkpoint of ``out`` (locked by this process when ``write``). ``config`` may ask
+    for more steps than the saved one (extending a run, finished or not); anything else must be the same."""
     saved = runs.read_config(out)
-    if {k: saved.get(k) for k in config} != json.loads(json.dumps(config)):
+    steps = config["train"]["steps"]
+    same = {**config, "train": {**config["train"], "steps": saved.get("train", {}).get("steps")}}
+    if {k: saved.get(k) for k in same} != json.loads(json.dumps(same)):
         raise runs.RunError(f"{out} was trained with another config: resume with the same task and options "
                             "(see its config.json)")
     ckpt = out / "checkpoint.safetensors"
-    if not ckpt.is_file():
-        raise runs.RunError(f"{out} has no checkpoint.safetensors yet: start it again without --resume")
-    counters = runs.load_checkpoint(ckpt, model, optimizer)
+    counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
+    if ckpt.is_file():  # else killed before its first checkpoint: start again from step 0
+        counters.update(runs.load_checkpoint(ckpt, model, optimizer))
+    if steps < counters["step"]:
+        raise runs.RunError(f"--steps {steps} is fewer than the {counters['step']} steps {out} has done: "
+                            "give more to extend it")
+    if steps != saved["train"]["steps"]:  # extended: an early stop no longer holds
+        if steps > counters["step"]:
+            counters.update(stopped="", bad_evals=0)
+        if write:
+            runs.write_json(out / "config.json", {**saved, "train": {**saved["train"], "steps": steps}})
+    if not write:
+        return counters
     rows = runs.read_metrics(out / "metrics.jsonl", up_to_step=counters["step"])  # drop the lost steps
     runs.atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
@@ -249,8 +268,7 @@ def _loop(cfg: TrainConfig, task: Task, ddp: nn.Module, model: nn.Module, optimi
         if rank == 0:
             bar.set_postfix(postfix, refresh=False)
             if record:
-                with open(metric_log, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                runs.append_metrics(metric_log, record)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps and not counters["stopped"]:
                 runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
                 runs.write_tensors(out / "model.safetensors", model.state_dict())
