@@ -137,7 +137,8 @@ def build_model(config: ModelConfig | dict) -> SequenceModel:
             raise ModelError(f"model config has unknown keys {sorted(unknown)}")
         config = ModelConfig(**config)
     if not isinstance(config, ModelConfig):
-        raise ModelError(f"the model config must be a JSON object, got {'null' if config is None else type(config).__name__}")
+        got = "null" if config is None else type(config).__name__
+        raise ModelError(f"the model config must be a JSON object, got {got}")
     config.check()
     try:
         return SequenceModel(config)
