@@ -8,6 +8,7 @@ line on stderr and exit code 2, never a traceback (set LSTMKIT_DEBUG=1 to see on
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import torch
 
+from lstmkit.models import ModelError
 from lstmkit.runs import RunError
 from lstmkit.tasks import TASKS, TaskError
-from lstmkit.train import ConfigError, TrainConfig
+from lstmkit.train import ConfigError, Diverged, TrainConfig
+
+MAX_GENERATE = 1_000_000  # characters `generate` writes at most (one model step each)
 
 TASK_OPTIONS = {  # name -> (type, help); each task reads the ones it needs
     "distance": (int, "sentence: neutral filler words between the opening clause and the cue"),
@@ -93,14 +97,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, TaskError, RunError, ConfigError) as e:
-        if os.environ.get("LSTMKIT_DEBUG"):
+    except (UsageError, TaskError, RunError, ConfigError, ModelError, Diverged) as e:
+        return _fail(str(e))
+    except MemoryError:
+        return _fail("out of memory: use a smaller --size, --batch-size, --hidden-size or --layers")
+    except RuntimeError as e:  # torch's allocation failures; anything else is a bug: traceback
+        if not _out_of_memory(e):
             raise
-        print(f"lstmkit: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"out of memory ({str(e).splitlines()[0][:160]}): use a smaller --size, --batch-size, "
+                     "--hidden-size or --layers")
+    except OSError as e:  # a path that cannot be written or read, a full disk
+        where = f": {e.filename}" if e.filename else ""
+        return _fail(f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
         print("lstmkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    """One line on stderr, exit code 2 (LSTMKIT_DEBUG=1: the traceback instead)."""
+    if os.environ.get("LSTMKIT_DEBUG"):
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets the same error: say it once
+        print(f"lstmkit: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    text = str(e).lower()
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -149,10 +174,9 @@ def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dic
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from lstmkit.runs import load_run
     from lstmkit.train import evaluate_split
 
-    loaded = load_run(args.run)
+    loaded = _load(args.run)
     _, _, test = loaded.task.build()
     scores = evaluate_split(loaded.model, loaded.task, test, "cpu")
     print(f"{loaded.config['task']} · {loaded.config['model']['cell']}: {loaded.task.summary(scores)} "
@@ -161,20 +185,41 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from lstmkit.runs import load_run
-    if args.length < 1:
-        raise UsageError(f"--length must be >= 1, got {args.length}")
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
-    loaded = load_run(args.run)
+    if not 1 <= args.length <= MAX_GENERATE:
+        raise UsageError(f"--length must be in 1..{MAX_GENERATE:,}, got {args.length}")
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be in [0, 2**63), got {args.seed}")
+    loaded = _load(args.run)
     print(generate(loaded, args.prompt, args.length, args.temperature, args.seed))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from lstmkit.runs import load_run
-    print(predict(load_run(args.run), args.input))
+    loaded = _load(args.run)
+    answer = predict(loaded, args.input)
+    for note in loaded.task.notes:
+        print(f"lstmkit: note: {note}", file=sys.stderr)
+    print(answer)
     return 0
+
+
+def _load(run: str):
+    """``load_run``, then refuse a run whose files do not belong together (vocab.json vs the model)."""
+    from lstmkit.runs import load_run
+    loaded = load_run(run)
+    task, model = loaded.task, loaded.config["model"]
+    vocab = task.vocab
+    if vocab is not None and model["vocab_size"] and (
+            model["vocab_size"] != len(vocab) or (task.head == "every" and model["output_size"] != len(vocab))):
+        raise RunError(f"{run}: its vocabulary has {len(vocab)} entries (vocab.json) but its model was built "
+                       f"for {model['vocab_size']} (config.json): the run folder's files do not belong together")
+    classes = getattr(task, "classes", None)
+    if classes is not None and len(classes) != model["output_size"]:
+        raise RunError(f"{run}: config.json names {len(classes)} classes but the model has {model['output_size']} "
+                       "outputs: the run folder is damaged")
+    return loaded
 
 
 @torch.no_grad()
@@ -185,6 +230,10 @@ def generate(loaded, prompt: str, length: int, temperature: float, seed: int) ->
                          "use `lstmkit predict`")
     task, model = loaded.task, loaded.model
     index = {c: i for i, c in enumerate(task.vocab)}
+    unknown = sorted({c for c in prompt if c not in index})
+    if unknown:
+        print(f"lstmkit: note: {len(unknown)} prompt character(s) not in the run's vocabulary, read as "
+              f"unknown: {''.join(unknown)!r}", file=sys.stderr)
     ids = [index.get(c, 0) for c in prompt] or [0]  # no prompt: start from the unknown-character id
     g = torch.Generator().manual_seed(seed)
     logits, state = model.stream(torch.tensor([ids]))  # (1, T, V): read the prompt once

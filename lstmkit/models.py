@@ -11,13 +11,19 @@ Dimension legend: B batch, T time, I input features, E embedding, H hidden, V/C/
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 from torch import Tensor, nn
 
 from lstmkit.modules import GRU, LSTM, RNN
 
 CELLS = ("lstm", "gru", "rnn")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+class ModelError(ValueError):
+    """A model config that cannot be built (bad value, too large for memory): one line for the user."""
 
 
 @dataclass
@@ -37,6 +43,35 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Raise ``ModelError`` naming the first field of the wrong type or out of range."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = {"str": str, "int": int, "float": (int, float)}[f.type]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ModelError(f"model {f.name} must be {f.type}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ModelError(f"model {f.name} must be finite, got {value}")
+        if self.cell not in CELLS:
+            raise ModelError(f"model cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.head not in ("last", "every"):
+            raise ModelError(f"model head must be last or every, got {self.head!r}")
+        if self.vocab_size == 0 and self.input_size < 1:
+            raise ModelError(f"model input_size must be >= 1 without a vocabulary, got {self.input_size}")
+        for name in ("embed_size", "hidden_size", "num_layers", "output_size"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"model {name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab_size < 0 or not 0 <= self.dropout < 1:
+            raise ModelError(f"model vocab_size must be >= 0 and dropout in [0, 1), got {self.vocab_size}, "
+                             f"{self.dropout}")
+
+    def parameter_count(self) -> int:
+        """Weights of the model this config builds (embedding, core, head)."""
+        G, H = GATES[self.cell] * self.hidden_size, self.hidden_size
+        n = self.vocab_size * self.embed_size + H * self.output_size + self.output_size
+        first = self.embed_size if self.vocab_size > 0 else self.input_size
+        return n + G * (first + H + 2) + (self.num_layers - 1) * G * (2 * H + 2)
 
 
 def make_core(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
@@ -99,6 +134,15 @@ def build_model(config: ModelConfig | dict) -> SequenceModel:
     if isinstance(config, dict):
         unknown = set(config) - set(ModelConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"model config has unknown keys {sorted(unknown)}")
+            raise ModelError(f"model config has unknown keys {sorted(unknown)}")
         config = ModelConfig(**config)
-    return SequenceModel(config)
+    if not isinstance(config, ModelConfig):
+        got = "null" if config is None else type(config).__name__
+        raise ModelError(f"the model config must be a JSON object, got {got}")
+    config.check()
+    try:
+        return SequenceModel(config)
+    except (RuntimeError, MemoryError) as e:  # an allocation that does not fit
+        raise ModelError(f"the model ({config.cell}, hidden size {config.hidden_size}, {config.num_layers} layer(s), "
+                         f"{config.parameter_count():.3g} parameters) does not fit in memory "
+                         f"({str(e).splitlines()[0][:120]})") from None

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from lstmkit import runs
 from lstmkit.models import ModelConfig, build_model
 from lstmkit.tasks import make_task, task_class
-from lstmkit.tasks.base import Split, Task
+from lstmkit.tasks.base import Split, Task, physical_memory
 
 
 def _opt(default, help: str):
@@ -36,6 +37,10 @@ def _opt(default, help: str):
 
 class ConfigError(ValueError):
     """A training option out of range: one line for the user."""
+
+
+class Diverged(RuntimeError):
+    """The loss or the gradients became NaN or infinite: training stops, nothing non-finite is saved."""
 
 
 @dataclass
@@ -61,7 +66,14 @@ class TrainConfig:
     threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
 
     def check(self) -> None:
-        """Raise ValueError naming the first bad option."""
+        """Raise ConfigError naming the first bad option (wrong type, not finite, out of range)."""
+        for f in fields(self):
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            want = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}[f.type]
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag} must be a finite number, got {value}")
         if self.model not in ("lstm", "gru", "rnn"):
             raise ConfigError(f"--model must be lstm, gru or rnn, got {self.model!r}")
         for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
@@ -73,12 +85,42 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if not 0 < self.lr <= 1:
+            raise ConfigError(f"--lr must be a positive number no larger than 1 (Adam diverges beyond), "
+                              f"got {self.lr}")
+        if not -100 <= self.forget_bias <= 100:
+            raise ConfigError(f"--forget-bias must be in [-100, 100] (the gate saturates long before), "
+                              f"got {self.forget_bias}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
+        cpus = os.cpu_count() or 1
+        if self.threads > 4 * cpus:
+            raise ConfigError(f"--threads {self.threads} is far more than this machine's {cpus} CPUs")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("--device cuda asked for, but torch sees no CUDA GPU: use --device cpu")
+        if ":" in self.device and int(self.device.split(":")[1]) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {self.device}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+
+
+def _check_model_fits(model: ModelConfig) -> None:
+    """Refuse a model whose weights, gradients and Adam state (4 copies, float32) exceed memory."""
+    need = model.parameter_count() * 16
+    have = physical_memory()
+    if have and need > have:
+        raise ConfigError(f"the model asked for (--hidden-size {model.hidden_size}, --layers {model.num_layers}, "
+                          f"--embed-size {model.embed_size}) has {model.parameter_count():.3g} parameters and "
+                          f"needs about {_bytes(need)} to train: it does not fit in this machine's {_bytes(have)}; "
+                          "make it smaller")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} PB"
 
 
 def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | None = None) -> dict:
@@ -96,6 +138,7 @@ def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | Non
                         input_size=task.input_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
                         num_layers=cfg.layers, dropout=cfg.dropout, forget_bias=cfg.forget_bias,
                         output_size=task.output_size, head=task.head)
+    _check_model_fits(model)
     return {"task": task_name, "task_options": task.options, "model": model.to_dict(), "train": asdict(cfg)}
 
 
@@ -253,7 +296,10 @@ def _loop(cfg: TrainConfig, task: Task, ddp: nn.Module, model: nn.Module, optimi
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        else:
+            norm = _grad_norm(model)
+        _check_finite(loss, norm, counters["step"] + 1, out, world, bar)  # before the step: weights stay good
         optimizer.step()
         counters["step"] += 1
         step, seen = counters["step"], seen + batches.B
@@ -270,10 +316,40 @@ def _loop(cfg: TrainConfig, task: Task, ddp: nn.Module, model: nn.Module, optimi
             if record:
                 runs.append_metrics(metric_log, record)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps and not counters["stopped"]:
+                _check_weights(model, step, out, bar)
                 runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
                 runs.write_tensors(out / "model.safetensors", model.state_dict())
     bar.close()
+    _check_weights(model, counters["step"], out, bar)  # the caller saves them next
     return counters
+
+
+def _grad_norm(model: nn.Module) -> Tensor:
+    norms = [torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+def _check_finite(loss: Tensor, norm: Tensor, step: int, out: Path, world: int, bar) -> None:
+    """Stop (``Diverged``) when this step's loss or gradient norm is NaN or infinite, on any process."""
+    bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm))
+    if world > 1:  # every rank must stop at the same step, or the others wait forever
+        flag = bad.float().reshape(1)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        bad = flag[0] > 0
+    if bool(bad):
+        bar.close()
+        kept = (f"{out}/checkpoint.safetensors keeps the last good state"
+                if (out / "checkpoint.safetensors").is_file() else "no checkpoint was written yet")
+        raise Diverged(f"training stopped at step {step}: the loss is {float(loss.detach()):.4g} and the gradient norm "
+                       f"{float(norm):.4g} (not finite); {kept}: lower --lr, set --clip, or check the data")
+
+
+def _check_weights(model: nn.Module, step: int, out: Path, bar) -> None:
+    """Never let non-finite weights reach the run folder."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        bar.close()
+        raise Diverged(f"training stopped at step {step}: the weights are no longer finite (overflow); "
+                       f"nothing non-finite was saved to {out}: lower --lr or set --clip")
 
 
 def _validate(cfg: TrainConfig, task: Task, model: nn.Module, val_set: Split, out: Path, counters: dict,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Split, Task
+from .base import Split, Task, check_fits
 
 SOLVED = 0.04  # absolute error below which a sequence counts as solved (1997)
 
@@ -49,6 +49,7 @@ class AddingTask(Task):
         super().__init__(options, seed)
         self.T = self.opt("length", 50, minimum=4)
         self.size = self.opt("size", 10000, minimum=30)
+        check_fits(f"--size {self.size} with --length {self.T}", self.size * 13 // 10, self.T, 40)
 
     def build(self) -> tuple[Split, Split, Split]:
         n = self.size

@@ -9,6 +9,7 @@ Dimension legend: N examples, T time steps, I input features, V vocabulary, C cl
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,24 @@ IGNORE = -100  # target id that the per-step cross-entropy skips (padding, unsco
 
 class TaskError(ValueError):
     """A user's mistake in a task's input (file, column, values): one line, shown without traceback."""
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(what: str, examples: int, steps: int, bytes_per_step: int) -> None:
+    """Refuse a generated data set (``examples`` x ``steps``) that cannot fit in memory, before
+    spending minutes generating it; ``bytes_per_step`` counts the tensors and the Python lists
+    they are built from."""
+    need, have = examples * steps * bytes_per_step, physical_memory()
+    if have and need > have // 2:
+        raise TaskError(f"{what} makes {examples:,} examples of {steps:,} steps: about {need / 1e9:.3g} GB, "
+                        f"more than half of this machine's {have / 1e9:.3g} GB: give a smaller value")
 
 
 @dataclass
@@ -84,6 +103,7 @@ class Task:
             usable = ", ".join("--" + k.replace("_", "-") for k in self.option_names) or "none"
             raise TaskError(f"task {self.name!r} does not use {flags} (its options: {usable})")
         self.options, self.seed = {}, seed
+        self.notes: list[str] = []  # notices about the last ``encode``d input (unknown words, ...)
         self._given = {k: v for k, v in options.items() if v is not None}
 
     def opt(self, key: str, default, minimum=None):
@@ -106,7 +126,11 @@ class Task:
         pass
 
     def restore_vocab(self, vocab: list[str]) -> None:
-        """Take a run's saved vocabulary (tasks whose vocabulary comes from data override this)."""
+        """Take a run's saved vocabulary (tasks whose vocabulary comes from data override this);
+        a fixed vocabulary must equal the saved one."""
+        if self.vocab is not None and list(vocab) != list(self.vocab):
+            raise TaskError(f"vocab.json ({len(vocab)} entries) is not task {self.name!r}'s vocabulary "
+                            f"({len(self.vocab)} entries): the run folder's files do not belong together")
 
     def loss_fn(self, out: Tensor, batch: Split) -> Tensor:
         """Mean loss of one batch; ``out`` is (N, C) or (N, K) for "last", (N, T, V) for "every"."""

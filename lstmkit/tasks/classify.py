@@ -66,8 +66,17 @@ def read_examples(path: str, label_column: str) -> list[tuple[list[list[float]],
         if col not in (reader.fieldnames or []):
             raise TaskError(f"--data {path} has no column {col!r} (columns: {reader.fieldnames}); "
                             "name the label column with --column")
-    return [(parse_sequence(r["sequence"], f"{path} row {n}"), r[label_column])
-            for n, r in enumerate(reader, 2)]
+    out = []
+    for n, r in enumerate(reader, 2):
+        if r.get(None):
+            raise TaskError(f"--data {path} row {n} has more values than the header's "
+                            f"{len(reader.fieldnames)} columns (quote a sequence that holds commas)")
+        for col in ("sequence", label_column):
+            if r[col] is None or not r[col].strip():
+                raise TaskError(f"--data {path} row {n} has no {col!r} value: every row needs a "
+                                f"sequence and a label")
+        out.append((parse_sequence(r["sequence"], f"{path} row {n}"), r[label_column]))
+    return out
 
 
 def digits() -> list[tuple[list[list[float]], str]]:

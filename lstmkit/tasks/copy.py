@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Split, Task
+from .base import Split, Task, check_fits
 
 K, BLANK, DELIM = 10, 0, 9  # symbols to copy, blank id, delimiter id
 
@@ -47,6 +47,7 @@ class CopyTask(Task):
         super().__init__(options, seed)
         self.T = self.opt("length", 50, minimum=1)
         self.size = self.opt("size", 10000, minimum=30)
+        check_fits(f"--size {self.size} with --length {self.T}", self.size * 13 // 10, self.T + 20, 32)
 
     def build(self) -> tuple[Split, Split, Split]:
         n = self.size

@@ -16,7 +16,7 @@ import random
 import torch
 from torch import Tensor
 
-from .base import IGNORE, Split, Task, pad_tokens
+from .base import IGNORE, Split, Task, check_fits, pad_tokens
 
 SYMBOLS = ["B", "T", "P", "S", "X", "V", "E"]
 GRAPH: dict[int, list[tuple[str, int]]] = {  # state -> [(symbol, next state)], 7 = done
@@ -76,6 +76,7 @@ class ReberTask(Task):
     def __init__(self, options: dict, seed: int) -> None:
         super().__init__(options, seed)
         self.size = self.opt("size", 4000, minimum=30)
+        check_fits(f"--size {self.size}", self.size * 13 // 10, 40, 120)
 
     def generate(self, n: int, seed: int) -> Split:
         rng = random.Random(seed)

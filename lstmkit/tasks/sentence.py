@@ -19,7 +19,7 @@ import random
 import torch
 from torch import Tensor
 
-from .base import Split, Task, TaskError, pad_tokens
+from .base import Split, Task, TaskError, check_fits, pad_tokens
 
 CUE = ["오늘", "하루", "종일", "기분이"]
 PUNCTUATION = ".,!?…\"'()[]"  # stripped from the ends of a user's words
@@ -111,6 +111,8 @@ class SentenceTask(Task):
         super().__init__(options, seed)
         self.distance = self.opt("distance", 20, minimum=0)
         self.size = self.opt("size", 4000, minimum=30)
+        check_fits(f"--size {self.size} with --distance {self.distance}", self.size * 27 // 20,
+                   self.distance + 12, 48)
         self.vocab = build_vocab()
         self.index = {w: i for i, w in enumerate(self.vocab)}
         self.output_size = len(MOODS)
@@ -140,6 +142,9 @@ class SentenceTask(Task):
             raise TaskError("--input is empty: give a sentence, e.g. '귀여운 강아지를 만났다 오늘 하루 종일 기분이'")
         if words[-len(CUE):] != CUE:
             words += CUE
+        unknown = list(dict.fromkeys(w for w in words if w not in self.index))
+        self.notes = [f"{len(unknown)} word(s) not in the task's vocabulary, read as {UNK}: "
+                      + ", ".join(unknown)] if unknown else []
         x, lengths = pad_tokens([[self.index.get(w, 1) for w in words]])
         return Split(x, torch.zeros(1, dtype=torch.int64), lengths)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Split, Task
+from .base import Split, Task, check_fits
 
 SYMBOLS = ["a", "b", "c", "d", "X", "Y", "E", "B"]
 CLASSES = ["Q", "R", "S", "U"]  # XX, XY, YX, YY
@@ -45,6 +45,7 @@ class TemporalOrderTask(Task):
         super().__init__(options, seed)
         self.T = self.opt("length", 100, minimum=10)
         self.size = self.opt("size", 10000, minimum=30)
+        check_fits(f"--size {self.size} with --length {self.T}", self.size * 13 // 10, self.T, 24)
 
     def build(self) -> tuple[Split, Split, Split]:
         n = self.size

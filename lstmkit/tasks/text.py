@@ -88,6 +88,8 @@ class TextTask(Task):
 
     def restore_vocab(self, chars: list[str]) -> None:
         """Use a saved vocabulary, so a run generates without its corpus at hand."""
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise TaskError("vocab.json is not a list of single characters: the run folder is damaged")
         self._vocab = [UNK] + [c for c in chars if c != UNK]
 
     def ids(self, text: str) -> Tensor:
