@@ -16,24 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.functional import ops
 from lstmkit.functional.backend import _input_projection, _outside_grad, _valid_steps, recurrence_for
 from lstmkit.functional.composite import gru_layer_composite
-from lstmkit.functional.ops import (
-    cast,
-    composite_vjp,
-    compute_dtype,
-    define,
-    eager_function,
-    fake_grads,
-    needs_cache,
-    none_setup,
-    outside_autocast,
-    placeholder,
-    plain_eager,
-    present,
-    refuse_backward,
-    use_composite,
-)
 
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths"
 
@@ -79,17 +64,17 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn,
     dzx2, dgh2 = dzx.view(T * B, dzx.shape[2]), dgh.view(T * B, dgh.shape[2])  # (T*B,3H)
     h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
     with_bias = b_ih is not None
-    return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else placeholder(x),
-            dh0 if need[1] else placeholder(x),
-            torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
-            torch.mm(dgh2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else placeholder(x),
-            dzx2.sum(0) if with_bias and need[4] else placeholder(x),
-            dgh2.sum(0) if with_bias and need[5] else placeholder(x))
+    return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x),
+            dh0 if need[1] else ops.placeholder(x),
+            torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else ops.placeholder(x),
+            torch.mm(dgh2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else ops.placeholder(x),
+            dzx2.sum(0) if with_bias and need[4] else ops.placeholder(x),
+            dgh2.sum(0) if with_bias and need[5] else ops.placeholder(x))
 
 
 def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    return fake_grads(like, need, x)
+    return ops.fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -104,39 +89,39 @@ def _backward(ctx, dy, dh_n, _dgates, _dhn, _dhs):
     *tensors, lengths, gates, hn, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
-        return (*composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
-    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.gru_layer_backward
+        return (*ops.composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
+    backward = _layer_backward if ops.plain_eager(*tensors) else torch.ops.lstmkit.gru_layer_backward
     grads = backward(dy, dh_n, *tensors, lengths, gates, hn, hs, need)
-    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None)
+    return (*(ops.present(g, n) for g, n in zip(grads, need, strict=True)), None)
 
 
-define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
-define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference_op, _inference_fake)
-define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor hs, bool[] need) "
-       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
+ops.define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
+ops.define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference_op, _inference_fake)
+ops.define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor hs, bool[] need) "
+           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::gru_layer", _backward, setup_context=_setup)
-torch.library.register_autograd("lstmkit::gru_layer_inference", refuse_backward("gru_layer_inference", "gru_layer"),
-                                setup_context=none_setup)
-_EagerGRULayer = eager_function("_EagerGRULayer", _forward, _setup, _backward)
+torch.library.register_autograd("lstmkit::gru_layer_inference", ops.refuse_backward("gru_layer_inference", "gru_layer"),
+                                setup_context=ops.none_setup)
+_EagerGRULayer = ops.eager_function("_EagerGRULayer", _forward, _setup, _backward)
 
 
-@outside_autocast
+@ops.outside_autocast
 def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               lengths: Tensor | None, keep_trace: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H), and with keep_trace
     the gates (T,B,3H) activated [r z n], else None. x (T,B,I), h0 (B,H), w_ih (3H,I), w_hh (3H,H),
     b_ih, b_hh (3H,) or None, lengths (B,) int64 or None. Paths as ``lstm_op.lstm_layer``."""
     args = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    dtype = compute_dtype(*args)
+    dtype = ops.compute_dtype(*args)
     if dtype is not None:
-        out = gru_layer(*cast(args, dtype), lengths, keep_trace)
+        out = gru_layer(*ops.cast(args, dtype), lengths, keep_trace)
         return tuple(None if t is None else t.to(x.dtype) for t in out)
-    if use_composite(*args):
+    if ops.use_composite(*args):
         y, h_n, gates = gru_layer_composite(*args, lengths)
-    elif keep_trace or needs_cache(*args):
-        layer = _EagerGRULayer.apply if plain_eager(*args) else torch.ops.lstmkit.gru_layer
+    elif keep_trace or ops.needs_cache(*args):
+        layer = _EagerGRULayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.gru_layer
         y, h_n, gates, _, _ = layer(*args, lengths)
     else:
-        layer = _inference if plain_eager(*args) else torch.ops.lstmkit.gru_layer_inference
+        layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.gru_layer_inference
         return (*layer(*args, lengths), None)
     return y, h_n, (gates if keep_trace else None)

@@ -22,25 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.functional import workspace
+from lstmkit.functional import ops, workspace
 from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
 from lstmkit.functional.composite import lstm_layer_composite
-from lstmkit.functional.ops import (
-    cast,
-    composite_vjp,
-    compute_dtype,
-    define,
-    eager_function,
-    fake_grads,
-    needs_cache,
-    none_setup,
-    outside_autocast,
-    placeholder,
-    plain_eager,
-    present,
-    refuse_backward,
-    use_composite,
-)
 
 _INPUTS = "Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, " \
           "Tensor? lengths"
@@ -103,16 +87,16 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, hs, h0, c0, w_hh, w_hr, lengths,
                                                        overwrite=overwrite or recompute)
     dz2 = dz.view(T * B, 4 * H)                              # (T*B,4H)
-    dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x)
-    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else placeholder(x)
-    dw_hh = placeholder(x)
+    dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x)
+    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else ops.placeholder(x)
+    dw_hh = ops.placeholder(x)
     if need[4]:                                             # sum_t dz_t^T h_{t-1}, h_{-1} = h0: no concatenation
         dw_hh = torch.mm(dz[0].t(), h0)
         if T > 1:
             dw_hh.addmm_(dz2[B:].t(), hs[:-1].reshape((T - 1) * B, P))
-    db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else placeholder(x)
-    dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else placeholder(x)
-    grads = (dx, dh0 if need[1] else placeholder(x), dc0 if need[2] else placeholder(x), dw_ih, dw_hh,
+    db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else ops.placeholder(x)
+    dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else ops.placeholder(x)
+    grads = (dx, dh0 if need[1] else ops.placeholder(x), dc0 if need[2] else ops.placeholder(x), dw_ih, dw_hh,
              db, db.clone(), dw_hr)
     if overwrite:
         workspace.give(dz)                                  # nobody else sees it: the next forward may take it
@@ -122,7 +106,7 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
 def _layer_backward_fake(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, cs, hs, need,
                          overwrite, recompute):
     like = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    return fake_grads(like, need, x)
+    return ops.fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -138,29 +122,29 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs, _dhs):
     *tensors, lengths, gates, cs, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:8])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
-        return (*composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
+        return (*ops.composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
     overwrite = not ctx.keep_trace and not torch.compiler.is_compiling()
-    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.lstm_layer_backward
+    backward = _layer_backward if ops.plain_eager(*tensors) else torch.ops.lstmkit.lstm_layer_backward
     grads = backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite,
                                                   ctx.gates_overwritten)
     ctx.gates_overwritten = ctx.gates_overwritten or overwrite
-    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
+    return (*(ops.present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
 
-define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _forward,
-       _forward_fake)
-define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference_op, _inference_fake)
-define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, Tensor hs, "
-       "bool[] need, bool overwrite, bool recompute) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
-       "Tensor)",
-       _layer_backward, _layer_backward_fake)
+ops.define(f"lstm_layer({_INPUTS}, bool keep_trace) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+           _forward, _forward_fake)
+ops.define(f"lstm_layer_inference({_INPUTS}) -> (Tensor, Tensor, Tensor)", _inference_op, _inference_fake)
+ops.define(f"lstm_layer_backward(Tensor? dy, Tensor? dh_n, Tensor? dc_n, {_INPUTS}, Tensor gates, Tensor cs, "
+           "Tensor hs, bool[] need, bool overwrite, bool recompute) "
+           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+           _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::lstm_layer", _backward, setup_context=_setup)
-torch.library.register_autograd("lstmkit::lstm_layer_inference", refuse_backward("lstm_layer_inference", "lstm_layer"),
-                                setup_context=none_setup)
-_EagerLSTMLayer = eager_function("_EagerLSTMLayer", _forward, _setup, _backward)
+torch.library.register_autograd("lstmkit::lstm_layer_inference",
+                                ops.refuse_backward("lstm_layer_inference", "lstm_layer"), setup_context=ops.none_setup)
+_EagerLSTMLayer = ops.eager_function("_EagerLSTMLayer", _forward, _setup, _backward)
 
 
-@outside_autocast
+@ops.outside_autocast
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
                b_hh: Tensor | None, w_hr: Tensor | None, lengths: Tensor | None, keep_trace: bool = False
                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -172,16 +156,16 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
     a trace is wanted or ``torch.jit.trace`` records (``ops.needs_cache``), the inference operator
     elsewhere; see the module docstring of ``ops``."""
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    dtype = compute_dtype(*args)
+    dtype = ops.compute_dtype(*args)
     if dtype is not None:
-        out = lstm_layer(*cast(args, dtype), lengths, keep_trace)
+        out = lstm_layer(*ops.cast(args, dtype), lengths, keep_trace)
         return tuple(None if t is None else t.to(x.dtype) for t in out)
-    if use_composite(*args):
+    if ops.use_composite(*args):
         y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
-    elif keep_trace or needs_cache(*args):
-        layer = _EagerLSTMLayer.apply if plain_eager(*args) else torch.ops.lstmkit.lstm_layer
+    elif keep_trace or ops.needs_cache(*args):
+        layer = _EagerLSTMLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.lstm_layer
         y, h_n, c_n, gates, cs, _ = layer(*args, lengths, keep_trace)
     else:
-        layer = _inference if plain_eager(*args) else torch.ops.lstmkit.lstm_layer_inference
+        layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.lstm_layer_inference
         return (*layer(*args, lengths), None, None)
     return (y, h_n, c_n, gates, cs) if keep_trace else (y, h_n, c_n, None, None)

@@ -14,21 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.functional import ops
 from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
 from lstmkit.functional.composite import rnn_layer_composite
-from lstmkit.functional.ops import (
-    cast,
-    composite_vjp,
-    compute_dtype,
-    define,
-    eager_function,
-    fake_grads,
-    outside_autocast,
-    placeholder,
-    plain_eager,
-    present,
-    use_composite,
-)
 
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
 
@@ -56,17 +44,17 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengt
     dz, dh0 = recurrence_for(x, w_hh).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
     dz2 = dz.view(T * B, dz.shape[2])                              # (T*B,H)
     h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
-    db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else placeholder(x)
-    return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else placeholder(x),
-            dh0 if need[1] else placeholder(x),
-            torch.mm(dz2.t(), x.reshape(T * B, I)) if need[2] else placeholder(x),
-            torch.mm(dz2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else placeholder(x),
+    db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else ops.placeholder(x)
+    return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x),
+            dh0 if need[1] else ops.placeholder(x),
+            torch.mm(dz2.t(), x.reshape(T * B, I)) if need[2] else ops.placeholder(x),
+            torch.mm(dz2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else ops.placeholder(x),
             db, db.clone())
 
 
 def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, hs, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    return fake_grads(like, need, x)
+    return ops.fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -81,32 +69,32 @@ def _backward(ctx, dy, dh_n, _dhs):
     *tensors, lengths, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
-        grads = composite_vjp(rnn_layer_composite, tensors, (ctx.nonlinearity, lengths), (dy, dh_n), need)
+        grads = ops.composite_vjp(rnn_layer_composite, tensors, (ctx.nonlinearity, lengths), (dy, dh_n), need)
         return (*grads, None, None)
-    backward = _layer_backward if plain_eager(*tensors) else torch.ops.lstmkit.rnn_layer_backward
+    backward = _layer_backward if ops.plain_eager(*tensors) else torch.ops.lstmkit.rnn_layer_backward
     grads = backward(dy, dh_n, *tensors, ctx.nonlinearity, lengths, hs, need)
-    return (*(present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
+    return (*(ops.present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
 
-define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor, Tensor)", _forward, _forward_fake)
-define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor hs, bool[] need) "
-       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
+ops.define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor, Tensor)", _forward, _forward_fake)
+ops.define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor hs, bool[] need) "
+           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
-_EagerRNNLayer = eager_function("_EagerRNNLayer", _forward, _setup, _backward)
+_EagerRNNLayer = ops.eager_function("_EagerRNNLayer", _forward, _setup, _backward)
 
 
-@outside_autocast
+@ops.outside_autocast
 def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
               nonlinearity: str, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
     """One layer and direction: y (T,B,H) (zero past each length), h_n (B,H). x (T,B,I), h0 (B,H),
     w_ih (H,I), w_hh (H,H), b_ih, b_hh (H,) or None. Paths as ``lstm_op.lstm_layer``."""
     args = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    dtype = compute_dtype(*args)
+    dtype = ops.compute_dtype(*args)
     if dtype is not None:
-        y, h_n = rnn_layer(*cast(args, dtype), nonlinearity, lengths)
+        y, h_n = rnn_layer(*ops.cast(args, dtype), nonlinearity, lengths)
         return y.to(x.dtype), h_n.to(x.dtype)
-    if use_composite(*args):
+    if ops.use_composite(*args):
         return rnn_layer_composite(*args, nonlinearity, lengths)
-    layer = _EagerRNNLayer.apply if plain_eager(*args) else torch.ops.lstmkit.rnn_layer
+    layer = _EagerRNNLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer
     y, h_n, _ = layer(*args, nonlinearity, lengths)
     return y, h_n
