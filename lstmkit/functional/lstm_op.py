@@ -125,8 +125,7 @@ def _backward(ctx, dy, dh_n, dc_n, _dgates, _dcs, _dhs):
         return (*ops.composite_vjp(lstm_layer_composite, tensors, (lengths,), (dy, dh_n, dc_n), need), None, None)
     overwrite = not ctx.keep_trace and not torch.compiler.is_compiling()
     backward = _layer_backward if ops.plain_eager(*tensors) else torch.ops.lstmkit.lstm_layer_backward
-    grads = backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite,
-                                                  ctx.gates_overwritten)
+    grads = backward(dy, dh_n, dc_n, *tensors, lengths, gates, cs, hs, need, overwrite, ctx.gates_overwritten)
     ctx.gates_overwritten = ctx.gates_overwritten or overwrite
     return (*(ops.present(g, n) for g, n in zip(grads, need, strict=True)), None, None)
 
