@@ -30,11 +30,6 @@ def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace:
     return kernels.recurrence_for(x, *others) or _torch_recurrences
 
 
-def torch_recurrences() -> types.SimpleNamespace:
-    """The pure-PyTorch recurrence functions (the contract every kernel follows)."""
-    return _torch_recurrences
-
-
 def _step_mask(lengths: Tensor | None, t: int) -> Tensor | None:
     """(B,1) bool: which sequences still run at step t (None: all of them)."""
     return None if lengths is None else (lengths > t).unsqueeze(1)
@@ -44,11 +39,6 @@ def _valid_steps(lengths: Tensor, T: int, like: Tensor) -> Tensor:
     """(T,B,1) 1 where step t < lengths[b], 0 on padding, in like's dtype."""
     t = torch.arange(T, device=lengths.device).unsqueeze(1)  # (T,1)
     return (t < lengths.unsqueeze(0)).unsqueeze(2).to(like.dtype)
-
-
-def _copy(grad: Tensor | None) -> Tensor | None:
-    """A second, unaliased gradient for a parameter that shares one (b_ih and b_hh)."""
-    return None if grad is None else grad.clone()
 
 
 def _outside_grad(dy: Tensor, lengths: Tensor | None) -> Tensor:
