@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace lstmkit {
 
@@ -84,6 +85,32 @@ template <typename T> constexpr int64_t kLanes = 64 / sizeof(T);
 template <typename T> inline vec_t<T> load(const T* p) { vec_t<T> v; std::memcpy(&v, p, sizeof v); return v; }
 template <typename T> inline void store(T* p, vec_t<T> v) { std::memcpy(p, &v, sizeof v); }
 
+// The first m < kLanes lanes of a vector at p, the others zero, and their store: the ragged end of
+// a row (H = 100 or 200 leaves one in every gate), so it too runs as one vector, not m scalar loops.
+// With AVX-512 a masked load or store, which touches (and may fault on) only the m lanes.
+template <typename T>
+inline vec_t<T> load_n(const T* p, int64_t m) {
+#ifdef __AVX512F__
+  const auto mask = static_cast<__mmask16>((1u << m) - 1);
+  if constexpr (std::is_same_v<T, float>) return (vec_t<T>)_mm512_maskz_loadu_ps(mask, p);
+  else return (vec_t<T>)_mm512_maskz_loadu_pd(static_cast<__mmask8>(mask), p);
+#else
+  vec_t<T> v{};
+  std::memcpy(&v, p, m * sizeof(T));
+  return v;
+#endif
+}
+template <typename T>
+inline void store_n(T* p, vec_t<T> v, int64_t m) {
+#ifdef __AVX512F__
+  const auto mask = static_cast<__mmask16>((1u << m) - 1);
+  if constexpr (std::is_same_v<T, float>) _mm512_mask_storeu_ps(p, mask, (__m512)v);
+  else _mm512_mask_storeu_pd(p, static_cast<__mmask8>(mask), (__m512d)v);
+#else
+  std::memcpy(p, &v, m * sizeof(T));
+#endif
+}
+
 // R rows of out[r, n0:n1] = (init ? init[r, n0:n1] : 0) + sum_k x[r, k] * A[k, n0:n1]; the
 // accumulators (R rows x NV vectors) stay in registers, each loaded column of A serves R rows.
 template <typename T, int R, int NV>
@@ -119,12 +146,19 @@ inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* 
     gemm_rows<T, R, NV / 2>(out, ldo, init, ldi, x, ldx, A, lda, K, n, n1);
     return;
   }
-  for (; n < n1; ++n)                                          // the ragged end
-    for (int r = 0; r < R; ++r) {
-      T acc = init ? init[r * ldi + n] : T(0);
-      for (int64_t k = 0; k < K; ++k) acc += x[r * ldx + k] * A[k * lda + n];
-      out[r * ldo + n] = acc;
+  if (n < n1) {                                                // the ragged end: one vector, m lanes
+    const int64_t m = n1 - n;
+    V acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = init ? load_n(init + r * ldi + n, m) : V{};
+    for (int64_t k = 0; k < K; ++k) {
+      const V av = load_n(A + k * lda + n, m);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += av * x[r * ldx + k];
     }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) store_n(out + r * ldo + n, acc[r], m);
+  }
 }
 
 // Columns of A per panel: four vector registers, the width of the register-blocked kernel.

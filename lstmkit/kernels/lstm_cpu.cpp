@@ -47,31 +47,27 @@ constexpr int64_t kFuseMinBatch = 4, kFuseMaxBytes = 2 << 20;
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
 // z (G) pre-activations in (less the bias b), activated gates [i f g o] out; c = f c_prev + i g;
-// r = o tanh(c). Whole vectors with vec_math.h, the ragged end with the scalar functions. Each
-// vector's loads come before its stores, so z may be read and written in place.
+// r = o tanh(c). Whole vectors with vec_math.h, the ragged end as one vector of fewer lanes
+// (load_n / store_n). Each vector's loads come before its stores, so z may be read and written in
+// place.
 template <typename T>
 inline void cell_forward(T* z, const T* b, const T* c_prev, T* c, T* r, int64_t H, int64_t j0, int64_t j1) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>;
   T *zi = z, *zf = z + H, *zg = z + 2 * H, *zo = z + 3 * H;
   const T *bi = b, *bf = b + H, *bg = b + 2 * H, *bo = b + 3 * H;
+  auto units = [&](int64_t j, auto ld, auto st) {                              // the units j.. of one vector
+    const V i = vsigmoid<T>(ld(zi + j) + ld(bi + j)), f = vsigmoid<T>(ld(zf + j) + ld(bf + j));
+    const V g = vtanh<T>(ld(zg + j) + ld(bg + j)), o = vsigmoid<T>(ld(zo + j) + ld(bo + j));
+    const V cj = f * ld(c_prev + j) + i * g;
+    st(zi + j, i), st(zf + j, f), st(zg + j, g), st(zo + j, o);
+    st(c + j, cj);
+    st(r + j, o * vtanh<T>(cj));
+  };
   int64_t j = j0;
-  for (; j + L <= j1; j += L) {
-    const V i = vsigmoid<T>(load(zi + j) + load(bi + j)), f = vsigmoid<T>(load(zf + j) + load(bf + j));
-    const V g = vtanh<T>(load(zg + j) + load(bg + j)), o = vsigmoid<T>(load(zo + j) + load(bo + j));
-    const V cj = f * load(c_prev + j) + i * g;
-    store(zi + j, i), store(zf + j, f), store(zg + j, g), store(zo + j, o);
-    store(c + j, cj);
-    store(r + j, o * vtanh<T>(cj));
-  }
-  for (; j < j1; ++j) {
-    const T i = sigmoid_(zi[j] + bi[j]), f = sigmoid_(zf[j] + bf[j]), g = tanh_(zg[j] + bg[j]);
-    const T o = sigmoid_(zo[j] + bo[j]);
-    const T cj = f * c_prev[j] + i * g;
-    zi[j] = i, zf[j] = f, zg[j] = g, zo[j] = o;
-    c[j] = cj;
-    r[j] = o * tanh_(cj);
-  }
+  for (; j + L <= j1; j += L) units(j, [](const T* p) { return load(p); }, [](T* p, V v) { store(p, v); });
+  const int64_t m = j1 - j;
+  if (m > 0) units(j, [m](const T* p) { return load_n(p, m); }, [m](T* p, V v) { store_n(p, v, m); });
 }
 
 // The mirror: from dr = dL/dr_t and dc = dL/dc_t (the part from step t+1), the gradient of the
@@ -85,27 +81,20 @@ inline void cell_backward(const T* gate, const T* c, const T* c_prev, const T* d
   constexpr int64_t L = kLanes<T>;
   const T *gi = gate, *gf = gate + H, *gg = gate + 2 * H, *go = gate + 3 * H;
   T *dzi = dz, *dzf = dz + H, *dzg = dz + 2 * H, *dzo = dz + 3 * H;
+  auto units = [&](int64_t j, auto ld, auto st) {
+    const V i = ld(gi + j), f = ld(gf + j), g = ld(gg + j), o = ld(go + j), drj = ld(dr + j);
+    const V tc = vtanh<T>(ld(c + j));
+    const V dcj = ld(dc + j) + drj * o * (T(1) - tc * tc);
+    st(dzi + j, dcj * g * i * (T(1) - i));
+    st(dzf + j, dcj * ld(c_prev + j) * f * (T(1) - f));
+    st(dzg + j, dcj * i * (T(1) - g * g));
+    st(dzo + j, drj * tc * o * (T(1) - o));
+    st(dc + j, dcj * f);
+  };
   int64_t j = j0;
-  for (; j + L <= j1; j += L) {
-    const V i = load(gi + j), f = load(gf + j), g = load(gg + j), o = load(go + j), drj = load(dr + j);
-    const V tc = vtanh<T>(load(c + j));
-    const V dcj = load(dc + j) + drj * o * (T(1) - tc * tc);
-    store(dzi + j, dcj * g * i * (T(1) - i));
-    store(dzf + j, dcj * load(c_prev + j) * f * (T(1) - f));
-    store(dzg + j, dcj * i * (T(1) - g * g));
-    store(dzo + j, drj * tc * o * (T(1) - o));
-    store(dc + j, dcj * f);
-  }
-  for (; j < j1; ++j) {
-    const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
-    const T tc = tanh_(c[j]);
-    const T dcj = dc[j] + dr[j] * o * (T(1) - tc * tc);
-    dzi[j] = dcj * g * i * (T(1) - i);
-    dzf[j] = dcj * c_prev[j] * f * (T(1) - f);
-    dzg[j] = dcj * i * (T(1) - g * g);
-    dzo[j] = dr[j] * tc * o * (T(1) - o);
-    dc[j] = dcj * f;
-  }
+  for (; j + L <= j1; j += L) units(j, [](const T* p) { return load(p); }, [](T* p, V v) { store(p, v); });
+  const int64_t m = j1 - j;
+  if (m > 0) units(j, [m](const T* p) { return load_n(p, m); }, [m](T* p, V v) { store_n(p, v, m); });
 }
 
 // A held step (t >= lengths[b]): gates 0, c_t = c_{t-1}; in backward dz = 0 and dc passes through.
