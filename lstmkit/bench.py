@@ -242,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lstmkit bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configs to time (default: all)")
     p.add_argument("--modes", nargs="+", default=list(MODES), help="infer and/or train (default: both)")
-    p.add_argument("--models", nargs="+", default=["lstm"], help="lstm, gru and/or rnn (default: lstm)")
+    p.add_argument("--models", nargs="+", help="lstm, gru and/or rnn (default: lstm; with --grid: all, and the "
+                   "cells lstmcell, grucell, rnncell)")
     p.add_argument("--repeats", type=int, default=7, help="timed samples per contender; the median is kept")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2)")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming-step timing")
@@ -250,15 +251,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=0.02, help="least seconds per timed sample")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.add_argument("--json", help="write machine info and results to this JSON file")
+    p.add_argument("--grid", action="store_true",
+                   help="time the grid of sizes users pick (lstmkit/bench_grid.py; ~10 minutes) instead of the configs")
+    p.add_argument("--no-onnxruntime", action="store_true", help="with --grid: skip onnxruntime's LSTM")
     a = p.parse_args(argv)
     if a.repeats < 1 or a.threads < 1 or a.min_time <= 0:
         p.error("--repeats and --threads must be >= 1 and --min-time > 0")
+    if a.grid:
+        return _grid(p, a)
     try:
         run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
-                  a.markdown, a.json, models=a.models)
+                  a.markdown, a.json, models=a.models or ["lstm"])
     except ValueError as e:
         p.error(str(e))
     return 0
+
+
+def _grid(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    from lstmkit import bench_grid
+
+    known = bench_grid.SEQUENCE_MODELS + bench_grid.CELL_MODELS
+    models = a.models or list(known)
+    bad = [m for m in [*models] if m not in known] + [m for m in a.modes if m not in MODES]
+    if bad:
+        p.error(f"--models must be among {', '.join(known)} and --modes among {', '.join(MODES)}; "
+                f"got {', '.join(bad)}")
+    cases = [c for c in bench_grid.grid_cases() if c.model in models]
+    results = bench_grid.run_grid(cases, a.modes, a.repeats, a.threads, a.min_time, not a.no_onnxruntime,
+                                  a.markdown, a.json)
+    return 0 if results else 1
 
 
 if __name__ == "__main__":

@@ -154,11 +154,13 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
-@pytest.mark.parametrize("B,H", [(8, 128), (4, 256)], ids=["team-by-rows", "team-by-units"])
+@pytest.mark.parametrize("B,H", [(8, 128), (4, 256), (8, 100), (4, 200)],
+                         ids=["team-by-rows", "team-by-units", "team-by-rows-ragged", "team-by-units-ragged"])
 def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H):
     """The two-thread team against the one-thread loop (work above both parallel thresholds), and
     bit for bit on the hand-written path: B=8 gives each member its own rows, B=4 a slice of the
-    units of every row; either way every output element is the same sum in the same order."""
+    units of every row; either way every output element is the same sum in the same order. H = 100
+    and 200 end each gate in a part-vector (the masked ragged end), at a different place per member."""
     case = make_case(10, B, H, H // 2, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:

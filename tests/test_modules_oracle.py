@@ -125,3 +125,24 @@ def test_cell_matches_torch(kind, dtype, batched, bias):
     hx = tuple(torch.randn(shape, dtype=dtype) for _ in range(2 if kind == "lstm" else 1))
     assert_same(ours, theirs, x, hx)
     assert_same(ours, theirs, x, None)
+
+
+USER_SIZES = [  # (kind, config, batch): hidden sizes that are not powers of two, as programs pick them
+    ("lstm", {"input_size": 100, "hidden_size": 100}, 20),
+    ("lstm", {"input_size": 200, "hidden_size": 200, "num_layers": 2}, 1),
+    ("lstm", {"input_size": 50, "hidden_size": 50, "bidirectional": True}, 64),
+    ("lstm", {"input_size": 30, "hidden_size": 300, "proj_size": 100}, 9),
+    ("gru", {"input_size": 100, "hidden_size": 100}, 20),
+    ("rnn", {"input_size": 200, "hidden_size": 200}, 7),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kind,config,batch", USER_SIZES, ids=lambda v: str(v) if not isinstance(v, dict) else
+                         "-".join(f"{k}{w}" for k, w in v.items()))
+def test_sizes_users_pick_match_torch(kind, config, batch, dtype):
+    """Hidden sizes like 50, 100, 200, 300 end each gate inside a vector (the kernels' masked ragged
+    end) and split across threads at other places than powers of two do: outputs and every gradient."""
+    ours, theirs = make_pair(kind, config, dtype, seed=batch)
+    x = torch.randn(6, batch, config["input_size"], dtype=dtype)
+    assert_same(ours, theirs, x, make_state(kind, ours, batch, dtype))

@@ -56,8 +56,11 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = 0; t < T_; ++t) {
       const T* hp = t ? hs + (t - 1) * B * H : h0;                             // (B,H) h_{t-1}
-      for (int64_t q = 0; q < 3; ++q)                                           // gh = h_{t-1} W_hh^T + b_hh
-        W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
+      if (j0 == 0 && j1 == H)                                                   // gh = h_{t-1} W_hh^T + b_hh
+        W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, 0, G, t & 1);   // every unit: one range
+      else
+        for (int64_t q = 0; q < 3; ++q)
+          W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
       for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* g = gates + (slot(t) * B + b) * G;
         T *hnb = hn + (slot(t) * B + b) * H, *h = hs + (t * B + b) * H;

@@ -176,23 +176,24 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       // else each owns a slice of units of every row and the team meets once a step (see team_split)
       const Split sp = team_split<T>(B, H, P, rank, size);
       const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
-      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own part
-        const bool rev = t & 1;
+      // out (nb,G) = init + x w^T over this member's units of the four gates: one range [0, G) when
+      // it owns every unit (fewer, wider pieces: at B = 1 the narrow ones are latency-bound)
+      auto gate_product = [&](const StepWeight<T>& w, T* out, const T* init, const T* x, int64_t ldx, bool rev) {
+        if (j0 == 0 && j1 == H) return w.product(out, G, init, G, x, ldx, nb, 0, G, rev);
         for (int64_t i = 0; i < 4; ++i) {
           const int64_t q = rev ? 3 - i : i;
-          W.wih->product(pz + (zslot(t) * B + b0) * G, G, static_cast<const T*>(nullptr), 0,
-                         px + (t * B + b0) * I, I, nb, q * H + j0, q * H + j1, rev);
+          w.product(out, G, init, G, x, ldx, nb, q * H + j0, q * H + j1, rev);
         }
+      };
+      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own part
+        gate_product(*W.wih, pz + (zslot(t) * B + b0) * G, nullptr, px + (t * B + b0) * I, I, t & 1);
       };
       if (px) input_part(0);
       for (int64_t t = 0; t < T_; ++t) {
         const T* hp = (t ? ph + (t - 1) * B * P : ph0) + b0 * P;
         T* z = pz + (zslot(t) * B + b0) * G;
-        const bool rev = t & 1;                                                 // alternate: see StepWeight::product
-        for (int64_t i = 0; i < 4; ++i) {
-          const int64_t q = rev ? 3 - i : i;
-          W.whh->product(z, G, px ? z : pzx + (t * B + b0) * G, G, hp, P, nb, q * H + j0, q * H + j1, rev);
-        }
+        // alternate the panel order step by step: see StepWeight::product
+        gate_product(*W.whh, z, px ? z : pzx + (t * B + b0) * G, hp, P, t & 1);
         cells(t, j0, j1, sp.b0, sp.b1);
         if (px && t + 1 < T_) input_part(t + 1);
         if (!sp.by_rows) team_barrier();
