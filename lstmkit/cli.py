@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import fields
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from lstmkit.distributed import OtherRankFailed
 from lstmkit.models import ModelError
 from lstmkit.runs import RunError
 from lstmkit.tasks import TASKS, TaskError
@@ -101,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     except MemoryError:
         return _fail("out of memory: use a smaller --size, --batch-size, --hidden-size or --layers")
+    except OtherRankFailed as e:  # under torchrun: the failing rank said why, the others say this
+        return _fail(str(e))
     except RuntimeError as e:  # torch's allocation failures; anything else is a bug: traceback
+        if _peer_gone(e):  # gloo's first sentence, without its source location
+            said = re.sub(r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0]).split(". ")[0][:200]
+            return _fail(f"another process of this torchrun run ended ({said}); its own output says why")
         if not _out_of_memory(e):
             raise
         return _fail(f"out of memory ({str(e).splitlines()[0][:160]}): use a smaller --size, --batch-size, "
@@ -121,6 +128,14 @@ def _fail(message: str) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets the same error: say it once
         print(f"lstmkit: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
+
+
+def _peer_gone(e: RuntimeError) -> bool:
+    """A collective that failed because another rank of the run is gone (crashed or stopped): gloo
+    raises a plain RuntimeError naming the closed connection, NCCL a DistBackendError."""
+    text = str(e)
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and (
+        isinstance(e, torch.distributed.DistBackendError) or "closed by peer" in text or "reset by peer" in text)
 
 
 def _out_of_memory(e: RuntimeError) -> bool:

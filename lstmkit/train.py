@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lstmkit import runs
+from lstmkit import distributed, runs
 from lstmkit.models import ModelConfig, build_model
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
@@ -176,19 +176,11 @@ def evaluate_split(model: nn.Module, task: Task, data: Split, device: str, chunk
     return {"loss": loss_sum / len(data), **task.metrics(torch.cat(outs), data)}
 
 
-def _distributed(device: str) -> tuple[int, int]:
-    """(rank, world size), starting the process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
-
-
 def train(config: dict, out: Path, resume: bool = False, progress: bool = True, desc: str = "") -> dict:
     """Train as ``config`` (from ``resolve``) says, writing the run folder ``out``; returns test scores."""
     cfg = TrainConfig(**config["train"])
     out = Path(out)
-    rank, world = _distributed(cfg.device)
+    rank, world = distributed.start(cfg.device)
     if cfg.batch_size % world:
         raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly among {world} processes")
     threads = torch.get_num_threads()
@@ -210,15 +202,21 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
     config = {**config, "task_state": task.state()}
-    if rank == 0 and not resume:
-        runs.make_folder(out)
-    elif rank == 0:
-        runs.read_config(out)  # a folder that is not a run: say so before locking it
-    with runs.lock_run(out) if rank == 0 else contextlib.nullcontext():
-        if resume:
-            counters = _resume(out, config, model, optimizer, write=rank == 0)
-        elif rank == 0:
-            _start(out, config, task)
+    with contextlib.ExitStack() as held:
+        def prepare() -> dict:
+            """The run folder made (or read: a folder that is not a run is said so before locking it)
+            and locked by rank 0; the counters, from the checkpoint when resuming."""
+            if rank == 0:
+                runs.read_config(out) if resume else runs.make_folder(out)
+                held.enter_context(runs.lock_run(out))
+            if resume:
+                return _resume(out, config, model, optimizer, write=rank == 0)
+            if rank == 0:
+                _start(out, config, task)
+            return counters
+
+        # under torchrun only rank 0 touches the folder: its errors must end every rank
+        counters = distributed.together(rank, world, prepare, device)
         ddp = model
         if world > 1:
             ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)

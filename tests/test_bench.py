@@ -43,3 +43,72 @@ def test_bench_cell_loops_compute_what_the_twins_compute():
 def test_bench_rejects_unknown_models():
     with pytest.raises(ValueError, match="models must be among lstm, gru, rnn"):
         bench.run_bench(models=["transformer"], verbose=False)
+
+
+def test_grid_checks_and_times_every_kind_of_case(tmp_path):
+    """The grid's harness on tiny cases of every model (sequence and cell), both modes: each is
+    checked against its torch.nn twin, timed, summarised, and written (not a speed test)."""
+    from lstmkit import bench_grid as g
+
+    cases = [g.Case("lstm", 3, 2, 5, 7, layers=2, bidirectional=True), g.Case("lstm", 3, 2, 5, 7, proj=3),
+             g.Case("gru", 3, 1, 4, 6, dtype="float64"), g.Case("rnn", 2, 3, 4, 6)]
+    cases += [g.Case(m, 3, 2, 4, 6) for m in g.CELL_MODELS]
+    threads = torch.get_num_threads()
+    js = tmp_path / "grid.json"
+    try:
+        results = g.run_grid(cases, repeats=1, threads=1, min_s=1e-4, onnxruntime=False, out_json=str(js),
+                             verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.case, r.mode) for r in results] == [(c, m) for c in cases for m in ("infer", "train")]
+    for r in results:
+        assert r.ms["lstmkit"] > 0 and r.ms["torch"] > 0 and r.max_abs_diff <= 1e-4
+    summary = g.summary(results)
+    assert set(summary) == {(m, mode) for m in ("lstm", "gru", "rnn", *g.CELL_MODELS) for mode in ("infer", "train")}
+    assert summary[("lstm", "train")]["cases"] == 2
+    saved = json.loads(js.read_text())
+    assert len(saved["results"]) == len(results) and "lstm train" in saved["summary"]
+
+
+def test_grid_targets_report_what_is_missed():
+    from lstmkit import bench_grid as g
+
+    case = g.Case("lstm", 50, 8, 100, 100)
+    fast = g.GridResult(case, "infer", {"lstmkit": 0.5, "torch": 1.0}, 0.0)
+    slow = g.GridResult(case, "train", {"lstmkit": 1.2, "torch": 1.0}, 0.0)
+    assert g.meets_targets([fast]) == []
+    missed = g.meets_targets([fast, slow])
+    assert len(missed) == 2 and "worst 1.20" in missed[0] and "geometric mean 1.20" in missed[1]
+
+
+def test_grid_cuts_long_cases_and_refuses_a_wrong_answer(monkeypatch):
+    from lstmkit import bench_grid as g
+
+    big = g.Case("lstm", 2000, 256, 1000, 1000)
+    assert g._capped(big).T == 10                        # the floor: T never below 10 steps
+    long = g.Case("lstm", 2000, 64, 256, 256)
+    assert g._capped(long).macs() <= g.MAX_MACS < long.macs()
+    assert all(c.macs() <= g.MAX_MACS or c.T == 10 for c in g.grid_cases())
+    real_pair = g._pair
+
+    def broken(case):                    # lstmkit's twin with other weights: must not be timed
+        mine, ref = real_pair(case)
+        with torch.no_grad():
+            next(mine.parameters()).add_(1.0)
+        return mine, ref
+
+    monkeypatch.setattr(g, "_pair", broken)
+    with pytest.raises(AssertionError, match="differ by"):
+        g.bench_case(g.Case("lstm", 3, 2, 4, 5), "infer", 1, 1e-4, onnxruntime=False)
+
+
+def test_bench_command_line_runs_the_grid_and_refuses_unknown_models(capsys, monkeypatch):
+    from lstmkit import bench_grid as g
+
+    seen = {}
+    monkeypatch.setattr(g, "run_grid", lambda cases, *a, **k: seen.setdefault("cases", cases) or [1])
+    assert bench.main(["--grid", "--models", "grucell"]) == 0
+    assert seen["cases"] and {c.model for c in seen["cases"]} == {"grucell"}
+    with pytest.raises(SystemExit):
+        bench.main(["--grid", "--models", "transformer"])
+    assert "--models must be among" in capsys.readouterr().err

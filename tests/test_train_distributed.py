@@ -30,3 +30,61 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     results = json.loads((tmp_path / "two/results.json").read_text())
     assert results["processes"] == 2 and results["steps"] == 12
+
+
+def _torchrun(args, env=ENV, script=("-m", "lstmkit")):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           *script, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _rank_tracebacks(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("[rank") and "Traceback" in line]
+
+
+def test_an_error_on_rank_0_alone_ends_every_rank_with_one_line(tmp_path):
+    """Only rank 0 touches the run folder: its refusal (here --out names a file) must end rank 1 too,
+    not leave it waiting in DistributedDataParallel's first collective (a gloo traceback, or a hang)."""
+    (tmp_path / "afile").write_text("not a run folder")
+    run = _torchrun([*ARGS, "--out", str(tmp_path / "afile")])
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("lstmkit: error:")]
+    assert len(errors) == 1 and "is a file, not a folder" in errors[0], run.stderr[-2000:]
+    assert _rank_tracebacks(run.stderr) == [], run.stderr[-3000:]
+
+
+def test_a_crash_on_one_rank_ends_the_others_with_one_line(tmp_path):
+    """A bug on rank 1 (its traceback is its own output); rank 0, blocked in a collective, says in one
+    line that another process ended instead of printing gloo's traceback."""
+    env = {**ENV, "CRASH_RANK": "1", "CRASH_STEP": "5"}
+    run = _torchrun([*ARGS, "--out", str(tmp_path / "run")], env, (str(ROOT / "tests/distributed_crash.py"),))
+    assert run.returncode != 0
+    assert "[rank1]: ZeroDivisionError: injected crash" in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("lstmkit: error:")]
+    assert len(errors) == 1 and "another process of this torchrun run ended" in errors[0], run.stderr[-2000:]
+    assert not any(line.startswith("[rank0]") for line in _rank_tracebacks(run.stderr)), run.stderr[-3000:]
+
+
+def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_distributed_run(tmp_path):
+    """Rank 1 crashes at step 17 (checkpoints every 5 steps); --resume goes on from step 15 and ends
+    bit for bit where an uninterrupted two-process run of 30 steps ends; so does extending a finished
+    run of 15 steps to 30."""
+    args = [*ARGS[:ARGS.index("--steps")], "--batch-size", "16", "--hidden-size", "8", "--patience", "0",
+            "--checkpoint-every", "5", "--steps", "30"]
+    whole = _torchrun([*args, "--out", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    env = {**ENV, "CRASH_RANK": "1", "CRASH_STEP": "17"}
+    crashed = _torchrun([*args, "--out", str(tmp_path / "crashed")], env, (str(ROOT / "tests/distributed_crash.py"),))
+    assert crashed.returncode != 0
+    resumed = _torchrun([*args, "--out", str(tmp_path / "crashed"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    short = [*args[:-1], "15"]
+    assert _torchrun([*short, "--out", str(tmp_path / "extended")]).returncode == 0
+    extended = _torchrun([*args, "--out", str(tmp_path / "extended"), "--resume"])
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    want = load_file(str(tmp_path / "whole/model.safetensors"))
+    for name in ("crashed", "extended"):
+        got = load_file(str(tmp_path / name / "model.safetensors"))
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), (name, k)
+        assert json.loads((tmp_path / name / "results.json").read_text())["steps"] == 30
