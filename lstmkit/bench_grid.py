@@ -193,7 +193,8 @@ def bench_case(case: Case, mode: str, repeats: int, min_s: float, onnxruntime: b
         return train
 
     fns = {"lstmkit": timed(mine), "torch": timed(ref)}
-    if onnxruntime and mode == "infer" and case.model == "lstm" and case.dtype == "float32":
+    # (ONNX's LSTM operator has no projection: proj_size cases have no onnxruntime twin)
+    if onnxruntime and mode == "infer" and case.model == "lstm" and case.dtype == "float32" and not case.proj:
         ort_call = _onnxruntime_call(case, ref, x, torch.get_num_threads())
         if ort_call is not None:
             fns["onnxruntime"] = ort_call
