@@ -11,10 +11,6 @@
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include <immintrin.h>
 
@@ -336,101 +332,5 @@ struct StepWeight {
     }
   }
 };
-
-// A step with fewer multiply-adds than this runs on one thread: a fork or a barrier costs more.
-constexpr int64_t kParallelWork = 16384;
-// A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping worker
-// costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
-constexpr int64_t kParallelCall = 1 << 21;
-
-// A barrier that spins on one shared word (sense reversal), for the few microseconds a step lasts;
-// OpenMP's own barrier measured ~1 us per step more at B=1 (config A of lstmkit bench).
-struct SpinBarrier {
-  std::atomic<int> arrived{0}, generation{0};
-  int size = 1;
-  void wait() {
-    if (size == 1) return;
-    const int g = generation.load(std::memory_order_acquire);
-    if (arrived.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
-      arrived.store(0, std::memory_order_relaxed);
-      generation.store(g + 1, std::memory_order_release);
-      return;
-    }
-    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
-      if (spins < 1 << 16) _mm_pause();
-      else std::this_thread::yield();                          // a member was descheduled: let it run
-    }
-  }
-};
-
-inline thread_local SpinBarrier* tls_barrier = nullptr;
-
-inline void team_barrier() {
-  if (tls_barrier) tls_barrier->wait();
-}
-
-// One team of threads for a whole loop over time (work: multiply-adds per step, steps: how many):
-// body(rank, size) runs once per member; members own fixed slices of the units (team_slice) and meet at team_barrier() between the phases of a
-// step, so a step costs a barrier (~0.2 us) instead of a fork and a join. Nothing inside may call
-// into ATen. Without OpenMP, or inside another parallel region, the team is the calling thread.
-template <typename F>
-inline void run_team(int64_t work, int64_t steps, const F& body) {
-  const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
-  const int n = worth ? at::get_num_threads() : 1;
-#ifdef _OPENMP
-  if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
-    SpinBarrier barrier;
-#pragma omp parallel num_threads(n)
-    {
-      barrier.size = omp_get_num_threads();                      // every member writes the same value
-#pragma omp barrier
-      tls_barrier = &barrier;
-      body(omp_get_thread_num(), omp_get_num_threads());
-      tls_barrier = nullptr;
-    }
-    return;
-  }
-#endif
-  body(0, 1);
-}
-
-// Member rank's share [lo, hi) of n units, cut at whole panels (kPanel columns).
-template <typename T>
-inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
-  constexpr int64_t L = kPanel<T>;
-  const int64_t per = ((n + L - 1) / L + size - 1) / size * L;
-  return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
-}
-
-// How a team shares one call's B rows and H units (P projected columns). Rows are independent
-// sequences, so where each member gets enough rows it takes whole rows, all units: no barrier per
-// step and no h_{t-1} crossing between cores (that crossing measured 8% of config B's time), at
-// the price of every member reading all of W each step. With few rows, members take slices of
-// the units of every row and meet once a step. Either way each output element is the same sum in
-// the same order, so results do not depend on the split or the thread count.
-struct Split {
-  bool by_rows;
-  int64_t b0, b1, j0, j1, p0, p1;
-};
-
-// Rows per member from which the team splits by rows (tunable: LSTMKIT_ROWS_PER_THREAD).
-inline int64_t rows_per_member() {
-  static const int64_t n = [] {
-    const char* v = std::getenv("LSTMKIT_ROWS_PER_THREAD");
-    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(4);
-  }();
-  return n;
-}
-
-template <typename T>
-inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
-  if (size > 1 && B >= rows_per_member() * size) {
-    const int64_t per = (B + size - 1) / size;
-    return {true, std::min(B, rank * per), std::min(B, (rank + 1) * per), 0, H, 0, P};
-  }
-  const auto [j0, j1] = team_slice<T>(H, rank, size);
-  const auto [p0, p1] = team_slice<T>(P, rank, size);
-  return {false, 0, B, j0, j1, p0, p1};
-}
 
 }  // namespace lstmkit

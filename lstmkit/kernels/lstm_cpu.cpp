@@ -24,6 +24,7 @@
 
 #include "checks.h"
 #include "cpu_math.h"
+#include "team.h"
 #include "vec_math.h"
 
 namespace lstmkit {
@@ -171,7 +172,7 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
   };
   if (W.small) {
-    run_team(B * G * (P + I), T_, [&](int rank, int size) {
+    run_team(B * G * (P + I), T_, B, [&](int rank, int size) {
       // by rows: each member runs the recurrence of its own rows, all units, and never waits;
       // else each owns a slice of units of every row and the team meets once a step (see team_split)
       const Split sp = team_split<T>(B, H, P, rank, size);
@@ -274,7 +275,7 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   };
   if (small) {
     T* pdh0 = dh0.data_ptr<T>();
-    run_team(B * G * P, T_, [&](int rank, int size) {
+    run_team(B * G * P, T_, B, [&](int rank, int size) {
       const Split sp = team_split<T>(B, H, P, rank, size);                       // as in forward
       const int64_t b0 = sp.b0, b1 = sp.b1, j0 = sp.j0, j1 = sp.j1, p0 = sp.p0, p1 = sp.p1;
       auto meet = [&] { if (!sp.by_rows) team_barrier(); };

@@ -1,0 +1,189 @@
+// team.h: the threads that share one call's loop over time, and how they split its rows and units.
+//
+// What it is: run_team(work, steps, B, body) runs body(rank, size) once per member. Members
+// either take whole rows (split_by_rows: independent sequences, no waiting between them) or slices
+// of the units of every row and meet at team_barrier() between the phases of a step (~0.2 us,
+// where a fork and a join per step would cost several).
+// The threads are OpenMP's (the ones ATen's own operators use: a second pool would fight them for
+// the cores while they spin after each of their regions), but the work is not tied to a thread
+// number: a thread the OS has given to another process (a DataLoader worker, a second job on the
+// machine) starts late, and a member that waits for it waits for its time slice, milliseconds.
+// - By rows, the shares are claimed: whoever has started takes the next one, so a late thread
+//   finds nothing left and only the region's end waits for it to arrive, never for its work.
+// - By units, every member must run at once, so the call starts with a roll call: the threads that
+//   arrive within kRollCall form the team (the split follows its size); a later one skips the
+//   call. A member descheduled in the middle of a call still holds the barrier.
+// What it is not: a general scheduler. Nothing run in a team may call into ATen or throw.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <utility>
+
+#include "cpu_math.h"
+
+namespace lstmkit {
+
+// A step with fewer multiply-adds than this runs on one thread: a barrier per step costs more.
+constexpr int64_t kParallelWork = 16384;
+// A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping thread
+// costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
+constexpr int64_t kParallelCall = 1 << 21;
+// How long a call split by units waits for its threads to arrive (OpenMP's wake a sleeping thread
+// in ~10-50 us; one that is not here by then is busy elsewhere).
+constexpr std::chrono::microseconds kRollCall{200};
+
+// A barrier that spins on one shared word (sense reversal), for the few microseconds a step lasts;
+// OpenMP's own barrier measured ~1 us per step more at B=1 (config A of lstmkit bench).
+struct SpinBarrier {
+  std::atomic<int> arrived{0}, generation{0};
+  int size = 1;
+  void wait() {
+    if (size == 1) return;
+    const int g = generation.load(std::memory_order_acquire);
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+      arrived.store(0, std::memory_order_relaxed);
+      generation.store(g + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
+      if (spins < 1 << 16) _mm_pause();
+      else std::this_thread::yield();                          // a member was descheduled: let it run
+    }
+  }
+};
+
+inline thread_local SpinBarrier* tls_barrier = nullptr;
+
+inline void team_barrier() {
+  if (tls_barrier) tls_barrier->wait();
+}
+
+// Wait until ready() holds: spinning first, then yielding the core to whoever else wants it.
+template <typename F>
+inline void spin_until(const F& ready) {
+  for (int spins = 0; !ready(); ++spins) {
+    if (spins < 1 << 12) _mm_pause();
+    else std::this_thread::yield();
+  }
+}
+
+// One call's work, as every thread of the region sees it.
+struct Job {
+  void (*run)(const void* body, int rank, int size);
+  const void* body;
+  int size;                                  // members wanted (by rows: shares)
+  bool by_rows;
+  static constexpr int kClosed = 1 << 20;
+  std::atomic<int> next{0};                  // the next rank to hand out (by units: 1, the first has 0)
+  std::atomic<bool> go{false};               // by units: the roll call is over, team_size is set
+  int team_size = 1;
+  SpinBarrier barrier;
+
+  // The first thread's part: by rows a thread like the others; by units it calls the roll (waiting
+  // at most kRollCall for the others), then runs rank 0 of the team that came.
+  void lead() {
+    if (by_rows) return help();
+    const auto until = std::chrono::steady_clock::now() + kRollCall;
+    spin_until([&] { return next.load() >= size || std::chrono::steady_clock::now() > until; });
+    team_size = std::min(next.exchange(kClosed), size);       // who came; later ones skip the call
+    barrier.size = team_size;
+    go.store(true, std::memory_order_release);
+    tls_barrier = &barrier;
+    run(body, 0, team_size);
+    tls_barrier = nullptr;
+  }
+
+  // Any other thread's part: shares until none is left; or, by units, a rank if the roll call is open.
+  void help() {
+    if (by_rows) {                           // (the region's end waits for shares in progress)
+      for (int r; (r = next.fetch_add(1)) < size;) run(body, r, size);
+      return;
+    }
+    const int r = next.fetch_add(1);
+    if (r >= size) return;                                   // the roll call is over
+    spin_until([&] { return go.load(std::memory_order_acquire); });
+    tls_barrier = &barrier;
+    run(body, r, team_size);
+    tls_barrier = nullptr;
+  }
+};
+
+// Member rank's share [lo, hi) of n units, cut at whole panels (kPanel columns).
+template <typename T>
+inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
+  constexpr int64_t L = kPanel<T>;
+  const int64_t per = ((n + L - 1) / L + size - 1) / size * L;
+  return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
+}
+
+// How a team shares one call's B rows and H units (P projected columns). Rows are independent
+// sequences, so where each member gets enough rows it takes whole rows, all units: no barrier per
+// step and no h_{t-1} crossing between cores (that crossing measured 8% of config B's time), at
+// the price of every member reading all of W each step. With few rows, members take slices of
+// the units of every row and meet once a step. Either way each output element is the same sum in
+// the same order, so results do not depend on the split or the thread count.
+struct Split {
+  bool by_rows;
+  int64_t b0, b1, j0, j1, p0, p1;
+};
+
+// Rows per member from which the team splits by rows (tunable: LSTMKIT_ROWS_PER_THREAD).
+inline int64_t rows_per_member() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("LSTMKIT_ROWS_PER_THREAD");
+    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(4);
+  }();
+  return n;
+}
+
+// Whether a team of size members takes whole rows (see Split).
+inline bool split_by_rows(int64_t B, int size) { return size > 1 && B >= rows_per_member() * size; }
+
+template <typename T>
+inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
+  if (split_by_rows(B, size)) {
+    const int64_t per = (B + size - 1) / size;
+    return {true, std::min(B, rank * per), std::min(B, (rank + 1) * per), 0, H, 0, P};
+  }
+  const auto [j0, j1] = team_slice<T>(H, rank, size);
+  const auto [p0, p1] = team_slice<T>(P, rank, size);
+  return {false, 0, B, j0, j1, p0, p1};
+}
+
+
+// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows):
+// body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
+// thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
+template <typename F>
+inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
+  const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
+  const int n = worth ? at::get_num_threads() : 1;
+#ifdef _OPENMP
+  if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
+    Job job;
+    job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
+    job.body = &body;
+    job.size = n;
+    job.by_rows = split_by_rows(B, n);
+    job.next = job.by_rows ? 0 : 1;
+#pragma omp parallel num_threads(n)
+    {
+      if (omp_get_thread_num() == 0) job.lead();
+      else job.help();
+    }
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+}  // namespace lstmkit
