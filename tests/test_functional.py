@@ -228,6 +228,30 @@ def test_gru_inference_equals_function_forward(backend, lengths, shape):
         assert torch.equal(a, b.detach()), name
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("lengths", LENGTHS, ids=["full", "lengths"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_inference_equals_function_forward(backend, lengths, nonlinearity):
+    """lstmkit::rnn_layer_inference (no copy of the states kept) gives lstmkit::rnn_layer's y and h_n
+    bit for bit, on both backends, and h_n is not a view of y (changing y leaves it)."""
+    from lstmkit import kernels
+
+    if backend == "cpp" and not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    lengths = None if lengths is None else torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(6)
+    args = [leaf(T, B, I), leaf(B, H), leaf(H, I) * 0.3, leaf(H, H) * 0.2, leaf(H), leaf(H), nonlinearity, lengths]
+    with kernels.backend(backend):
+        want = ops.rnn_layer(*args)[:2]
+        with torch.no_grad():
+            got = ops.rnn_layer_inference(*args)
+    for name, a, b in zip(("y", "h_n"), got, want, strict=True):
+        assert torch.equal(a, b.detach()), name
+    before = got[1].clone()
+    got[0].add_(1.0)
+    assert torch.equal(got[1], before)
+
+
 class _OpsSeen(torch.utils._python_dispatch.TorchDispatchMode):
     """Records the name of every operator dispatched while active."""
 
@@ -240,8 +264,8 @@ class _OpsSeen(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("make", [lambda: lstmkit.LSTM(4, 6, num_layers=2), lambda: lstmkit.GRU(4, 6, num_layers=2)],
-                         ids=["lstm", "gru"])
+@pytest.mark.parametrize("make", [lambda: lstmkit.LSTM(4, 6, num_layers=2), lambda: lstmkit.GRU(4, 6, num_layers=2),
+                                  lambda: lstmkit.RNN(4, 6, num_layers=2)], ids=["lstm", "gru", "rnn"])
 def test_modules_run_the_inference_operator_without_grad_and_the_cached_one_with(make):
     """Under no_grad a module runs lstmkit::*_layer_inference (no cache kept) and never the cached
     operator; with grad the reverse. Every recurrence is a dispatched operator (a dispatch mode sees it)."""

@@ -5,6 +5,8 @@ Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm
   hs (T,B,H)``: its only cache is the states hs (the derivative comes from h_t itself; not
   differentiable), y's own copy without lengths, so a caller may change y in place as nn.RNN
   allows. Autograd: ``_backward`` below.
+- ``rnn_layer_inference(...same) -> y, h_n``: without grad, no copy of the states is kept (y is
+  them). Its backward raises.
 - ``rnn_layer_backward(dy, dh_n, inputs..., hs, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
 Shapes: T time, B batch, I input, H hidden; nonlinearity 'tanh' or 'relu'; lengths (B,) or None.
 """
@@ -21,13 +23,30 @@ from lstmkit.functional.composite import rnn_layer_composite
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
 
 
-def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+def _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    """hs (T,B,H): the input projection in one product, then the recurrence."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
-    hs = recurrence_for(x, w_hh).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity, lengths)
-    y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
+    return recurrence_for(x, w_hh).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity,
+                                                          lengths)
+
+
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    hs = _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths)
+    y = hs.clone() if lengths is None else hs * _valid_steps(lengths, x.shape[0], hs)  # (T,B,H), not hs itself
     return y, hs[-1].clone(), hs
+
+
+def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    """y (T,B,H), h_n (B,H): y is the states themselves (nothing else keeps them); h_n a copy."""
+    hs = _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths)
+    y = hs if lengths is None else hs * _valid_steps(lengths, x.shape[0], hs)
+    return y, hs[-1].clone()
+
+
+def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
+    return _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths)[:2]
 
 
 def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
@@ -79,7 +98,10 @@ def _backward(ctx, dy, dh_n, _dhs):
 ops.define(f"rnn_layer({_INPUTS}) -> (Tensor, Tensor, Tensor)", _forward, _forward_fake)
 ops.define(f"rnn_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor hs, bool[] need) "
            "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
+ops.define(f"rnn_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference, _inference_fake)
 torch.library.register_autograd("lstmkit::rnn_layer", _backward, setup_context=_setup)
+torch.library.register_autograd("lstmkit::rnn_layer_inference",
+                                ops.refuse_backward("rnn_layer_inference", "rnn_layer"), setup_context=ops.none_setup)
 _EagerRNNLayer = ops.eager_function("_EagerRNNLayer", _forward, _setup, _backward)
 
 
@@ -95,6 +117,9 @@ def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
         return y.to(x.dtype), h_n.to(x.dtype)
     if ops.use_composite(*args):
         return rnn_layer_composite(*args, nonlinearity, lengths)
-    layer = _EagerRNNLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer
-    y, h_n, _ = layer(*args, nonlinearity, lengths)
-    return y, h_n
+    if ops.needs_cache(*args):
+        layer = _EagerRNNLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer
+        y, h_n, _ = layer(*args, nonlinearity, lengths)
+        return y, h_n
+    layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer_inference
+    return layer(*args, nonlinearity, lengths)
