@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 
 #include <immintrin.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,6 +41,15 @@ template <> struct ExpConst<double> {
   static constexpr int bias = 1023, mant = 52;
   static constexpr int degree = 13;
 };
+
+// The data cache of one core at level 1 or 2, in bytes, as the CPU reports it (sysconf; else the
+// sizes most x86 cores have had since 2017: 32 KiB and 1 MiB). Paths and blockings that depend on
+// what stays in cache read these, not constants measured on one machine.
+inline int64_t cache_bytes(int level) {
+  static const int64_t l1 = [] { const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE); return v > 0 ? int64_t(v) : int64_t(32) << 10; }();
+  static const int64_t l2 = [] { const long v = sysconf(_SC_LEVEL2_CACHE_SIZE); return v > 0 ? int64_t(v) : int64_t(1) << 20; }();
+  return level == 1 ? l1 : l2;
+}
 
 // 1 / k!, the Taylor coefficients of e^r.
 constexpr double inv_fact(int k) { return k == 0 ? 1.0 : inv_fact(k - 1) / k; }
@@ -172,7 +182,8 @@ template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
                        const T* A, int64_t lda, int64_t ps, int64_t B, int64_t K, int64_t n0, int64_t n1,
                        bool reverse = false) {
-  constexpr int64_t NP = kPanel<T>, kKc = 32768 / (NP * sizeof(T));
+  constexpr int64_t NP = kPanel<T>;
+  static const int64_t kKc = std::max<int64_t>(16, cache_bytes(1) / static_cast<int64_t>(NP * sizeof(T)));
   auto panel = [&](int64_t n, int64_t ne) {                                     // columns [n, ne) of one panel
     const int64_t p = n / NP, w = ne - n;
     const T* ap = A + p * ps + (n - p * NP);                                     // (k, n) at ap + k * lda

@@ -4,7 +4,7 @@
 // lstm_recurrence_backward in lstmkit/functional/lstm.py, same contract and same tensors (see that
 // file's docstrings; the equations are written once, in lstmkit/reference/lstm.py). The forward
 // takes the input projection too (one BLAS product into the gates tensor, or chunks of it, or
-// inside each step: see kFuseMaxBytes); the weight gradients stay with the caller (large products
+// inside each step: see fuse_max_bytes); the weight gradients stay with the caller (large products
 // taken once per sequence). In backward dz may be written over the gates (overwrite).
 // What it is not: a module. No directions, layers or packing; no autograd.
 //
@@ -40,10 +40,12 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit) { return path == k
 
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
 // input part of step t+1 fills the wait at step t's barrier) when W_ih and W_hh together fit in the
-// cores' L2 and there are rows enough to reuse them; else the projection is one BLAS call per
-// chunk. Measured, 2 threads: configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of
-// weights) 3% and A (one row: the step is bound by reading the weights) 40% slower fused.
-constexpr int64_t kFuseMinBatch = 4, kFuseMaxBytes = 2 << 20;
+// L2 caches of the team's cores (cache_bytes(2) each, as the CPU reports it) and there are rows
+// enough to reuse them; else the projection is one BLAS call per chunk. Measured, 2 threads:
+// configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of weights) 3% and A (one row: the
+// step is bound by reading the weights) 40% slower fused.
+constexpr int64_t kFuseMinBatch = 4;
+inline int64_t fuse_max_bytes() { return cache_bytes(2) * at::get_num_threads(); }
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
@@ -401,7 +403,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   const bool small = use_small(path, B, kSmallBatchForward);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
-  const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= kFuseMaxBytes));
+  const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= fuse_max_bytes()));
   if (cache) {
     at::Tensor gates = gates_out ? *gates_out : at::empty({T_, B, G}, x.options());
     at::Tensor cs = at::empty({T_, B, H}, x.options());
