@@ -34,9 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-
-class RunError(ValueError):
-    """A run folder that cannot be used (missing, not a run, corrupt): one line for the user."""
+from lstmkit.errors import RunError
 
 
 def _write_failed(path: Path, e: BaseException) -> RunError:

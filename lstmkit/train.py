@@ -26,7 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit import distributed, runs
+from lstmkit.errors import ConfigError, Diverged
 from lstmkit.models import ModelConfig, build_model
+from lstmkit.registry import NAMES, or_list
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
 
@@ -35,19 +37,11 @@ def _opt(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-class ConfigError(ValueError):
-    """A training option out of range: one line for the user."""
-
-
-class Diverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite: training stops, nothing non-finite is saved."""
-
-
 @dataclass
 class TrainConfig:
     """Training defaults; a task may prefer others (``Task.defaults``), the user overrides both."""
 
-    model: str = _opt("lstm", "recurrent cell: lstm, gru or rnn")
+    model: str = _opt(NAMES[0], f"recurrent cell: {or_list()}")
     hidden_size: int = _opt(64, "hidden units per layer")
     layers: int = _opt(1, "stacked recurrent layers")
     embed_size: int = _opt(32, "embedding size (token tasks)")
@@ -74,8 +68,8 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{flag} must be a finite number, got {value}")
-        if self.model not in ("lstm", "gru", "rnn"):
-            raise ConfigError(f"--model must be lstm, gru or rnn, got {self.model!r}")
+        if self.model not in NAMES:
+            raise ConfigError(f"--model must be {or_list()}, got {self.model!r}")
         for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
