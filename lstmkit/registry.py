@@ -3,7 +3,8 @@
 What it is: one ``Recurrent`` entry per model (``lstm``, ``gru``, ``rnn``) that says where its pieces
 live (the ``torch.nn``-style module and cell, the functional entry that runs one layer and
 direction, the NumPy reference with its equations, its ``torch.nn`` twins), how many gate blocks
-its weights stack, which quantities its trace holds, and whether it takes a forget-gate bias.
+its weights stack, which quantities its trace holds, its state (h, or h and c) and whether it takes
+a forget-gate bias.
 The command line (``--model``, ``demo --models``), the models the training loop builds, the
 explain report, ``lstmkit bench`` and the tests all read it.
 What it is not: where the math lives (that is ``reference/`` and ``functional/``, one file per model)
@@ -45,12 +46,13 @@ class Recurrent:
     torch_cell: type[nn.Module]  # the torch.nn twin of ``cell``
     gates: int  # gate blocks stacked in weight_ih / weight_hh (rows = gates * hidden_size)
     trace_fields: tuple[str, ...]  # the trace's quantities, in the order the report shows them
+    states: tuple[str, ...] = ("h",)  # the recurrent state: ("h", "c") for the LSTM (hx = (h_0, c_0))
     forget_bias: bool = False  # takes ``forget_bias=`` (added to the forget gate's bias at init)
 
 
 RECURRENT: dict[str, Recurrent] = {r.name: r for r in (
     Recurrent("lstm", "LSTM", modules.LSTM, modules.LSTMCell, functional.lstm_layer, lstm_reference,
-              nn.LSTM, nn.LSTMCell, gates=4, forget_bias=True,
+              nn.LSTM, nn.LSTMCell, gates=4, states=("h", "c"), forget_bias=True,
               trace_fields=("forget_gate", "input_gate", "output_gate", "candidate", "cell", "hidden")),
     Recurrent("gru", "GRU", modules.GRU, modules.GRUCell, functional.gru_layer, gru_reference,
               nn.GRU, nn.GRUCell, gates=3, trace_fields=("reset_gate", "update_gate", "candidate", "hidden")),
