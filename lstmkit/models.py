@@ -12,13 +12,27 @@ Dimension legend: B batch, T time, I input features, E embedding, H hidden, V/C/
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 
 from torch import Tensor, nn
 
 from lstmkit.errors import ModelError
 from lstmkit.registry import NAMES as CELLS
 from lstmkit.registry import RECURRENT, recurrent
+
+TYPES = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}
+
+
+def first_bad_field(config) -> tuple[Field, str] | None:
+    """The first field of a config dataclass (``ModelConfig``, ``TrainConfig``) whose value is of the
+    wrong type ("type": a bool never counts as a number) or not finite ("finite"); None if none is."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, TYPES[f.type]) or isinstance(value, bool):
+            return f, "type"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f, "finite"
+    return None
 
 
 @dataclass
@@ -41,13 +55,11 @@ class ModelConfig:
 
     def check(self) -> None:
         """Raise ``ModelError`` naming the first field of the wrong type or out of range."""
-        for f in fields(self):
+        if bad := first_bad_field(self):
+            f, problem = bad
             value = getattr(self, f.name)
-            kind = {"str": str, "int": int, "float": (int, float)}[f.type]
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ModelError(f"model {f.name} must be {f.type}, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ModelError(f"model {f.name} must be finite, got {value}")
+            raise ModelError(f"model {f.name} must be {f.type}, got {value!r}" if problem == "type"
+                             else f"model {f.name} must be finite, got {value}")
         if self.cell not in CELLS:
             raise ModelError(f"model cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.head not in ("last", "every"):

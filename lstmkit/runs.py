@@ -35,6 +35,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lstmkit.errors import RunError
+from lstmkit.models import build_model
+from lstmkit.tasks import make_task
 
 
 def _write_failed(path: Path, e: BaseException) -> RunError:
@@ -436,9 +438,6 @@ class LoadedRun:
 
 def load_run(run: Path) -> LoadedRun:
     """Rebuild task and model from config.json and load the best weights (eval mode, CPU)."""
-    from lstmkit.models import build_model
-    from lstmkit.tasks import make_task
-
     run = Path(run)
     config = read_config(run)
     try:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from lstmkit import distributed, runs
 from lstmkit.errors import ConfigError, Diverged
-from lstmkit.models import ModelConfig, build_model
+from lstmkit.models import ModelConfig, build_model, first_bad_field
 from lstmkit.registry import NAMES, or_list
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
@@ -61,13 +61,11 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ConfigError naming the first bad option (wrong type, not finite, out of range)."""
-        for f in fields(self):
+        if bad := first_bad_field(self):
+            f, problem = bad
             value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
-            want = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}[f.type]
-            if not isinstance(value, want) or isinstance(value, bool):
-                raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{flag} must be a finite number, got {value}")
+            raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}" if problem == "type"
+                              else f"{flag} must be a finite number, got {value}")
         if self.model not in NAMES:
             raise ConfigError(f"--model must be {or_list()}, got {self.model!r}")
         for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
