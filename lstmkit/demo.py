@@ -9,6 +9,10 @@ mean and spread over the seeds. The run folder gets ``results.json`` (every seed
 training run folder per seed, model and distance (``seed0/lstm-d100/`` ...), which ``lstmkit
 evaluate`` / ``predict`` / ``explain`` accept.
 
+From Python: ``run_demo(DemoSettings(...), out)`` (``DemoSettings.make(quick=True, ...)`` for the
+quick variant). ``lstmkit demo``'s options are generated from ``DemoSettings`` (``add_arguments``,
+``run``); the help and defaults it shares with training come from ``lstmkit.train.TrainConfig``.
+
 Settings, and why:
 - Every model gets the same steps, learning rate and size. The LSTM's forget-gate bias starts at 5
   (``forget_bias``): σ(5) ≈ 0.993, so at initialisation the cell keeps ~50% of what it held 100
