@@ -21,9 +21,10 @@ import shutil
 import sys
 import textwrap
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from lstmkit.demo import DEFAULTS, NEAR_CHANCE, SOLVED, add_arguments, load_results, report, run_demo
+from lstmkit.demo import NEAR_CHANCE, SOLVED, DemoSettings, add_arguments, load_results, report, run
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- demo table: begin (benchmarks/demo_claim.py --readme writes this block) -->"
@@ -48,14 +49,14 @@ def failures(rows: list[dict], long: int) -> list[str]:
 
 
 def _option(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def provenance(results: dict) -> str:
     """How the table was made: command, date, time, machine, backend."""
-    s = results["settings"]
-    changed = [f"--{k.replace('_', '-')} {_option(s[k])}" for k in DEFAULTS
-               if k != "jobs" and _option(s[k]) != str(DEFAULTS[k])]
+    s, defaults = results["settings"], asdict(DemoSettings())
+    changed = [f"--{k.replace('_', '-')} {_option(s[k])}" for k in defaults
+               if k != "jobs" and _option(s[k]) != _option(defaults[k])]
     command = "`lstmkit demo`" + (f" `{' '.join(changed)}`" if changed else ", all defaults")
     return (f"A real run ({command}, {results['date']}: {results['seconds']:.0f} s in {results['processes']} "
             f"processes on a {results['cpus']}-core machine shared with other work, load average "
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> int:
         text = report(out)
     else:
         args.out = str(out)
-        if run_demo(args):
+        if run(args):
             return 1
         text = (out / "table.md").read_text(encoding="utf-8").strip()
     results = load_results(out)

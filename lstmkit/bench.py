@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from lstmkit.registry import NAMES
+
 # name: (T, B, I, H)
 CONFIGS: dict[str, tuple[int, int, int, int]] = {
     "A": (100, 1, 64, 128),
@@ -39,7 +41,7 @@ STREAM = (1, 64, 128)              # streaming step: B, I, H
 MODES = ("infer", "train")
 
 
-MODELS = ("lstm", "gru", "rnn")
+MODELS = NAMES  # lstmkit.registry's models
 
 
 @dataclass

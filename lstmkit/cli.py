@@ -1,8 +1,12 @@
 """The command line: ``lstmkit demo | train | evaluate | generate | predict | explain | bench``.
 
-Training options are generated from ``lstmkit.train.TrainConfig`` (the one place their defaults and
-help live); task options (--distance, --data, ...) are listed here. A user's mistake ends in one
-line on stderr and exit code 2, never a traceback (set LSTMKIT_DEBUG=1 to see one).
+Every command has the same shape: a function that adds its options to its parser and one that
+runs it on the parsed options (``COMMANDS``). Training options are generated from
+``lstmkit.train.TrainConfig`` and the demo's from ``lstmkit.demo.DemoSettings`` (the one place their
+defaults and help live); task options (--distance, --data, ...) are listed here. ``bench`` keeps
+its own parser (``lstmkit.bench.main``) and gets the rest of the command line as it is.
+A user's mistake (any ``lstmkit.errors.LstmkitError``) ends in one line on stderr and exit code 2,
+never a traceback (set LSTMKIT_DEBUG=1 to see one).
 """
 
 from __future__ import annotations
@@ -13,16 +17,19 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from lstmkit.distributed import OtherRankFailed
-from lstmkit.models import ModelError
-from lstmkit.runs import RunError
-from lstmkit.tasks import TASKS, TaskError
-from lstmkit.train import ConfigError, Diverged, TrainConfig
+from lstmkit import demo, explain
+from lstmkit.errors import LstmkitError, UsageError
+from lstmkit.inference import generate, load, predict
+from lstmkit.runs import read_config
+from lstmkit.tasks import TASKS, task_class
+from lstmkit.train import TrainConfig, evaluate_split, resolve, train
 
 MAX_GENERATE = 1_000_000  # characters `generate` writes at most (one model step each)
 
@@ -36,24 +43,27 @@ TASK_OPTIONS = {  # name -> (type, help); each task reads the ones it needs
 }
 
 
-class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit code 2."""
-
-
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+class Command(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="lstmkit", description="Train, compare and use LSTMs, GRUs and RNNs.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help))
+    sub.add_parser("bench", help=BENCH_HELP, add_help=False)  # listed here; parsed by lstmkit.bench.main
+    return p
 
-    d = sub.add_parser("demo", help="the article's claim measured: RNN vs GRU vs LSTM by distance")
-    from lstmkit.demo import add_arguments
-    add_arguments(d)
 
-    t = sub.add_parser("train", help="train a model on a task")
+def _train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("task", help="one of: " + ", ".join(TASKS))
     for f in fields(TrainConfig):
         kind = {"str": str, "int": int, "float": float, "float | None": float}[f.type]
@@ -66,45 +76,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quick", action="store_true", help="tiny data and few steps (tests, a first look)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="score a run's model on its task's test set")
+
+def _evaluate_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("run", help="a run folder")
 
-    g = sub.add_parser("generate", help="sample text from a `text` run")
+
+def _generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("run", help="a run folder of task text")
     g.add_argument("--prompt", default="", help="text to start from")
     g.add_argument("--length", type=int, default=200, help="characters to generate")
     g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed")
 
-    r = sub.add_parser("predict", help="the model's answer for new input (sentence, classify, forecast)")
+
+def _predict_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("run", help="a run folder")
     r.add_argument("--input", required=True, help="sentence: words; classify: numbers; forecast: past values")
-
-    x = sub.add_parser("explain", add_help=False,
-                       help="an HTML report (and PNGs) of a model's gates, cell and hidden states over a text")
-    x.add_argument("rest", nargs=argparse.REMAINDER)
-
-    b = sub.add_parser("bench", help="speed of lstmkit's LSTM against torch.nn.LSTM", add_help=False)
-    b.add_argument("rest", nargs=argparse.REMAINDER)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
-    if argv[:1] == ["explain"]:
-        from lstmkit.explain import main as explain_main
-        return int(explain_main(argv[1:]) or 0)
+    if argv[:1] == ["bench"]:  # bench parses its own options
+        from lstmkit.bench import main as bench_main
+        return int(bench_main(argv[1:]) or 0)
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
-    except (UsageError, TaskError, RunError, ConfigError, ModelError, Diverged) as e:
+        return COMMANDS[args.command].run(args)
+    except LstmkitError as e:  # under torchrun, OtherRankFailed: the failing rank said why, the others say this
         return _fail(str(e))
     except MemoryError:
         return _fail("out of memory: use a smaller --size, --batch-size, --hidden-size or --layers")
-    except OtherRankFailed as e:  # under torchrun: the failing rank said why, the others say this
-        return _fail(str(e))
     except RuntimeError as e:  # torch's allocation failures; anything else is a bug: traceback
         if _peer_gone(e):  # gloo's first sentence, without its source location
             said = re.sub(r"^\[[^\]]*\]\s*", "", str(e).splitlines()[0]).split(". ")[0][:200]
@@ -144,9 +145,6 @@ def _out_of_memory(e: RuntimeError) -> bool:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lstmkit.tasks import task_class
-    from lstmkit.train import resolve, train
-
     cls = task_class(args.task)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     task_options = {k: getattr(args, k) for k in TASK_OPTIONS}
@@ -171,7 +169,6 @@ def _train(args: argparse.Namespace) -> int:
 def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dict:
     """On --resume the run's own config.json says how to go on; options given again must agree, but
     --steps may differ: more steps extend the run (finished or not)."""
-    from lstmkit.runs import read_config
     saved = read_config(out)
     if saved["task"] != task:
         raise UsageError(f"{out} is a run of task {saved['task']!r}, not {task!r}")
@@ -189,9 +186,7 @@ def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dic
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from lstmkit.train import evaluate_split
-
-    loaded = _load(args.run)
+    loaded = load(args.run)
     _, _, test = loaded.task.build()
     scores = evaluate_split(loaded.model, loaded.task, test, "cpu")
     print(f"{loaded.config['task']} · {loaded.config['model']['cell']}: {loaded.task.summary(scores)} "
@@ -206,13 +201,12 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--temperature must be > 0 and finite, got {args.temperature}")
     if not 0 <= args.seed < 2**63:
         raise UsageError(f"--seed must be in [0, 2**63), got {args.seed}")
-    loaded = _load(args.run)
-    print(generate(loaded, args.prompt, args.length, args.temperature, args.seed))
+    print(generate(load(args.run), args.prompt, args.length, args.temperature, args.seed))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    loaded = _load(args.run)
+    loaded = load(args.run)
     answer = predict(loaded, args.input)
     for note in loaded.task.notes:
         print(f"lstmkit: note: {note}", file=sys.stderr)
@@ -220,65 +214,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(run: str):
-    """``load_run``, then refuse a run whose files do not belong together (vocab.json vs the model)."""
-    from lstmkit.runs import load_run
-    loaded = load_run(run)
-    task, model = loaded.task, loaded.config["model"]
-    vocab = task.vocab
-    if vocab is not None and model["vocab_size"] and (
-            model["vocab_size"] != len(vocab) or (task.head == "every" and model["output_size"] != len(vocab))):
-        raise RunError(f"{run}: its vocabulary has {len(vocab)} entries (vocab.json) but its model was built "
-                       f"for {model['vocab_size']} (config.json): the run folder's files do not belong together")
-    classes = getattr(task, "classes", None)
-    if classes is not None and len(classes) != model["output_size"]:
-        raise RunError(f"{run}: config.json names {len(classes)} classes but the model has {model['output_size']} "
-                       "outputs: the run folder is damaged")
-    return loaded
-
-
-@torch.no_grad()
-def generate(loaded, prompt: str, length: int, temperature: float, seed: int) -> str:
-    """``prompt`` followed by ``length`` characters sampled from a text run's model."""
-    if loaded.config["task"] != "text":
-        raise UsageError(f"generate needs a run of task text, this one is {loaded.config['task']!r}: "
-                         "use `lstmkit predict`")
-    task, model = loaded.task, loaded.model
-    index = {c: i for i, c in enumerate(task.vocab)}
-    unknown = sorted({c for c in prompt if c not in index})
-    if unknown:
-        print(f"lstmkit: note: {len(unknown)} prompt character(s) not in the run's vocabulary, read as "
-              f"unknown: {''.join(unknown)!r}", file=sys.stderr)
-    ids = [index.get(c, 0) for c in prompt] or [0]  # no prompt: start from the unknown-character id
-    g = torch.Generator().manual_seed(seed)
-    logits, state = model.stream(torch.tensor([ids]))  # (1, T, V): read the prompt once
-    out = []
-    for _ in range(length):  # then one step at a time, carrying the recurrent state
-        nxt = int(torch.multinomial((logits[0, -1] / temperature).softmax(-1), 1, generator=g))
-        out.append(task.vocab[nxt])
-        logits, state = model.stream(torch.tensor([[nxt]]), state)
-    return prompt + "".join(out)
-
-
-@torch.no_grad()
-def predict(loaded, text: str) -> str:
-    """The model's answer for one input, as the task writes it."""
-    example = loaded.task.encode(text)
-    return loaded.task.decode(loaded.model(example.x, example.lengths))
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from lstmkit.demo import run_demo
-    return run_demo(args)
-
-
-def _bench(argv: list[str]) -> int:
-    from lstmkit.bench import main as bench_main
-    return int(bench_main(argv) or 0)
-
-
-COMMANDS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "generate": _generate,
-            "predict": _predict}
+BENCH_HELP = "speed of lstmkit's LSTM against torch.nn.LSTM"
+COMMANDS = {  # name -> (help, adds its options, runs it); bench: see build_parser
+    "demo": Command("the article's claim measured: RNN vs GRU vs LSTM by distance", demo.add_arguments, demo.run),
+    "train": Command("train a model on a task", _train_arguments, _train),
+    "evaluate": Command("score a run's model on its task's test set", _evaluate_arguments, _evaluate),
+    "generate": Command("sample text from a `text` run", _generate_arguments, _generate),
+    "predict": Command("the model's answer for new input (sentence, classify, forecast)", _predict_arguments,
+                       _predict),
+    "explain": Command("an HTML report (and PNGs) of a model's gates, cell and hidden states over a text",
+                       explain.add_arguments, explain.run),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

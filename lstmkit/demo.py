@@ -9,6 +9,10 @@ mean and spread over the seeds. The run folder gets ``results.json`` (every seed
 training run folder per seed, model and distance (``seed0/lstm-d100/`` ...), which ``lstmkit
 evaluate`` / ``predict`` / ``explain`` accept.
 
+From Python: ``run_demo(DemoSettings(...), out)`` (``DemoSettings.make(quick=True, ...)`` for the
+quick variant). ``lstmkit demo``'s options are generated from ``DemoSettings`` (``add_arguments``,
+``run``); the help and defaults it shares with training come from ``lstmkit.train.TrainConfig``.
+
 Settings, and why:
 - Every model gets the same steps, learning rate and size. The LSTM's forget-gate bias starts at 5
   (``forget_bias``): σ(5) ≈ 0.993, so at initialisation the cell keeps ~50% of what it held 100
@@ -30,41 +34,81 @@ Settings, and why:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
 
-DEFAULTS = {  # the demo's settings; --quick replaces some of them
-    "distances": "5,20,50,100",
-    "models": "rnn,gru,lstm",
-    "seeds": "0,1,2",
-    "steps": 1000, "size": 3000, "hidden_size": 64, "lr": 3e-3, "forget_bias": 5.0,
-    "patience": 12,  # evaluations (every 25 steps) without a better val loss before a run gives up
-    "jobs": 0,  # 0: one process per CPU core
-}
-QUICK = {"distances": "5,30", "seeds": "0", "steps": 40, "size": 400, "hidden_size": 32, "patience": 12}
-MODELS = ("rnn", "gru", "lstm")
+from lstmkit.errors import UsageError
+from lstmkit.kernels import backend, cpp_available, get_backend
+from lstmkit.registry import RECURRENT
+from lstmkit.runs import atomic_write, write_json
+from lstmkit.train import TrainConfig, resolve, train
+
+MODELS = tuple(reversed(RECURRENT))  # the demo's order: the plain RNN first, the LSTM last
 SOLVED = 0.9  # test accuracy that counts as "remembers the clause"
 NEAR_CHANCE = 0.3  # and below this, "forgot it" (chance is 1/5)
 CHANCE = 0.2
 
 
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+def _train_opt(name: str, default=None):
+    """A setting that is also a training option: its help (and, unless the demo differs, its default)
+    come from ``TrainConfig``."""
+    f = TrainConfig.__dataclass_fields__[name]
+    return _opt(f.default if default is None else default, f.metadata["help"])
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo trains; ``lstmkit demo``'s options are generated from these fields."""
+
+    distances: tuple[int, ...] = _opt((5, 20, 50, 100), "filler words between clause and cue")
+    models: tuple[str, ...] = _opt(MODELS, "cells to compare")
+    seeds: tuple[int, ...] = _opt((0, 1, 2), "seeds, each a full set of runs")
+    steps: int = _train_opt("steps")
+    size: int = _opt(3000, "training sentences per distance")
+    hidden_size: int = _train_opt("hidden_size")
+    lr: float = _train_opt("lr")
+    forget_bias: float = _train_opt("forget_bias", 5.0)
+    patience: int = _train_opt("patience", 12)  # evaluations are every 25 steps here
+    jobs: int = _opt(0, "training processes in parallel (0: one per CPU core)")
+
+    @classmethod
+    def make(cls, quick: bool = False, **given) -> DemoSettings:
+        """Defaults < QUICK (with ``quick``) < ``given`` (None: not given), checked."""
+        s = cls(**{**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}})
+        s.check()
+        return s
+
+    def check(self) -> None:
+        """Raise ``UsageError`` naming the first setting out of range (the training options are
+        checked by ``TrainConfig`` when each run's config is resolved)."""
+        for name in ("distances", "seeds"):
+            if any(v < 0 for v in getattr(self, name)):
+                raise UsageError(f"--{name} must be >= 0, got {list(getattr(self, name))}")
+        if bad := [m for m in self.models if m not in MODELS]:
+            raise UsageError(f"--models must be from {', '.join(MODELS)}; got {bad}")
+        if self.jobs < 0:
+            raise UsageError(f"--jobs must be >= 0, got {self.jobs}")
+
+
+QUICK = {"distances": (5, 30), "seeds": (0,), "steps": 40, "size": 400, "hidden_size": 32, "patience": 12}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--distances", help=f"filler words between clause and cue (default {DEFAULTS['distances']})")
-    p.add_argument("--models", help=f"cells to compare (default {DEFAULTS['models']})")
-    p.add_argument("--seeds", help=f"seeds, each a full set of runs (default {DEFAULTS['seeds']})")
-    p.add_argument("--steps", type=int, help=f"max optimizer steps per run (default {DEFAULTS['steps']})")
-    p.add_argument("--size", type=int, help=f"training sentences per distance (default {DEFAULTS['size']})")
-    p.add_argument("--hidden-size", type=int, help=f"hidden units (default {DEFAULTS['hidden_size']})")
-    p.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS['lr']})")
-    p.add_argument("--forget-bias", type=float, help=f"LSTM forget-gate bias at init (default "
-                   f"{DEFAULTS['forget_bias']})")
-    p.add_argument("--patience", type=int, help=f"evaluations without a better val loss before a run stops "
-                   f"(0: never; default {DEFAULTS['patience']})")
-    p.add_argument("--jobs", type=int, help="training processes in parallel (default 0: one per CPU core)")
+    """``lstmkit demo``'s options: one per ``DemoSettings`` field, then how and where the demo runs."""
+    for f in fields(DemoSettings):
+        kind = {"int": int, "float": float}.get(f.type, str)  # lists are comma-separated text
+        shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f"{f.metadata['help']} (default {shown})")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1: layers this small "
                    "gain little from more, and one thread stays fast on a busy machine; 0: torch's default)")
     p.add_argument("--out", help="run folder (default runs/demo-TIME)")
@@ -74,41 +118,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _ints(name: str, text: str) -> list[int]:
-    from lstmkit.cli import UsageError
+def run(args: argparse.Namespace) -> int:
+    """``lstmkit demo``: the parsed options to ``report`` or ``run_demo``."""
+    if args.report:
+        if not (Path(args.report) / "results.json").is_file():
+            raise UsageError(f"--report {args.report} has no results.json: give the folder of a finished demo")
+        print(report(Path(args.report)))
+        return 0
+    run_demo(settings(args), args.out, args.threads, args.quiet)
+    return 0
 
+
+def settings(args: argparse.Namespace) -> DemoSettings:
+    """The parsed options as ``DemoSettings`` (comma-separated lists split, checked)."""
+    given = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}
+    for name in ("distances", "seeds"):
+        if given[name] is not None:
+            given[name] = _ints(name, given[name])
+    if given["models"] is not None:
+        given["models"] = tuple(given["models"].split(","))
+    return DemoSettings.make(args.quick, **given)
+
+
+def _ints(name: str, text: str) -> tuple[int, ...]:
     try:
-        values = [int(v) for v in str(text).split(",")]
+        return tuple(int(v) for v in str(text).split(","))
     except ValueError:
         raise UsageError(f"--{name} must be comma-separated integers, got {text!r}") from None
-    if any(v < 0 for v in values):
-        raise UsageError(f"--{name} must be >= 0, got {values}")
-    return values
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """DEFAULTS < QUICK (with --quick) < the user's options, checked."""
-    from lstmkit.cli import UsageError
-
-    s = {**DEFAULTS, **(QUICK if args.quick else {})}
-    s.update({k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None})
-    s["distances"], s["seeds"] = _ints("distances", s["distances"]), _ints("seeds", s["seeds"])
-    s["models"] = str(s["models"]).split(",")
-    if bad := [m for m in s["models"] if m not in MODELS]:
-        raise UsageError(f"--models must be from {', '.join(MODELS)}; got {bad}")
-    if s["jobs"] < 0:
-        raise UsageError(f"--jobs must be >= 0, got {s['jobs']}")
-    return s
-
-
-def run_config(s: dict, model: str, distance: int, seed: int, threads: int) -> dict:
+def run_config(s: DemoSettings, model: str, distance: int, seed: int, threads: int) -> dict:
     """The training config of one run of the demo."""
-    from lstmkit.train import resolve
-
-    return resolve("sentence", {"distance": distance, "size": s["size"]}, {
-        "model": model, "steps": s["steps"], "hidden_size": s["hidden_size"], "lr": s["lr"],
-        "forget_bias": s["forget_bias"] if model == "lstm" else 0.0, "eval_every": 25,
-        "patience": s["patience"], "target": 0.99, "checkpoint_every": s["steps"], "threads": threads},
+    return resolve("sentence", {"distance": distance, "size": s.size}, {
+        "model": model, "steps": s.steps, "hidden_size": s.hidden_size, "lr": s.lr,
+        "forget_bias": s.forget_bias if RECURRENT[model].forget_bias else 0.0, "eval_every": 25,
+        "patience": s.patience, "target": 0.99, "checkpoint_every": s.steps, "threads": threads},
         seed=seed)
 
 
@@ -117,9 +161,6 @@ def train_run(job: dict) -> dict:
 
     Runs in a worker process too: the backend travels in ``job`` because ``kernels.backend(...)``
     set in the parent does not reach a spawned process."""
-    from lstmkit.kernels import backend
-    from lstmkit.train import train
-
     with backend(job["backend"]):
         r = train(job["config"], Path(job["out"]), progress=job["progress"], desc=job["desc"])
     return {"model": job["model"], "distance": job["distance"], "seed": job["seed"],
@@ -148,48 +189,37 @@ def run_all(jobs: list[dict], processes: int, quiet: bool) -> list[dict]:
 
 def effective_backend() -> str:
     """'cpp' or 'torch': what the CPU runs will use (LSTMKIT_BACKEND=auto resolved)."""
-    from lstmkit.kernels import cpp_available, get_backend
-
     return "torch" if get_backend() == "torch" or not cpp_available() else "cpp"
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from lstmkit.cli import UsageError
-    from lstmkit.kernels import get_backend
-    from lstmkit.runs import write_json
-
-    if args.report:
-        if not (Path(args.report) / "results.json").is_file():
-            raise UsageError(f"--report {args.report} has no results.json: give the folder of a finished demo")
-        print(report(Path(args.report)))
-        return 0
-    s = settings(args)
-    out = Path(args.out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+def run_demo(s: DemoSettings, out: str | Path | None = None, threads: int = 1, quiet: bool = False) -> Path:
+    """Train every (model, distance, seed) of ``s`` into ``out`` (default runs/demo-TIME), write
+    results.json, table.md and accuracy.png there, print the table; returns ``out``.
+    ``threads``: CPU threads per run (0: torch's default); ``quiet``: no progress bars."""
+    out = Path(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "results.json").exists():
         raise UsageError(f"{out} already holds a demo: give another --out")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [{"model": m, "distance": d, "seed": seed, "run": f"seed{seed}/{m}-d{d}", "desc": f"{m} d={d} s={seed}",
              "out": str(out / f"seed{seed}" / f"{m}-d{d}"), "backend": get_backend(),
-             "config": run_config(s, m, d, seed, args.threads)}
-            for d in sorted(s["distances"], reverse=True) for m in s["models"] for seed in s["seeds"]]
-    processes = min(s["jobs"] or os.cpu_count() or 1, len(jobs))
+             "config": run_config(s, m, d, seed, threads)}
+            for d in sorted(s.distances, reverse=True) for m in s.models for seed in s.seeds]
+    processes = min(s.jobs or os.cpu_count() or 1, len(jobs))
     name = effective_backend()  # builds the kernel here, once, before the workers start
     load, t0 = os.getloadavg()[0], time.perf_counter()
-    rows = run_all(jobs, processes, args.quiet)
+    rows = run_all(jobs, processes, quiet)
     seconds = time.perf_counter() - t0
     write_json(out / "results.json", {
-        "settings": s, "backend": name, "threads": args.threads, "processes": processes, "cpus": os.cpu_count(),
-        "load_average": round(load, 2), "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"),
-        "runs": rows})
+        "settings": asdict(s), "backend": name, "threads": threads, "processes": processes,
+        "cpus": os.cpu_count(), "load_average": round(load, 2), "seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d"), "runs": rows})
     print(report(out))
     print(f"{seconds:.0f} s in {processes} processes.  run folder: {out}")
-    return 0
+    return out
 
 
 def load_results(out: Path) -> dict:
     """``out/results.json`` with its rows gathered as accuracy[model][distance] = [one per seed]."""
-    import json
-
     results = json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
     accuracy: dict[str, dict[int, list[float]]] = {}
     for r in results["runs"]:
@@ -246,8 +276,6 @@ def plot(accuracy: dict[str, dict[int, list[float]]], distances: list[int], path
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from lstmkit.runs import atomic_write
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for m, acc in accuracy.items():

@@ -19,12 +19,10 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from lstmkit.errors import OtherRankFailed
+
 R = TypeVar("R")
 MESSAGE_BYTES = 1024                  # the failing rank's message, as sent to the others (cut to this)
-
-
-class OtherRankFailed(RuntimeError):
-    """Another process of the same torchrun run failed; its message says why."""
 
 
 def start(device: str) -> tuple[int, int]:

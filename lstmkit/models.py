@@ -1,9 +1,9 @@
 """The sequence model the command line trains: input layer, recurrent core, output head.
 
 ``SequenceModel`` = an embedding (token input) or nothing (real-valued input), then ``rnn``
-(an LSTM, GRU or plain RNN from ``make_core``), then a linear ``head`` applied either to each
-sequence's last real state ("last") or to every step ("every"). The whole model is rebuilt from
-its JSON config (``ModelConfig``), so a run folder never needs a pickled module.
+(an LSTM, GRU or plain RNN from ``make_core``: any model of ``lstmkit.registry``), then a linear
+``head`` applied either to each sequence's last real state ("last") or to every step ("every").
+The whole model is rebuilt from its JSON config (``ModelConfig``), so a run folder never needs a pickled module.
 
 The recurrent core is lstmkit's own LSTM/GRU/RNN, which takes padded input with ``lengths=``.
 Dimension legend: B batch, T time, I input features, E embedding, H hidden, V/C/K outputs.
@@ -12,18 +12,27 @@ Dimension legend: B batch, T time, I input features, E embedding, H hidden, V/C/
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 
 from torch import Tensor, nn
 
-from lstmkit.modules import GRU, LSTM, RNN
+from lstmkit.errors import ModelError
+from lstmkit.registry import NAMES as CELLS
+from lstmkit.registry import RECURRENT, recurrent
 
-CELLS = ("lstm", "gru", "rnn")
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+TYPES = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}
 
 
-class ModelError(ValueError):
-    """A model config that cannot be built (bad value, too large for memory): one line for the user."""
+def first_bad_field(config) -> tuple[Field, str] | None:
+    """The first field of a config dataclass (``ModelConfig``, ``TrainConfig``) whose value is of the
+    wrong type ("type": a bool never counts as a number) or not finite ("finite"); None if none is."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, TYPES[f.type]) or isinstance(value, bool):
+            return f, "type"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f, "finite"
+    return None
 
 
 @dataclass
@@ -46,13 +55,11 @@ class ModelConfig:
 
     def check(self) -> None:
         """Raise ``ModelError`` naming the first field of the wrong type or out of range."""
-        for f in fields(self):
+        if bad := first_bad_field(self):
+            f, problem = bad
             value = getattr(self, f.name)
-            kind = {"str": str, "int": int, "float": (int, float)}[f.type]
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ModelError(f"model {f.name} must be {f.type}, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ModelError(f"model {f.name} must be finite, got {value}")
+            raise ModelError(f"model {f.name} must be {f.type}, got {value!r}" if problem == "type"
+                             else f"model {f.name} must be finite, got {value}")
         if self.cell not in CELLS:
             raise ModelError(f"model cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.head not in ("last", "every"):
@@ -68,7 +75,7 @@ class ModelConfig:
 
     def parameter_count(self) -> int:
         """Weights of the model this config builds (embedding, core, head)."""
-        G, H = GATES[self.cell] * self.hidden_size, self.hidden_size
+        G, H = RECURRENT[self.cell].gates * self.hidden_size, self.hidden_size
         n = self.vocab_size * self.embed_size + H * self.output_size + self.output_size
         first = self.embed_size if self.vocab_size > 0 else self.input_size
         return n + G * (first + H + 2) + (self.num_layers - 1) * G * (2 * H + 2)
@@ -77,13 +84,12 @@ class ModelConfig:
 def make_core(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
               dropout: float = 0.0, forget_bias: float = 1.0) -> nn.Module:
     """The one place that builds a recurrent core: lstmkit's own, batch_first, unidirectional."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    r = recurrent(cell)
     dropout = dropout if num_layers > 1 else 0.0  # dropout acts between layers only
     kwargs = dict(num_layers=num_layers, batch_first=True, dropout=dropout)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, forget_bias=forget_bias, **kwargs)
-    return {"gru": GRU, "rnn": RNN}[cell](input_size, hidden_size, **kwargs)
+    if r.forget_bias:
+        kwargs["forget_bias"] = forget_bias
+    return r.module(input_size, hidden_size, **kwargs)
 
 
 def run_core(core: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,9 +34,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-
-class RunError(ValueError):
-    """A run folder that cannot be used (missing, not a run, corrupt): one line for the user."""
+from lstmkit.errors import RunError
+from lstmkit.models import build_model
+from lstmkit.tasks import make_task
 
 
 def _write_failed(path: Path, e: BaseException) -> RunError:
@@ -438,9 +438,6 @@ class LoadedRun:
 
 def load_run(run: Path) -> LoadedRun:
     """Rebuild task and model from config.json and load the best weights (eval mode, CPU)."""
-    from lstmkit.models import build_model
-    from lstmkit.tasks import make_task
-
     run = Path(run)
     config = read_config(run)
     try:

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit import distributed, runs
-from lstmkit.models import ModelConfig, build_model
+from lstmkit.errors import ConfigError, Diverged
+from lstmkit.models import ModelConfig, build_model, first_bad_field
+from lstmkit.registry import NAMES, or_list
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
 
@@ -35,19 +37,11 @@ def _opt(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-class ConfigError(ValueError):
-    """A training option out of range: one line for the user."""
-
-
-class Diverged(RuntimeError):
-    """The loss or the gradients became NaN or infinite: training stops, nothing non-finite is saved."""
-
-
 @dataclass
 class TrainConfig:
     """Training defaults; a task may prefer others (``Task.defaults``), the user overrides both."""
 
-    model: str = _opt("lstm", "recurrent cell: lstm, gru or rnn")
+    model: str = _opt(NAMES[0], f"recurrent cell: {or_list()}")
     hidden_size: int = _opt(64, "hidden units per layer")
     layers: int = _opt(1, "stacked recurrent layers")
     embed_size: int = _opt(32, "embedding size (token tasks)")
@@ -67,15 +61,13 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ConfigError naming the first bad option (wrong type, not finite, out of range)."""
-        for f in fields(self):
+        if bad := first_bad_field(self):
+            f, problem = bad
             value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
-            want = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}[f.type]
-            if not isinstance(value, want) or isinstance(value, bool):
-                raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{flag} must be a finite number, got {value}")
-        if self.model not in ("lstm", "gru", "rnn"):
-            raise ConfigError(f"--model must be lstm, gru or rnn, got {self.model!r}")
+            raise ConfigError(f"{flag} must be {f.type.split(' ')[0]}, got {value!r}" if problem == "type"
+                              else f"{flag} must be a finite number, got {value}")
+        if self.model not in NAMES:
+            raise ConfigError(f"--model must be {or_list()}, got {self.model!r}")
         for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -142,6 +134,37 @@ def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | Non
     return {"task": task_name, "task_options": task.options, "model": model.to_dict(), "train": asdict(cfg)}
 
 
+@dataclass
+class Progress:
+    """Where a run stands: saved in every checkpoint (as a dict), restored on resume."""
+
+    step: int = 0  # optimizer steps done
+    best_val_loss: float = math.inf
+    best_step: int = 0  # the step of best.safetensors
+    bad_evals: int = 0  # evaluations since the best one
+    stopped: str = ""  # why the run stopped early ("": it goes on)
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict) -> Progress:
+        """The counters ``runs.load_checkpoint`` returned (checked there; any it lacks start fresh)."""
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Run:
+    """What the training loop works with, set up once by ``_train``."""
+
+    cfg: TrainConfig
+    task: Task
+    model: nn.Module  # the SequenceModel itself: weights to check, save and evaluate
+    ddp: nn.Module  # what the forward goes through: ``model``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    out: Path  # the run folder (rank 0 writes it)
+    rank: int
+    world: int
+    device: str
+
+
 class Batches:
     """Batch ``step`` of the training set: a fixed-seed shuffle per epoch, cut into full batches."""
 
@@ -200,12 +223,11 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
     torch.manual_seed(cfg.seed)
     model = build_model(config["model"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
     config = {**config, "task_state": task.state()}
     with contextlib.ExitStack() as held:
-        def prepare() -> dict:
+        def prepare() -> Progress:
             """The run folder made (or read: a folder that is not a run is said so before locking it)
-            and locked by rank 0; the counters, from the checkpoint when resuming."""
+            and locked by rank 0; the progress, from the checkpoint when resuming."""
             if rank == 0:
                 runs.read_config(out) if resume else runs.make_folder(out)
                 held.enter_context(runs.lock_run(out))
@@ -213,23 +235,23 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
                 return _resume(out, config, model, optimizer, write=rank == 0)
             if rank == 0:
                 _start(out, config, task)
-            return counters
+            return Progress()
 
         # under torchrun only rank 0 touches the folder: its errors must end every rank
-        counters = distributed.together(rank, world, prepare, device)
+        done = distributed.together(rank, world, prepare, device)
         ddp = model
         if world > 1:
             ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
-        counters = _loop(cfg, task, ddp, model, optimizer, train_set, val_set, out, counters, rank, world,
-                         device, progress, desc)
+        run = Run(cfg, task, model, ddp, optimizer, out, rank, world, device)
+        _loop(run, done, train_set, val_set, progress, desc)
         if rank != 0:
             return {}
-        runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
+        runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, asdict(done))
         runs.write_tensors(out / "model.safetensors", model.state_dict())
         runs.load_weights(model, runs.best_weights(out))
         scores = evaluate_split(model, task, test_set, device)
-        results = {"task": config["task"], "model": cfg.model, "steps": counters["step"], "processes": world,
-                   "stopped": counters["stopped"] or "steps", "test": scores, "summary": task.summary(scores)}
+        results = {"task": config["task"], "model": cfg.model, "steps": done.step, "processes": world,
+                   "stopped": done.stopped or "steps", "test": scores, "summary": task.summary(scores)}
         runs.write_json(out / "results.json", results)
         runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",
                          f"{config['task']} · {cfg.model}")
@@ -246,7 +268,7 @@ def _start(out: Path, config: dict, task: Task) -> None:
     runs.atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text("", encoding="utf-8"))
 
 
-def _resume(out: Path, config: dict, model: nn.Module, optimizer, write: bool = True) -> dict:
+def _resume(out: Path, config: dict, model: nn.Module, optimizer, write: bool = True) -> Progress:
     """Go on from the checkpoint of ``out`` (locked by this process when ``write``). ``config`` may ask
     for more steps than the saved one (extending a run, finished or not); anything else must be the same."""
     saved = runs.read_config(out)
@@ -256,70 +278,68 @@ def _resume(out: Path, config: dict, model: nn.Module, optimizer, write: bool = 
         raise runs.RunError(f"{out} was trained with another config: resume with the same task and options "
                             "(see its config.json)")
     ckpt = out / "checkpoint.safetensors"
-    counters = {"step": 0, "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
+    done = Progress()
     if ckpt.is_file():  # else killed before its first checkpoint: start again from step 0
-        counters.update(runs.load_checkpoint(ckpt, model, optimizer))
-    if steps < counters["step"]:
-        raise runs.RunError(f"--steps {steps} is fewer than the {counters['step']} steps {out} has done: "
+        done = Progress.from_checkpoint(runs.load_checkpoint(ckpt, model, optimizer))
+    if steps < done.step:
+        raise runs.RunError(f"--steps {steps} is fewer than the {done.step} steps {out} has done: "
                             "give more to extend it")
     if steps != saved["train"]["steps"]:  # extended: an early stop no longer holds
-        if steps > counters["step"]:
-            counters.update(stopped="", bad_evals=0)
+        if steps > done.step:
+            done.stopped, done.bad_evals = "", 0
         if write:
             runs.write_json(out / "config.json", {**saved, "train": {**saved["train"], "steps": steps}})
     if not write:
-        return counters
-    rows = runs.read_metrics(out / "metrics.jsonl", up_to_step=counters["step"])  # drop the lost steps
+        return done
+    rows = runs.read_metrics(out / "metrics.jsonl", up_to_step=done.step)  # drop the lost steps
     runs.atomic_write(out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(
         "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
-    return counters
+    return done
 
 
-def _loop(cfg: TrainConfig, task: Task, ddp: nn.Module, model: nn.Module, optimizer, train_set: Split,
-          val_set: Split, out: Path, counters: dict, rank: int, world: int, device: str,
-          progress: bool, desc: str) -> dict:
+def _loop(run: Run, done: Progress, train_set: Split, val_set: Split, progress: bool, desc: str) -> None:
+    """Optimizer steps until ``run.cfg.steps`` or an early stop, updating ``done``; metrics, the best
+    weights and checkpoints go to the run folder as they come."""
     from tqdm import tqdm
 
+    cfg, task, model, out, rank = run.cfg, run.task, run.model, run.out, run.rank
     batches = Batches(len(train_set), cfg.batch_size, cfg.seed)
-    share = batches.B // world
-    bar = tqdm(total=cfg.steps, initial=counters["step"], desc=desc or f"{task.name} {cfg.model}",
+    share = batches.B // run.world
+    bar = tqdm(total=cfg.steps, initial=done.step, desc=desc or f"{task.name} {cfg.model}",
                disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
-    metric_log = out / "metrics.jsonl"
     t0, seen, postfix = time.perf_counter(), 0, {}
     model.train()
-    while counters["step"] < cfg.steps and not counters["stopped"]:
-        idx = batches.indices(counters["step"])[rank * share:(rank + 1) * share]
+    while done.step < cfg.steps and not done.stopped:
+        idx = batches.indices(done.step)[rank * share:(rank + 1) * share]
         batch = train_set.take(idx)
-        loss = task.loss_fn(ddp(batch.x.to(device), batch.lengths.to(device)), _to(batch, device))
-        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss_fn(run.ddp(batch.x.to(run.device), batch.lengths.to(run.device)), _to(batch, run.device))
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip:
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         else:
             norm = _grad_norm(model)
-        _check_finite(loss, norm, counters["step"] + 1, out, world, bar)  # before the step: weights stay good
-        optimizer.step()
-        counters["step"] += 1
-        step, seen = counters["step"], seen + batches.B
+        _check_finite(loss, norm, done.step + 1, out, run.world, bar)  # before the step: weights stay good
+        run.optimizer.step()
+        done.step += 1
+        step, seen = done.step, seen + batches.B
         bar.update(1)
         record = None
         if step % 10 == 0 or step == cfg.steps:
             record = {"step": step, "train_loss": loss.item()}
             postfix.update(loss=f"{loss.item():.4f}", seq_s=f"{seen / (time.perf_counter() - t0):.0f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            record = (record or {"step": step}) | _validate(cfg, task, model, val_set, out, counters, rank,
-                                                            device, postfix)
+            record = (record or {"step": step}) | _validate(run, done, val_set, postfix)
         if rank == 0:
             bar.set_postfix(postfix, refresh=False)
             if record:
-                runs.append_metrics(metric_log, record)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps and not counters["stopped"]:
+                runs.append_metrics(out / "metrics.jsonl", record)
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps and not done.stopped:
                 _check_weights(model, step, out, bar)
-                runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, counters)
+                runs.save_checkpoint(out / "checkpoint.safetensors", model, run.optimizer, asdict(done))
                 runs.write_tensors(out / "model.safetensors", model.state_dict())
     bar.close()
-    _check_weights(model, counters["step"], out, bar)  # the caller saves them next
-    return counters
+    _check_weights(model, done.step, out, bar)  # the caller saves them next
 
 
 def _grad_norm(model: nn.Module) -> Tensor:
@@ -350,21 +370,21 @@ def _check_weights(model: nn.Module, step: int, out: Path, bar) -> None:
                        f"nothing non-finite was saved to {out}: lower --lr or set --clip")
 
 
-def _validate(cfg: TrainConfig, task: Task, model: nn.Module, val_set: Split, out: Path, counters: dict,
-              rank: int, device: str, postfix: dict) -> dict:
-    """Score the validation set, keep the best weights, decide on early stopping."""
-    scores = evaluate_split(model, task, val_set, device)
-    if scores["loss"] < counters["best_val_loss"]:
-        counters.update(best_val_loss=scores["loss"], best_step=counters["step"], bad_evals=0)
-        if rank == 0:
-            runs.write_tensors(out / "best.safetensors", model.state_dict())
+def _validate(run: Run, done: Progress, val_set: Split, postfix: dict) -> dict:
+    """Score the validation set, keep the best weights, decide on early stopping (in ``done``)."""
+    cfg, task = run.cfg, run.task
+    scores = evaluate_split(run.model, task, val_set, run.device)
+    if scores["loss"] < done.best_val_loss:
+        done.best_val_loss, done.best_step, done.bad_evals = scores["loss"], done.step, 0
+        if run.rank == 0:
+            runs.write_tensors(run.out / "best.safetensors", run.model.state_dict())
     else:
-        counters["bad_evals"] += 1
-        if cfg.patience and counters["bad_evals"] >= cfg.patience:
-            counters["stopped"] = f"no better val loss in {cfg.patience} evaluations"
+        done.bad_evals += 1
+        if cfg.patience and done.bad_evals >= cfg.patience:
+            done.stopped = f"no better val loss in {cfg.patience} evaluations"
     value = scores[task.metric]
     if cfg.target is not None and (value >= cfg.target if task.higher_is_better else value <= cfg.target):
-        counters["stopped"] = f"val {task.metric} reached {cfg.target}"
+        done.stopped = f"val {task.metric} reached {cfg.target}"
     postfix[f"val_{task.metric}"] = f"{value:.3f}"
     return {f"val_{k}": v for k, v in scores.items()}
 

@@ -22,9 +22,10 @@ import lstmkit
 from lstmkit.explain import explain_model, write_html
 from lstmkit.explain.explanation import Explanation, View
 from lstmkit.explain.saturation import saturation
-from lstmkit.explain.traces import ORDER, LayerTrace, unit_order
+from lstmkit.explain.traces import LayerTrace, unit_order
 from lstmkit.kernels import backend
 from lstmkit.reference import LSTMWeights, lstm_forward
+from lstmkit.registry import RECURRENT
 
 CHROMIUM = next((p for p in (os.environ.get("LSTMKIT_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
@@ -109,7 +110,7 @@ def test_heatmaps_hold_one_cell_per_token_and_unit_with_traced_values(browser, m
     for v_index in (0, 3):  # layer 0 forward, layer 1 backward
         page.evaluate(f"LSTMKIT.setView({v_index})")
         tr = e.views[v_index].trace
-        for q in ORDER["lstm"]:
+        for q in RECURRENT["lstm"].trace_fields:
             canvas = page.locator(f'canvas.heat[data-quantity="{q}"]')
             toks = [int(t) for t in canvas.get_attribute("data-tokens").split(",")]
             units = [int(u) for u in canvas.get_attribute("data-units").split(",")]
@@ -199,7 +200,7 @@ def big_explanation(T: int = 5000, H: int = 256) -> Explanation:
     """Traced-looking arrays for 5,000 tokens × 256 units, without a model (no step panel)."""
     rng = np.random.default_rng(0)
     q = {name: (rng.random((T, H)) if name.endswith("gate") else rng.uniform(-1, 1, (T, H))).astype(np.float32)
-         for name in ORDER["lstm"]}
+         for name in RECURRENT["lstm"].trace_fields}
     tr = LayerTrace("lstm", 0, 0, q, np.zeros((T, 1)))
     return Explanation([f"w{t}" for t in range(T)], [View(tr, unit_order(tr), saturation(tr))], title="big")
 

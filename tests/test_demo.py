@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from torch_oracle import require_cpp, use_backend
 
 from lstmkit.cli import main
 from lstmkit.demo import cell, format_table, verdict
@@ -105,11 +106,7 @@ def assert_the_claim(out: Path) -> None:
 def test_the_articles_claim_holds_for_each_seed_on_each_backend(tmp_path, name):
     """At 40 filler words the LSTM remembers and the RNN forgets, in each of two seeds, on the PyTorch
     and on the compiled recurrences (whose sums round differently: the numbers may move, not the verdict)."""
-    from lstmkit.kernels import backend, cpp_available
-
-    if name == "cpp" and not cpp_available():
-        pytest.skip("the C++ kernel does not build here")
-    with backend(name):  # the demo hands the backend on to its runs
+    with use_backend(name):  # the demo hands the backend on to its runs
         assert main(["demo", *GUARD, "--out", str(tmp_path / "d")]) == 0
     assert_the_claim(tmp_path / "d")
 
@@ -119,10 +116,7 @@ def test_the_articles_claim_holds_with_two_threads(tmp_path):
     split the work differently and the numbers move (seed 0's LSTM: 100.0% at one thread, 98.0% at two,
     once measured). OMP_WAIT_POLICY=PASSIVE: on a busy 2-core machine spinning threads made this test
     take minutes instead of seconds; it changes the waiting, not the arithmetic."""
-    from lstmkit.kernels import cpp_available
-
-    if not cpp_available():
-        pytest.skip("the C++ kernel does not build here")
+    require_cpp()
     env = {**ENV, "LSTMKIT_BACKEND": "cpp", "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("OMP_NUM_THREADS")
     command = [sys.executable, "-m", "lstmkit", "demo", *GUARD, "--threads", "2", "--out", str(tmp_path / "d")]

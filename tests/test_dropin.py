@@ -17,11 +17,11 @@ from torch import nn
 from torch.nn.utils import parametrizations, parametrize, prune
 
 import lstmkit
+from lstmkit.registry import RECURRENT
 
 F64 = {"rtol": 1e-9, "atol": 1e-9}
-SEQUENCE = {"lstm": (lstmkit.LSTM, nn.LSTM), "gru": (lstmkit.GRU, nn.GRU), "rnn": (lstmkit.RNN, nn.RNN)}
-CELLS = {"lstm_cell": (lstmkit.LSTMCell, nn.LSTMCell), "gru_cell": (lstmkit.GRUCell, nn.GRUCell),
-         "rnn_cell": (lstmkit.RNNCell, nn.RNNCell)}
+SEQUENCE = {name: (r.module, r.torch_module) for name, r in RECURRENT.items()}
+CELLS = {f"{name}_cell": (r.cell, r.torch_cell) for name, r in RECURRENT.items()}
 
 
 def pair(kind: str, *args, dtype=torch.float64, **kwargs) -> tuple[nn.Module, nn.Module]:

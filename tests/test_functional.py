@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_oracle import use_backend
 
 import lstmkit
+from lstmkit import kernels
 from lstmkit.functional import lstm_layer
 
 ops = torch.ops.lstmkit
@@ -95,15 +97,11 @@ def test_torch_recurrence_without_cache_equals_cached(lengths, proj):
 @pytest.mark.parametrize("proj", [False, True], ids=["no-proj", "proj"])
 def test_lstm_inference_equals_function_forward(backend, lengths, proj):
     """lstmkit::lstm_layer_inference gives lstmkit::lstm_layer's y, h_n, c_n bit-for-bit, on both backends."""
-    from lstmkit import kernels
-
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     torch.manual_seed(4)
     p = P if proj else H
     args = [leaf(T, B, I), leaf(B, p), leaf(B, H), leaf(4 * H, I), leaf(4 * H, p), leaf(4 * H), leaf(4 * H),
             leaf(P, H) if proj else None, lengths]
-    with kernels.backend(backend):
+    with use_backend(backend):
         want = ops.lstm_layer(*args, True)[:3]
         with torch.no_grad():
             got = ops.lstm_layer_inference(*args)
@@ -117,15 +115,12 @@ def test_lstm_inference_equals_function_forward(backend, lengths, proj):
 def test_lstm_inference_in_chunks_equals_one_chunk(backend, lengths, bias, monkeypatch):
     """The input projection taken 2 steps at a time (a ragged last chunk, lengths ending inside,
     before and after a chunk) gives the one-chunk results within 1e-12 (float64)."""
-    from lstmkit import kernels
     from lstmkit.functional import lstm as F
 
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     torch.manual_seed(6)
     args = [leaf(T, B, I), leaf(B, H), leaf(B, H), leaf(4 * H, I), leaf(4 * H, H),
             leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, None, lengths]
-    with kernels.backend(backend), torch.no_grad():
+    with use_backend(backend), torch.no_grad():
         want = ops.lstm_layer_inference(*args)
         monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)          # the PyTorch path's
         monkeypatch.setattr(kernels, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)    # the compiled path's
@@ -139,17 +134,14 @@ def test_lstm_function_without_trace_reuses_its_gates_buffer_and_keeps_gradients
     """keep_trace=False: no trace comes back, backward writes dz over the saved gates and gives
     that buffer to the workspace, and the next forward of the same shape takes it (no new pages);
     the gradients equal keep_trace=True's bit for bit."""
-    from lstmkit import kernels
     from lstmkit.functional import workspace
 
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     torch.manual_seed(7)
     T_, B_, I_, H_ = 40, 16, 8, 128                         # gates of 40*16*512 float64: 2.6 MB
     args = [leaf(T_, B_, I_), leaf(B_, H_), leaf(B_, H_), leaf(4 * H_, I_), leaf(4 * H_, H_), leaf(4 * H_),
             leaf(4 * H_), None, None]
     workspace.empty_cache()
-    with kernels.backend(backend):
+    with use_backend(backend):
         grads = []
         for keep in (True, False, False):
             out = lstm_layer(*args, keep)
@@ -171,15 +163,11 @@ def test_lstm_function_without_trace_reuses_its_gates_buffer_and_keeps_gradients
 def test_lstm_function_second_backward_through_retained_graph_is_the_same(backend):
     """retain_graph=True: the first backward wrote dz over the saved gates; the second recomputes
     them and gets the first's gradients exactly."""
-    from lstmkit import kernels
-
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     torch.manual_seed(8)
     args = [leaf(T, B, I), leaf(B, P), leaf(B, H), leaf(4 * H, I), leaf(4 * H, P), leaf(4 * H), leaf(4 * H),
             leaf(P, H), torch.tensor([5, 2, 4])]
     inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    with kernels.backend(backend):
+    with use_backend(backend):
         y, h_n, c_n, _, _, _ = ops.lstm_layer(*args, False)
         seen = (y * y).sum() + h_n.sum() + c_n.sum()
         first = torch.autograd.grad(seen, inputs, retain_graph=True)
@@ -191,14 +179,10 @@ def test_lstm_function_second_backward_through_retained_graph_is_the_same(backen
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_lstm_trace_is_unchanged_by_backward(backend):
     """With the trace asked for, backward leaves the gates the caller holds as they were."""
-    from lstmkit import kernels
-
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     torch.manual_seed(9)
     model = lstmkit.LSTM(I, H).double()
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    with kernels.backend(backend):
+    with use_backend(backend):
         y, _, trace = model(x, return_trace=True)
         before = trace[0][0].forget_gate.clone()
         y.sum().backward()
@@ -211,16 +195,12 @@ def test_lstm_trace_is_unchanged_by_backward(backend):
 def test_gru_inference_equals_function_forward(backend, lengths, shape):
     """lstmkit::gru_layer_inference (no gates or gh_n kept) gives lstmkit::gru_layer's y and h_n bit for bit,
     on both backends; the larger shape runs the compiled loop on a two-thread team."""
-    from lstmkit import kernels
-
-    if backend == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
     T_, B_, I_, H_ = shape
     lengths = None if lengths is None else torch.randint(1, T_ + 1, (B_,), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(5)
     args = [leaf(T_, B_, I_), leaf(B_, H_), leaf(3 * H_, I_) * 0.2, leaf(3 * H_, H_) * 0.1, leaf(3 * H_),
             leaf(3 * H_), lengths]
-    with kernels.backend(backend):
+    with use_backend(backend):
         want = ops.gru_layer(*args)[:2]
         with torch.no_grad():
             got = ops.gru_layer_inference(*args)

@@ -15,13 +15,14 @@ from torch_oracle import BACKENDS, assert_same, use_backend
 
 import lstmkit
 from lstmkit import reference
+from lstmkit.registry import NAMES, RECURRENT
 
 F64 = {"rtol": 0.0, "atol": 1e-9}
-KINDS = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}
+KINDS = {name: r.module for name, r in RECURRENT.items()}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @settings(max_examples=10, deadline=None)
 @given(batch=st.integers(1, 4), layers=st.integers(1, 2), bidirectional=st.booleans(),
        batch_first=st.booleans(), data=st.data())
@@ -130,7 +131,7 @@ def test_forget_bias_shifts_exactly_the_forget_block():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd-step", "no-grad-step"])
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @pytest.mark.parametrize("batched", [True, False])
 def test_steps_equal_one_sequence_call(kind, batched, grad, backend):
     """Both step paths: the autograd one (a graph to backpropagate) and the no-grad fast one."""
@@ -166,7 +167,7 @@ def test_step_of_projected_lstm_equals_torch(grad):
     torch.testing.assert_close(state[1], c, **F64)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 def test_no_grad_step_output_does_not_alias_the_state(kind):
     """Writing into y_t leaves the returned state alone (as torch.nn's output and h_n)."""
     module = KINDS[kind](3, 4)
@@ -178,14 +179,14 @@ def test_no_grad_step_output_does_not_alias_the_state(kind):
     assert torch.equal(h, before)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 def test_state_dicts_load_both_ways(kind):
     ours = KINDS[kind](3, 4, 2, bidirectional=True)
-    twin = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](3, 4, 2, bidirectional=True)
+    twin = RECURRENT[kind].torch_module(3, 4, 2, bidirectional=True)
     ours.load_state_dict(twin.state_dict())
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(ours(x)[0], twin(x)[0], rtol=1e-5, atol=1e-6)
-    twin2 = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](3, 4, 2, bidirectional=True)
+    twin2 = RECURRENT[kind].torch_module(3, 4, 2, bidirectional=True)
     ours2 = KINDS[kind](3, 4, 2, bidirectional=True)
     twin2.load_state_dict(ours2.state_dict())
     torch.testing.assert_close(ours2(x)[0], twin2(x)[0], rtol=1e-5, atol=1e-6)
@@ -225,7 +226,7 @@ def test_from_torch_keeps_device_dtype_and_training_results():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 def test_cuda_matches_torch(kind):
     ours = KINDS[kind](3, 4, 2, bidirectional=True, device="cuda", dtype=torch.float64)
     theirs = ours.to_torch()
@@ -252,12 +253,12 @@ def test_lstm_inference_path_equals_training_path(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 def test_padding_never_reaches_outputs_or_gradients_whatever_it_holds(backend, kind):
     """NaN and Inf in the padding of a lengths= batch: outputs and every gradient equal those of
     the same batch padded with zeros, bit for bit, and the input's gradient is zero on padding."""
     torch.manual_seed(11)
-    cls = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}[kind]
+    cls = KINDS[kind]
     module = cls(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
     clean = torch.randn(6, 3, 3, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 4])

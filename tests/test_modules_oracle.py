@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch_oracle import BACKENDS, assert_same, use_backend
 
-import lstmkit
+from lstmkit.registry import NAMES, RECURRENT
 
 DTYPES = st.sampled_from([torch.float64, torch.float32])
 
@@ -32,7 +32,7 @@ def configs(draw, kind):
     return config
 
 
-TWINS = {"lstm": (lstmkit.LSTM, nn.LSTM), "gru": (lstmkit.GRU, nn.GRU), "rnn": (lstmkit.RNN, nn.RNN)}
+TWINS = {name: (r.module, r.torch_module) for name, r in RECURRENT.items()}
 
 
 def make_pair(kind, config, dtype, seed):
@@ -50,7 +50,7 @@ def make_state(kind, module, batch, dtype, unbatched=False):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @settings(max_examples=12, deadline=None)
 @given(data=st.data(), dtype=DTYPES, steps=st.integers(1, 6), batch=st.integers(1, 4),
        with_state=st.booleans())
@@ -64,7 +64,7 @@ def test_batched_matches_torch(backend, kind, data, dtype, steps, batch, with_st
         assert_same(ours, theirs, x, hx)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @settings(max_examples=6, deadline=None)
 @given(data=st.data(), steps=st.integers(1, 5), with_state=st.booleans())
 def test_unbatched_matches_torch(kind, data, steps, with_state):
@@ -76,7 +76,7 @@ def test_unbatched_matches_torch(kind, data, steps, with_state):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @settings(max_examples=8, deadline=None)
 @given(data=st.data(), dtype=DTYPES, batch=st.integers(1, 4), sorted_=st.booleans())
 def test_packed_matches_torch(backend, kind, data, dtype, batch, sorted_):
@@ -104,11 +104,10 @@ def test_packed_matches_torch(backend, kind, data, dtype, batch, sorted_):
         assert_same(Packed(ours), Packed(theirs), x, hx)
 
 
-CELLS = {"lstm": (lstmkit.LSTMCell, nn.LSTMCell), "gru": (lstmkit.GRUCell, nn.GRUCell),
-         "rnn": (lstmkit.RNNCell, nn.RNNCell)}
+CELLS = {name: (r.cell, r.torch_cell) for name, r in RECURRENT.items()}
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("bias", [True, False])

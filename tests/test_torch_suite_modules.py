@@ -45,12 +45,12 @@ import torch
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 from torch.nn.utils.rnn import pack_padded_sequence
+from torch_oracle import TOLERANCE
 from torch_suite import CELLS, TWINS, flat, twin
 
 import lstmkit
 
 DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 0.0, "atol": 1e-9}}
 
 
 # ---- the samples of the six ModuleInfos -----------------------------------------------------------
@@ -134,7 +134,7 @@ def _assert_all_close(a, b, dtype, what=""):
     a, b = flat(a), flat(b)
     assert len(a) == len(b), what
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        torch.testing.assert_close(x, y, **TOL[dtype], msg=lambda m, i=i: f"{what} tensor {i}: {m}")
+        torch.testing.assert_close(x, y, **TOLERANCE[dtype], msg=lambda m, i=i: f"{what} tensor {i}: {m}")
 
 
 samples = pytest.mark.parametrize("sample", SAMPLES, ids=[_sample_id(s) for s in SAMPLES])

@@ -1,5 +1,7 @@
 """Shared oracle for the module tests: run an lstmkit module and its torch.nn twin (same weights)
-on the same input and state, and compare outputs, final states and every gradient."""
+on the same input and state, and compare outputs, final states and every gradient; the one table
+of float32/float64 tolerances for such comparisons, and the one skip where the C++ kernel cannot
+be built."""
 
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ from lstmkit import kernels
 BACKENDS = ["torch", "cpp"]
 
 
+def require_cpp() -> None:
+    """Skip the calling test where the C++ kernel cannot be built."""
+    if not kernels.cpp_available():
+        pytest.skip("the C++ CPU kernel could not be built on this machine")
+
+
 @contextlib.contextmanager
 def use_backend(name: str):
     """Run the block on one recurrence backend; skip where the C++ kernel cannot be built."""
-    if name == "cpp" and not kernels.cpp_available():
-        pytest.skip("the C++ CPU kernel could not be built on this machine")
+    if name == "cpp":
+        require_cpp()
     with kernels.backend(name):
         yield
 

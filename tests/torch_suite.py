@@ -10,19 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import lstmkit
+from lstmkit.registry import RECURRENT
 
-# The six drop-ins and their torch.nn twins: the one list every ported test reads.
-TWINS: dict[type, type] = {
-    lstmkit.RNN: nn.RNN,
-    lstmkit.GRU: nn.GRU,
-    lstmkit.LSTM: nn.LSTM,
-    lstmkit.RNNCell: nn.RNNCell,
-    lstmkit.GRUCell: nn.GRUCell,
-    lstmkit.LSTMCell: nn.LSTMCell,
-}
-SEQUENCE_MODULES = (lstmkit.RNN, lstmkit.GRU, lstmkit.LSTM)
-CELLS = (lstmkit.RNNCell, lstmkit.GRUCell, lstmkit.LSTMCell)
+# The six drop-ins (every model of lstmkit.registry and its cell) and their torch.nn twins.
+SEQUENCE_MODULES = tuple(r.module for r in RECURRENT.values())
+CELLS = tuple(r.cell for r in RECURRENT.values())
+TWINS: dict[type, type] = {**{r.module: r.torch_module for r in RECURRENT.values()},
+                           **{r.cell: r.torch_cell for r in RECURRENT.values()}}
 
 _SEQUENCE_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                   "bidirectional")

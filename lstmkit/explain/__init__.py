@@ -9,7 +9,7 @@
 The pieces, one file each: ``traces`` (per-step data from a model), ``step_panel`` (the
 article's computation for one step, by ``lstmkit.reference``), ``saturation`` (gates near 0 or 1),
 ``memory`` (‖∂h_T/∂x_t‖ against t), ``explanation`` (all of it for one input), ``html`` (the
-self-contained report), ``figures`` (PNG), ``runs`` (run folders and the demo's model).
+self-contained report), ``figures`` (PNG), ``inputs`` (a run folder and a text, or the demo's model).
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from lstmkit.errors import LstmkitError, UsageError
+
 from .explanation import Explanation, View, explain_model
 from .html import render_html, write_html
-from .runs import ARTICLE_SENTENCE, DEMO_ROOT
+from .inputs import ARTICLE_SENTENCE, DEMO_ROOT, encode_text, find_demo_run, partner_run, train_demo_run
+from .memory import memory_curve
 
 
 def write_pngs(e: Explanation, folder: str | Path, view: int = 0) -> list[Path]:
@@ -34,9 +37,6 @@ def explain(run: str | Path | None = None, text: str = ARTICLE_SENTENCE, out: st
             demo_root: str | Path = DEMO_ROOT) -> Explanation:
     """Explain ``run`` (a run folder; None: the demo's LSTM, trained quickly if none exists) on
     ``text``: write the HTML report to ``out`` and, with ``png``, the figures to that folder."""
-    from .memory import memory_curve
-    from .runs import encode_text, find_demo_run, partner_run, train_demo_run
-
     if run is None:
         root = Path(demo_root)
         run = find_demo_run(root) or train_demo_run(root)
@@ -54,9 +54,8 @@ def explain(run: str | Path | None = None, text: str = ARTICLE_SENTENCE, out: st
     return e
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lstmkit explain", description="An HTML report (and PNG figures) of a "
-                                "model's gates, cell and hidden states over a text.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``lstmkit explain``'s options."""
     p.add_argument("run", nargs="?", help="run folder (default: the newest `lstmkit demo` LSTM under "
                    f"{DEMO_ROOT}/, trained quickly if there is none)")
     p.add_argument("--text", default=ARTICLE_SENTENCE, help="the input (default: the article's sentence)")
@@ -65,23 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=-1, help="token the step panel opens on (default: the last)")
     p.add_argument("--unit", type=int, help="unit the step panel opens on (default: the most active)")
     p.add_argument("--no-memory", action="store_true", help="skip the gradient-over-distance measurement")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``lstmkit explain``: parse, check, run; a user's mistake is one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``lstmkit explain`` on the parsed options; a mistake raises an ``LstmkitError`` (the explain
+    checks' ValueErrors too, as ``UsageError``)."""
     if not args.text.strip():
-        print("lstmkit explain: error: --text is empty: give the sentence to explain", file=sys.stderr)
-        return 2
+        raise UsageError("--text is empty: give the sentence to explain")
     try:
         e = explain(args.run, args.text, args.out, args.png, args.step, args.unit, not args.no_memory)
-    except ValueError as err:  # RunError, TaskError and the explain checks are ValueErrors
-        print(f"lstmkit explain: error: {err}", file=sys.stderr)
-        return 2
+    except LstmkitError:
+        raise
+    except ValueError as err:  # the checks of explain_model and the step panel
+        raise UsageError(str(err)) from None
     print(f"wrote {args.out} ({len(e.tokens)} tokens, {len(e.views)} layer/direction view(s))"
           + (f" and PNG figures in {args.png}" if args.png else ""))
     return 0
 
 
-__all__ = ["Explanation", "View", "explain", "explain_model", "main", "render_html", "write_html", "write_pngs"]
+def main(argv: list[str] | None = None) -> int:
+    """``lstmkit explain`` from Python: parse, run; a mistake is one line on stderr and exit code 2."""
+    p = argparse.ArgumentParser(prog="lstmkit explain", description="An HTML report (and PNG figures) of a "
+                                "model's gates, cell and hidden states over a text.")
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except LstmkitError as err:
+        print(f"lstmkit explain: error: {err}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["Explanation", "View", "add_arguments", "explain", "explain_model", "main", "render_html", "run",
+           "write_html", "write_pngs"]

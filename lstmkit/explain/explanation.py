@@ -4,7 +4,7 @@ What it is: ``explain_model(core, x, tokens)`` -> ``Explanation``: per layer and
 traced quantities (``traces``), the units by activity, the gate saturation (``saturation``), the
 step panel's reference values (``step_panel``), and the memory curves (``memory``). ``html`` and
 ``figures`` only draw it.
-What it is not: a loader of run folders or a tokenizer (``lstmkit.explain.runs`` does that), nor
+What it is not: a loader of run folders or a tokenizer (``lstmkit.explain.inputs`` does that), nor
 a drawing.
 
 Dimension legend: T tokens, I input features, H hidden units, U units in the step panel.

@@ -17,7 +17,6 @@ import numpy as np
 
 from .explanation import Explanation, View
 from .html import LONG_NAMES
-from .traces import ORDER
 
 MAX_TOKENS, MAX_UNITS = 120, 48
 HANGUL_FONTS = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "Malgun Gothic", "AppleGothic", "UnDotum")
@@ -42,7 +41,7 @@ def heatmaps(plt, e: Explanation, v: View):
     """One panel per traced quantity: units (rows, most active first) × tokens (columns)."""
     tr, T = v.trace, len(e.tokens)
     units, n = v.order[:MAX_UNITS], min(T, MAX_TOKENS)
-    names = ORDER[tr.cell]
+    names = tr.fields
     fig, axes = plt.subplots(len(names), 1, figsize=(max(6, 0.28 * n + 2), 1.2 + 1.9 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         values = tr.quantities[name][:n, units].T  # (U, n)

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .explanation import Explanation, View
-from .traces import ORDER
 
 LONG_NAMES = {"forget_gate": "forget gate", "input_gate": "input gate", "output_gate": "output gate",
               "candidate": "candidate", "cell": "cell state", "hidden": "hidden state",
@@ -36,7 +35,7 @@ def view_payload(v: View) -> dict:
     tr = v.trace
     T, H = tr.quantities["hidden"].shape
     quantities = []
-    for name in ORDER[tr.cell]:
+    for name in tr.fields:
         values = tr.quantities[name]  # (T, H)
         symbol, kind = tr.symbol(name)
         scale = 1.0 if kind == "gate" or name != "cell" else float(max(np.abs(values).max(), 1e-12))

@@ -29,15 +29,6 @@ class GateSaturation:
     below: np.ndarray  # (H,) share of steps with value < LOW, per unit
     above: np.ndarray  # (H,) share of steps with value > HIGH, per unit
 
-    @property
-    def share_below(self) -> float:
-        """Over all units and steps."""
-        return float(self.below.mean())
-
-    @property
-    def share_above(self) -> float:
-        return float(self.above.mean())
-
 
 def gate_saturation(values: np.ndarray, gate: str, symbol: str) -> GateSaturation:
     """values (T, H) in (0, 1) -> per-unit shares of steps below LOW and above HIGH."""

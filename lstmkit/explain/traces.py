@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import lstmkit
+from lstmkit.registry import RECURRENT, of_module
 
 # quantity name -> (article symbol, kind); kind "gate" is in (0, 1), "signed" may be any sign
 QUANTITIES: dict[str, tuple[str, str]] = {
@@ -31,9 +31,6 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "reset_gate": ("r_t", "gate"),
     "update_gate": ("z_t", "gate"),
 }
-ORDER = {"lstm": ("forget_gate", "input_gate", "output_gate", "candidate", "cell", "hidden"),
-         "gru": ("reset_gate", "update_gate", "candidate", "hidden"),
-         "rnn": ("hidden",)}
 GRU_CANDIDATE = ("n_t", "signed")  # the GRU's candidate is n_t, not the LSTM's c̃_t
 
 
@@ -41,11 +38,16 @@ GRU_CANDIDATE = ("n_t", "signed")  # the GRU's candidate is n_t, not the LSTM's 
 class LayerTrace:
     """One layer and direction of one sequence, every array in token order."""
 
-    cell: str  # "lstm", "gru" or "rnn"
+    cell: str  # a name of ``lstmkit.registry``: "lstm", "gru" or "rnn"
     layer: int
     direction: int  # 0 forward in time, 1 backward (bidirectional)
     quantities: dict[str, np.ndarray]  # name -> (T, H) float32, the traced values
     inputs: np.ndarray  # (T, I) float64: x_t of this layer (embeddings, or the layer below's h_t)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The traced quantities of this cell type, in the order the report shows them."""
+        return RECURRENT[self.cell].trace_fields
 
     @property
     def name(self) -> str:
@@ -60,20 +62,18 @@ class LayerTrace:
 
 def as_lstmkit(core: nn.Module) -> nn.Module:
     """The core itself when it is lstmkit's, else its lstmkit twin (torch.nn cores have no trace)."""
-    twins = {nn.LSTM: lstmkit.LSTM, nn.GRU: lstmkit.GRU, nn.RNN: lstmkit.RNN}
-    if isinstance(core, lstmkit.LSTM | lstmkit.GRU | lstmkit.RNN):
-        return core
-    for torch_cls, own in twins.items():
-        if type(core) is torch_cls:
-            return own.from_torch(core)
-    raise TypeError(f"core should be an lstmkit or torch.nn LSTM, GRU or RNN, got {type(core).__name__}")
+    r = of_module(core)
+    if r is None:
+        raise TypeError(f"core should be an lstmkit or torch.nn LSTM, GRU or RNN, got {type(core).__name__}")
+    return core if isinstance(core, r.module) else r.module.from_torch(core)
 
 
 def cell_name(core: nn.Module) -> str:
-    for name, cls in (("lstm", lstmkit.LSTM), ("gru", lstmkit.GRU), ("rnn", lstmkit.RNN)):
-        if isinstance(core, cls):
-            return name
-    raise TypeError(f"not an lstmkit recurrent core: {type(core).__name__}")
+    """The registry name of an lstmkit core ("lstm", ...)."""
+    r = of_module(core)
+    if r is None or not isinstance(core, r.module):
+        raise TypeError(f"not an lstmkit recurrent core: {type(core).__name__}")
+    return r.name
 
 
 def check_inputs(core: nn.Module, x: Tensor) -> None:
@@ -106,7 +106,7 @@ def trace_core(core: nn.Module, x: Tensor) -> list[LayerTrace]:
     for layer, directions in enumerate(trace):
         hiddens = []
         for direction, tr in enumerate(directions):
-            q = {name: _one_sequence(getattr(tr, name), core.batch_first) for name in ORDER[cell]}
+            q = {name: _one_sequence(getattr(tr, name), core.batch_first) for name in RECURRENT[cell].trace_fields}
             out.append(LayerTrace(cell, layer, direction, q, layer_in))
             hiddens.append(q["hidden"].astype(np.float64))
         layer_in = np.concatenate(hiddens, axis=1)  # (T, D*H): the next layer's x_t

@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lstmkit.errors import TaskError
+
 IGNORE = -100  # target id that the per-step cross-entropy skips (padding, unscored steps)
-
-
-class TaskError(ValueError):
-    """A user's mistake in a task's input (file, column, values): one line, shown without traceback."""
 
 
 def physical_memory() -> int | None:

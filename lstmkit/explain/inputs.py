@@ -1,4 +1,4 @@
-"""From a run folder (or the demo's) and a text to what ``explain_model`` needs.
+"""The inputs of a report: from a run folder (or the demo's) and a text to what ``explain_model`` needs.
 
 What it is: the thin adapter between ``lstmkit.runs`` (config.json, safetensors weights, vocab)
 and the explain code: load a run, turn the user's text into the core's inputs x (T, I) and token
@@ -10,16 +10,17 @@ Dimension legend: T tokens, I core input features (embedding size for token task
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from lstmkit.demo import DemoSettings, run_demo
+from lstmkit.runs import load_run
+
 ARTICLE_SENTENCE = "귀여운 강아지를 출근길에서 만났다. 오늘 하루 종일 기분이"
 DEMO_ROOT = Path("runs")
-DEMO_QUICK = ["--quick", "--models", "rnn,lstm", "--distances", "5", "--quiet"]
 
 
 @dataclass
@@ -34,8 +35,6 @@ class Encoded:
 
 def encode_text(run: str | Path, text: str) -> Encoded:
     """Load ``run`` and pass ``text`` through its task's encoder and its model's input layer."""
-    from lstmkit.runs import load_run
-
     loaded = load_run(Path(run))
     split = loaded.task.encode(text)
     T = int(split.lengths[0])
@@ -81,15 +80,16 @@ def partner_run(run: Path) -> Path | None:
     return rnn if (rnn / "config.json").is_file() else None
 
 
-def train_demo_run(root: Path = DEMO_ROOT) -> Path:
-    """Train the demo quickly (an RNN and an LSTM, one short distance) into ``root/demo-explain``."""
-    from lstmkit.demo import add_arguments, run_demo
+def quick_demo() -> DemoSettings:
+    """The demo ``explain`` trains when there is none: quick, an RNN and an LSTM, one short distance."""
+    return DemoSettings.make(quick=True, models=("rnn", "lstm"), distances=(5,))
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+
+def train_demo_run(root: Path = DEMO_ROOT, settings: DemoSettings | None = None) -> Path:
+    """Train the demo (default ``quick_demo()``) into ``root/demo-explain``; its LSTM run."""
     out = root / "demo-explain"
     print(f"no demo run under {root}/: training a quick one into {out} (about a minute)")
-    run_demo(parser.parse_args([*DEMO_QUICK, "--out", str(out)]))
+    run_demo(settings or quick_demo(), out, quiet=True)
     found = find_demo_run(root)
     assert found is not None, "the demo wrote no LSTM run"
     return found
