@@ -3,9 +3,9 @@
 What it is: ``start`` joins the process group torchrun set up (gloo on the CPU, NCCL on CUDA);
 ``together`` runs a piece of work on every rank and, when it raised on any of them, raises on all
 of them (the failing rank its own error, the others ``OtherRankFailed`` carrying its message), so
-no rank is left waiting in a collective that a failed one never joins. The group is left to the
-exit of the process: gloo's destroy_process_group, called while a peer closes its side, aborts
-the process now and then ("terminate called without an active exception").
+no rank is left waiting in a collective that a failed one never joins; ``leave`` ends a run on
+every rank together (a barrier, then the group destroyed on each: a rank that exits while its
+peer still holds the group can abort in gloo's teardown).
 What it is not: the training loop (lstmkit/train.py), which keeps every rank on the same step by
 itself (one global batch per step, a non-finite loss stops every rank at once).
 """
@@ -31,6 +31,14 @@ def start(device: str) -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def leave(world: int) -> None:
+    """The end of a run on every rank: wait for all (so none exits while another still uses the
+    group), then leave the process group."""
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def together(rank: int, world: int, work: Callable[[], R], device: str = "cpu") -> R:

@@ -244,18 +244,26 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
             ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device != "cpu" else None)
         run = Run(cfg, task, model, ddp, optimizer, out, rank, world, device)
         _loop(run, done, train_set, val_set, progress, desc)
-        if rank != 0:
-            return {}
-        runs.save_checkpoint(out / "checkpoint.safetensors", model, optimizer, asdict(done))
-        runs.write_tensors(out / "model.safetensors", model.state_dict())
-        runs.load_weights(model, runs.best_weights(out))
-        scores = evaluate_split(model, task, test_set, device)
-        results = {"task": config["task"], "model": cfg.model, "steps": done.step, "processes": world,
-                   "stopped": done.stopped or "steps", "test": scores, "summary": task.summary(scores)}
-        runs.write_json(out / "results.json", results)
-        runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png",
-                         f"{config['task']} · {cfg.model}")
+        # rank 0 writes the results while the others wait: a failure there ends every rank with one line
+        results = distributed.together(rank, world, lambda: _finish(run, done, config, test_set) if rank == 0 else {},
+                                       device)
+        distributed.leave(world)
         return results
+
+
+def _finish(run: Run, done: Progress, config: dict, test_set: Split) -> dict:
+    """The end of a run (rank 0): last checkpoint and weights, the test scores of the best weights,
+    results.json and the loss figure."""
+    out, model = run.out, run.model
+    runs.save_checkpoint(out / "checkpoint.safetensors", model, run.optimizer, asdict(done))
+    runs.write_tensors(out / "model.safetensors", model.state_dict())
+    runs.load_weights(model, runs.best_weights(out))
+    scores = evaluate_split(model, run.task, test_set, run.device)
+    results = {"task": config["task"], "model": run.cfg.model, "steps": done.step, "processes": run.world,
+               "stopped": done.stopped or "steps", "test": scores, "summary": run.task.summary(scores)}
+    runs.write_json(out / "results.json", results)
+    runs.plot_losses(runs.read_metrics(out / "metrics.jsonl"), out / "loss.png", f"{config['task']} · {run.cfg.model}")
+    return results
 
 
 def _start(out: Path, config: dict, task: Task) -> None:
