@@ -139,9 +139,12 @@ USER_SIZES = [  # (kind, config, batch): hidden sizes that are not powers of two
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind,config,batch", USER_SIZES, ids=lambda v: str(v) if not isinstance(v, dict) else
                          "-".join(f"{k}{w}" for k, w in v.items()))
-def test_sizes_users_pick_match_torch(kind, config, batch, dtype):
+@pytest.mark.parametrize("steps", [6, 1], ids=["T6", "T1"])
+def test_sizes_users_pick_match_torch(kind, config, batch, dtype, steps):
     """Hidden sizes like 50, 100, 200, 300 end each gate inside a vector (the kernels' masked ragged
-    end) and split across threads at other places than powers of two do: outputs and every gradient."""
+    end) and split across threads at other places than powers of two do; one step of several rows
+    takes BLAS (LSTM) or dot products against the weights as stored (GRU, RNN): outputs and every
+    gradient."""
     ours, theirs = make_pair(kind, config, dtype, seed=batch)
-    x = torch.randn(6, batch, config["input_size"], dtype=dtype)
+    x = torch.randn(steps, batch, config["input_size"], dtype=dtype)
     assert_same(ours, theirs, x, make_state(kind, ours, batch, dtype))

@@ -322,7 +322,8 @@ struct StepWeight {
   StepWeight(const at::Tensor& A, int64_t B, int64_t steps) : K(A.size(0)), N(A.size(1)) {
     const bool rowmajor = A.is_contiguous(), transposed = A.t().is_contiguous();
     // one row reuses nothing, so row-major A is read as stored (packing would cost a copy a call)
-    const bool pack = (!rowmajor && !transposed) || B > 1 || (!rowmajor && steps >= 16);
+    // (one step of several rows reuses each weight B times only: packing would cost about as much)
+    const bool pack = (!rowmajor && !transposed) || (B > 1 && steps > 1) || (!rowmajor && steps >= 16);
     dot = !pack && !rowmajor;
     if (pack) packed = pack_panels<T>(rowmajor || transposed ? A : A.contiguous(), kPanel<T>);
     a = pack ? packed.data_ptr<T>() : A.data_ptr<T>();

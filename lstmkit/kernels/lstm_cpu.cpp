@@ -36,7 +36,13 @@ enum Path : int64_t { kAuto = 0, kSmall = 1, kBlas = 2 };
 // step product has K = 4H), faster to 48, equal at 64, BLAS ahead at 128.
 constexpr int64_t kSmallBatchForward = 128, kSmallBatchBackward = 64;
 
-inline bool use_small(int64_t path, int64_t B, int64_t limit) { return path == kSmall || (path == kAuto && B <= limit); }
+// One step of several rows (a cell called from Python) goes to BLAS: packing the weights for the
+// hand-written product costs more than the one product it serves (LSTMCell, B=64, H=650: 9.7 ms
+// packed, 2.8 ms by MKL on the weights as stored, 3.0 ms nn.LSTMCell). One row keeps the
+// hand-written dot products against the weights as stored (13 us, B=1 H=128; MKL 63 us).
+inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
+  return path == kSmall || (path == kAuto && B <= limit && (T_ > 1 || B == 1));
+}
 
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
 // input part of step t+1 fills the wait at step t's barrier) when W_ih and W_hh together fit in the
@@ -109,6 +115,9 @@ inline void cell_hold(T* z, const T* c_prev, T* c, int64_t H, int64_t j0, int64_
 
 // ---- forward ----------------------------------------------------------------------------------
 
+// Steps from which the BLAS path copies W_hh^T contiguous rather than handing MKL the transposed view.
+constexpr int64_t kCopyMinSteps = 4;
+
 // The recurrent weights as one call's steps read them, prepared once per call and shared by every
 // chunk: packed in panels for the hand-written product, or made contiguous for BLAS (MKL is ~25%
 // faster on W_hh^T contiguous than on the transposed view at these shapes).
@@ -125,9 +134,9 @@ struct Recurrent {
       whh.emplace(w_hh.t(), B, steps);
       if (proj) whr.emplace(w_hr->t(), B, steps);
       if (w_ih) wih.emplace(w_ih->t(), B, steps);
-    } else {
-      w_hhT = w_hh.t().contiguous();
-      if (proj) w_hrT = w_hr->t().contiguous();
+    } else {                                        // a copy pays for itself over a few steps only
+      w_hhT = steps >= kCopyMinSteps ? w_hh.t().contiguous() : w_hh.t();
+      if (proj) w_hrT = steps >= kCopyMinSteps ? w_hr->t().contiguous() : w_hr->t();
     }
   }
 };
@@ -351,7 +360,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
   const at::Tensor bias = at::zeros({4 * H}, zx.options());
   int64_t last = 0;
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward, T_));
     last = forward_steps<scalar_t>(W, zx, bias.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, cache);
   });
   if (!cache) return {at::Tensor(), cs.narrow(0, last, 1), hs};                // c_{T-1} as (1,B,H)
@@ -400,7 +409,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   at::Tensor hs = at::empty({T_, B, P}, x.options());
   at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
   const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
-  const bool small = use_small(path, B, kSmallBatchForward);
+  const bool small = use_small(path, B, kSmallBatchForward, T_);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
   const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= fuse_max_bytes()));
@@ -432,7 +441,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   at::Tensor zx = at::empty({steps, B, G}, x.options());                        // reused by every chunk
   at::Tensor c_carry = c0;                                                       // (B,H) c before the chunk
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward));
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward, T_));
     for (int64_t t0 = 0; t0 < T_; t0 += steps) {
       const int64_t n = std::min(steps, T_ - t0);
       at::Tensor zx_n = zx.narrow(0, 0, n), hs_n = hs.narrow(0, t0, n);
@@ -474,7 +483,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
   at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,
-                            use_small(path, B, kSmallBatchBackward));
+                            use_small(path, B, kSmallBatchBackward, T_));
   });
   return {dz, dh0, dc0, dhtot};
 }
