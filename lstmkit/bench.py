@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from lstmkit import bench_grid
 from lstmkit.registry import NAMES
+from lstmkit.timing import machine, median_ms
 
 # name: (T, B, I, H)
 CONFIGS: dict[str, tuple[int, int, int, int]] = {
@@ -53,26 +52,6 @@ class Result:
     ratio_torch: float             # lstmkit / torch.nn.LSTM
     ratio_cell: float | None       # lstmkit / LSTMCell loop (None when not timed)
     model: str = "lstm"
-
-
-def _median_ms(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) -> dict[str, float]:
-    """Interleaved timing: warm every contender, pick a per-contender inner count so a sample lasts
-    about min_s, then in each repeat time every contender once; median ms per call."""
-    inner = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - t0, 1e-6)
-        inner[name] = max(1, int(min_s / once))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / inner[name] * 1e3)
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def _models(I: int, H: int, seed: int = 0, model: str = "lstm"):
@@ -128,7 +107,7 @@ def bench_config(name: str, mode: str, repeats: int, min_s: float, with_cell: bo
     T, B, I, H = CONFIGS[name]
     mine, ref, cell = _models(I, H, model=model)
     x = torch.randn(T, B, I)
-    ms = _median_ms(_contenders(mode, x, mine, ref, cell, with_cell), repeats, min_s)
+    ms = median_ms(_contenders(mode, x, mine, ref, cell, with_cell), repeats, min_s)
     return Result(name, mode, (T, B, I, H), ms, ms["lstmkit"] / ms["torch"],
                   ms["lstmkit"] / ms["cell"] if "cell" in ms else None, model)
 
@@ -161,22 +140,8 @@ def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
         return run
 
     fns = {"lstmkit": no_grad(run_mine), "torch": no_grad(run_ref), "cell": no_grad(run_cell)}
-    ms = {k: v / steps for k, v in _median_ms(fns, repeats, min_s).items()}
+    ms = {k: v / steps for k, v in median_ms(fns, repeats, min_s).items()}
     return Result("stream", "step", (1, B, I, H), ms, ms["lstmkit"] / ms["torch"], ms["lstmkit"] / ms["cell"])
-
-
-def machine() -> dict:
-    """Where the numbers came from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from lstmkit import kernels
-
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "backend": kernels.get_backend(), "cpp_kernel": kernels.cpp_available()}
 
 
 def to_markdown(results: Sequence[Result], info: dict) -> str:
@@ -270,8 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _grid(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    from lstmkit import bench_grid
-
     known = bench_grid.SEQUENCE_MODELS + bench_grid.CELL_MODELS
     models = a.models or list(known)
     bad = [m for m in [*models] if m not in known] + [m for m in a.modes if m not in MODES]

@@ -2,7 +2,7 @@
 
 What it is: ``lstmkit bench --grid`` (and ``benchmarks/bench_grid.py``). Each case builds an lstmkit
 module and its torch.nn twin with the same weights, checks that they compute the same outputs, then
-times both side by side in one process (interleaved medians, ``bench._median_ms``) for inference
+times both side by side in one process (interleaved medians, ``timing.median_ms``) for inference
 (forward under no_grad) and training (forward and backward of the outputs' sum). The summary gives,
 per model and mode, the geometric mean and the worst of the ratios lstmkit time / torch.nn time.
 Where onnxruntime is installed, float32 LSTM inference is also timed against onnxruntime's own LSTM
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from lstmkit.bench import _median_ms, machine
+from lstmkit.timing import machine, median_ms
 
 SEQUENCE_MODELS = ("lstm", "gru", "rnn")
 CELL_MODELS = ("lstmcell", "grucell", "rnncell")
@@ -198,7 +198,7 @@ def bench_case(case: Case, mode: str, repeats: int, min_s: float, onnxruntime: b
         ort_call = _onnxruntime_call(case, ref, x, torch.get_num_threads())
         if ort_call is not None:
             fns["onnxruntime"] = ort_call
-    return GridResult(case, mode, _median_ms(fns, repeats, min_s), diff)
+    return GridResult(case, mode, median_ms(fns, repeats, min_s), diff)
 
 
 def summary(results: Sequence[GridResult]) -> dict[tuple[str, str], dict]:
