@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lstmkit import bench_grid
+from lstmkit.errors import UsageError
 from lstmkit.registry import NAMES
 from lstmkit.timing import machine, median_ms
 
@@ -205,8 +206,11 @@ def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MO
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lstmkit bench", description=__doc__.split("\n\n")[0])
+HELP = "speed of lstmkit against torch.nn, side by side (--grid: over the sizes users pick)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``lstmkit bench`` (the command line's subcommand and this module's script)."""
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="configs to time (default: all)")
     p.add_argument("--modes", nargs="+", default=list(MODES), help="infer and/or train (default: both)")
     p.add_argument("--models", nargs="+", help="lstm, gru and/or rnn (default: lstm; with --grid: all, and the "
@@ -221,30 +225,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", action="store_true",
                    help="time the grid of sizes users pick (lstmkit/bench_grid.py; ~10 minutes) instead of the configs")
     p.add_argument("--no-onnxruntime", action="store_true", help="with --grid: skip onnxruntime's LSTM")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run ``lstmkit bench`` on parsed options; a bad option is a UsageError (one line from the CLI)."""
     if a.repeats < 1 or a.threads < 1 or a.min_time <= 0:
-        p.error("--repeats and --threads must be >= 1 and --min-time > 0")
+        raise UsageError("--repeats and --threads must be >= 1 and --min-time > 0")
     if a.grid:
-        return _grid(p, a)
+        return _grid(a)
     try:
         run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
                   a.markdown, a.json, models=a.models or ["lstm"])
     except ValueError as e:
-        p.error(str(e))
+        raise UsageError(str(e)) from None
     return 0
 
 
-def _grid(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+def _grid(a: argparse.Namespace) -> int:
     known = bench_grid.SEQUENCE_MODELS + bench_grid.CELL_MODELS
     models = a.models or list(known)
     bad = [m for m in [*models] if m not in known] + [m for m in a.modes if m not in MODES]
     if bad:
-        p.error(f"--models must be among {', '.join(known)} and --modes among {', '.join(MODES)}; "
-                f"got {', '.join(bad)}")
+        raise UsageError(f"--models must be among {', '.join(known)} and --modes among {', '.join(MODES)}; "
+                         f"got {', '.join(bad)}")
     cases = [c for c in bench_grid.grid_cases() if c.model in models]
     results = bench_grid.run_grid(cases, a.modes, a.repeats, a.threads, a.min_time, not a.no_onnxruntime,
                                   a.markdown, a.json)
     return 0 if results else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The script form (benchmarks/): its own parser, the same options and run."""
+    p = argparse.ArgumentParser(prog="lstmkit bench", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except UsageError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@
 Every command has the same shape: a function that adds its options to its parser and one that
 runs it on the parsed options (``COMMANDS``). Training options are generated from
 ``lstmkit.train.TrainConfig`` and the demo's from ``lstmkit.demo.DemoSettings`` (the one place their
-defaults and help live); task options (--distance, --data, ...) are listed here. ``bench`` keeps
-its own parser (``lstmkit.bench.main``) and gets the rest of the command line as it is.
+defaults and help live); task options (--distance, --data, ...) are listed here.
 A user's mistake (any ``lstmkit.errors.LstmkitError``) ends in one line on stderr and exit code 2,
 never a traceback (set LSTMKIT_DEBUG=1 to see one).
 """
@@ -24,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from lstmkit import demo, explain
+from lstmkit import bench, demo, explain
 from lstmkit.errors import LstmkitError, UsageError
 from lstmkit.inference import generate, load, predict
 from lstmkit.runs import read_config
@@ -59,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, command in COMMANDS.items():
         command.add_arguments(sub.add_parser(name, help=command.help))
-    sub.add_parser("bench", help=BENCH_HELP, add_help=False)  # listed here; parsed by lstmkit.bench.main
     return p
 
 
@@ -96,9 +94,6 @@ def _predict_arguments(r: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # bench parses its own options
-        from lstmkit.bench import main as bench_main
-        return int(bench_main(argv[1:]) or 0)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args)
@@ -214,8 +209,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_HELP = "speed of lstmkit's LSTM against torch.nn.LSTM"
-COMMANDS = {  # name -> (help, adds its options, runs it); bench: see build_parser
+COMMANDS = {  # name -> (help, adds its options, runs it)
     "demo": Command("the article's claim measured: RNN vs GRU vs LSTM by distance", demo.add_arguments, demo.run),
     "train": Command("train a model on a task", _train_arguments, _train),
     "evaluate": Command("score a run's model on its task's test set", _evaluate_arguments, _evaluate),
@@ -224,6 +218,7 @@ COMMANDS = {  # name -> (help, adds its options, runs it); bench: see build_pars
                        _predict),
     "explain": Command("an HTML report (and PNGs) of a model's gates, cell and hidden states over a text",
                        explain.add_arguments, explain.run),
+    "bench": Command(bench.HELP, bench.add_arguments, bench.run),
 }
 
 if __name__ == "__main__":

@@ -59,9 +59,14 @@ def test_predict_sentence_classify_forecast(runs_dir):
     assert p.stdout.startswith("next value: ") and float(p.stdout.split()[-1]) == float(p.stdout.split()[-1])
 
 
-def test_bench_is_dispatched():
+def test_bench_is_a_command_like_the_others():
+    """bench's options come through the main parser; a bad one is one line and exit code 2."""
     p = lstmkit("bench", "--help")
-    assert "torch.nn.LSTM" in p.stdout and "Traceback" not in p.stderr
+    assert "--grid" in p.stdout and "--no-onnxruntime" in p.stdout and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--repeats", "0"], capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "lstmkit: error: --repeats and --threads must be >= 1 and --min-time > 0"]
 
 
 def test_explain_writes_a_report_of_a_run(runs_dir, tmp_path):
