@@ -49,6 +49,35 @@ def _outside_grad(dy: Tensor, lengths: Tensor | None) -> Tensor:
     return (dy * _valid_steps(lengths, dy.shape[0], dy)).contiguous()
 
 
+def _output_grads(dy: Tensor | None, dh_n: Tensor | None, hs: Tensor, lengths: Tensor | None) -> Tensor:
+    """(T,B,P) the gradient reaching each h_t from outside the recurrence: the outputs' (zero on
+    padding) and, at the last step, h_n's (h_n is h_{T-1}, held past each length). A fresh tensor."""
+    dhs = hs.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)
+    if dh_n is not None:
+        dhs[-1] += dh_n
+    return dhs
+
+
+def _input_grads(dz: Tensor, x: Tensor, w_ih: Tensor, need_dx: bool, need_dw: bool) -> tuple[Tensor, Tensor]:
+    """dx (T,B,I) = dz W_ih and dW_ih (G,I) = sum_t dz_t^T x_t, one product each over all steps;
+    dz (T,B,G). An empty placeholder where not needed (an operator cannot return None)."""
+    T, B, I = x.shape
+    dz2 = dz.view(T * B, dz.shape[2])                                                   # (T*B,G)
+    dx = torch.mm(dz2, w_ih).view(T, B, I) if need_dx else x.new_empty(0)
+    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need_dw else x.new_empty(0)
+    return dx, dw_ih
+
+
+def _recurrent_weight_grad(dz: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
+    """dW_hh (G,P) = sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, h0 and hs never concatenated.
+    dz (T,B,G), h0 (B,P), hs (T,B,P)."""
+    T, B, P = hs.shape
+    dw_hh = torch.mm(dz[0].t(), h0)
+    if T > 1:
+        dw_hh.addmm_(dz[1:].reshape((T - 1) * B, dz.shape[2]).t(), hs[:-1].reshape((T - 1) * B, P))
+    return dw_hh
+
+
 def _alias(t: Tensor) -> Tensor:
     """t's memory under a new tensor with a version counter of its own. Writing dz over the saved
     gates through it leaves the saved tensor's version unchanged, so a retained graph can still

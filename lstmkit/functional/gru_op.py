@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import ops
-from lstmkit.functional.backend import _input_projection, _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.backend import (
+    _input_grads,
+    _input_projection,
+    _output_grads,
+    _recurrent_weight_grad,
+    _valid_steps,
+    recurrence_for,
+)
 from lstmkit.functional.composite import gru_layer_composite
 
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths"
@@ -56,20 +63,14 @@ def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
 
 def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
     """dzx, dgh from the recurrence's backward, then the weight and input gradients as products."""
-    T, B, I = x.shape
-    dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H) fresh
-    if dh_n is not None:
-        dhs[-1] += dh_n
+    dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,H)
     dzx, dgh, dh0 = recurrence_for(x, w_hh).gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
-    dzx2, dgh2 = dzx.view(T * B, dzx.shape[2]), dgh.view(T * B, dgh.shape[2])  # (T*B,3H)
-    h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
+    dx, dw_ih = _input_grads(dzx, x, w_ih, need[0], need[2])
     with_bias = b_ih is not None
-    return (torch.mm(dzx2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x),
-            dh0 if need[1] else ops.placeholder(x),
-            torch.mm(dzx2.t(), x.reshape(T * B, I)) if need[2] else ops.placeholder(x),
-            torch.mm(dgh2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else ops.placeholder(x),
-            dzx2.sum(0) if with_bias and need[4] else ops.placeholder(x),
-            dgh2.sum(0) if with_bias and need[5] else ops.placeholder(x))
+    return (dx, dh0 if need[1] else ops.placeholder(x), dw_ih,
+            _recurrent_weight_grad(dgh, h0, hs) if need[3] else ops.placeholder(x),
+            dzx.flatten(0, 1).sum(0) if with_bias and need[4] else ops.placeholder(x),
+            dgh.flatten(0, 1).sum(0) if with_bias and need[5] else ops.placeholder(x))
 
 
 def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):

@@ -23,7 +23,13 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import ops, workspace
-from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.backend import (
+    _input_grads,
+    _output_grads,
+    _recurrent_weight_grad,
+    _valid_steps,
+    recurrence_for,
+)
 from lstmkit.functional.composite import lstm_layer_composite
 
 _INPUTS = "Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, " \
@@ -79,22 +85,14 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     rec = recurrence_for(x, w_hh)
     if recompute:                                           # the first backward wrote dz over the gates
         gates, _, _ = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths)
-    dhs = x.new_zeros(T, B, P) if dy is None else _outside_grad(dy, lengths)   # (T,B,P) fresh
-    if dh_n is not None:
-        dhs[-1] += dh_n                                     # h_n is h_{T-1} (held past each length)
+    dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,P)
     dc_last = c0.new_zeros(B, H) if dc_n is None else dc_n.contiguous()
     r = gates[:, :, 3 * H:] * cs.tanh() if w_hr is not None and need[7] else None   # (T,B,H) before dz
     dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, hs, h0, c0, w_hh, w_hr, lengths,
                                                        overwrite=overwrite or recompute)
-    dz2 = dz.view(T * B, 4 * H)                              # (T*B,4H)
-    dx = torch.mm(dz2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x)
-    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need[3] else ops.placeholder(x)
-    dw_hh = ops.placeholder(x)
-    if need[4]:                                             # sum_t dz_t^T h_{t-1}, h_{-1} = h0: no concatenation
-        dw_hh = torch.mm(dz[0].t(), h0)
-        if T > 1:
-            dw_hh.addmm_(dz2[B:].t(), hs[:-1].reshape((T - 1) * B, P))
-    db = dz2.sum(0) if b_ih is not None and (need[5] or need[6]) else ops.placeholder(x)
+    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[3])
+    dw_hh = _recurrent_weight_grad(dz, h0, hs) if need[4] else ops.placeholder(x)
+    db = dz.flatten(0, 1).sum(0) if b_ih is not None and (need[5] or need[6]) else ops.placeholder(x)
     dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else ops.placeholder(x)
     grads = (dx, dh0 if need[1] else ops.placeholder(x), dc0 if need[2] else ops.placeholder(x), dw_ih, dw_hh,
              db, db.clone(), dw_hr)

@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import ops
-from lstmkit.functional.backend import _outside_grad, _valid_steps, recurrence_for
+from lstmkit.functional.backend import (
+    _input_grads,
+    _output_grads,
+    _recurrent_weight_grad,
+    _valid_steps,
+    recurrence_for,
+)
 from lstmkit.functional.composite import rnn_layer_composite
 
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
@@ -56,18 +62,12 @@ def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
 
 def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, hs, need):
     """dz from the recurrence's backward, then the weight and input gradients as products."""
-    T, B, I = x.shape
-    dhs = x.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)  # (T,B,H)
-    if dh_n is not None:
-        dhs[-1] += dh_n
+    dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,H)
     dz, dh0 = recurrence_for(x, w_hh).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
-    dz2 = dz.view(T * B, dz.shape[2])                              # (T*B,H)
-    h_prev = torch.cat((h0.unsqueeze(0), hs[:-1]))          # (T,B,H)
-    db = dz2.sum(0) if b_ih is not None and (need[4] or need[5]) else ops.placeholder(x)
-    return (torch.mm(dz2, w_ih).view(T, B, I) if need[0] else ops.placeholder(x),
-            dh0 if need[1] else ops.placeholder(x),
-            torch.mm(dz2.t(), x.reshape(T * B, I)) if need[2] else ops.placeholder(x),
-            torch.mm(dz2.t(), h_prev.view(T * B, h_prev.shape[2])) if need[3] else ops.placeholder(x),
+    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[2])
+    db = dz.flatten(0, 1).sum(0) if b_ih is not None and (need[4] or need[5]) else ops.placeholder(x)
+    return (dx, dh0 if need[1] else ops.placeholder(x), dw_ih,
+            _recurrent_weight_grad(dz, h0, hs) if need[3] else ops.placeholder(x),
             db, db.clone())
 
 
