@@ -64,7 +64,7 @@ def valid_args(fn: str, T: int = T_, B: int = B_, H: int = H_, P: int = P_, I: i
     if fn == "gru_forward":
         return dict(zx=r(T, B, 3 * H), h0=r(B, H), w_hh=r(3 * H, H), b_hh=r(3 * H), lengths=lengths, cache=True)
     if fn == "gru_backward":
-        return dict(dhs=r(T, B, H), gates=r(T, B, 3 * H).sigmoid(), hn=r(T, B, H), hs=r(T, B, H), h0=r(B, H),
+        return dict(dhs=r(T, B, H), gates=r(T, B, 3 * H).sigmoid(), ghn=r(T, B, H), hs=r(T, B, H), h0=r(B, H),
                     w_hh=r(3 * H, H), lengths=lengths)
     if fn == "rnn_forward":
         return dict(zx=r(T, B, H), h0=r(B, H), w_hh=r(H, H), nonlinearity="tanh", lengths=lengths)
@@ -96,7 +96,7 @@ CONTRACT = {
     "lstm_backward": ("lstm_recurrence_backward",
                       ["dhs", "dc_last", "gates", "cs", "hs", "h0", "c0", "w_hh", "w_hr", "lengths"]),
     "gru_forward": ("gru_recurrence_forward", ["zx", "h0", "w_hh", "b_hh", "lengths", "cache"]),
-    "gru_backward": ("gru_recurrence_backward", ["dhs", "gates", "hn", "hs", "h0", "w_hh", "lengths"]),
+    "gru_backward": ("gru_recurrence_backward", ["dhs", "gates", "ghn", "hs", "h0", "w_hh", "lengths"]),
     "rnn_forward": ("rnn_recurrence_forward", ["zx", "h0", "w_hh", "nonlinearity", "lengths"]),
     "rnn_backward": ("rnn_recurrence_backward", ["dhs", "hs", "h0", "w_hh", "nonlinearity", "lengths"]),
 }

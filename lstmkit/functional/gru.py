@@ -20,20 +20,20 @@ def gru_recurrence_forward(
     zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None, cache: bool = True,
 ) -> tuple[Tensor | None, Tensor | None, Tensor]:
     """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None.
-    Returns gates (T,B,3H) activated [r z n], hn (T,B,H) = gh_n (kept for backward), hs (T,B,H).
+    Returns gates (T,B,3H) activated [r z n], ghn (T,B,H) = gh_n (kept for backward), hs (T,B,H).
     cache=False (inference: no backward, no trace) keeps neither: returns (None, None, hs)."""
     T, B, H3 = zx.shape
     H = H3 // 3
     gates = torch.empty_like(zx) if cache else None         # (T,B,3H)
-    hn = zx.new_empty(T, B, H) if cache else None           # (T,B,H)
+    ghn = zx.new_empty(T, B, H) if cache else None           # (T,B,H)
     hs = zx.new_empty(T, B, H)                              # (T,B,H)
     h = h0
     for t in range(T):
         gh = h @ w_hh.t() if b_hh is None else torch.addmm(b_hh, h, w_hh.t())  # (B,3H)
         xr, xz, xn = zx[t].chunk(3, dim=1)
-        hr, hz, ghn = gh.chunk(3, dim=1)
+        hr, hz, ghn_t = gh.chunk(3, dim=1)
         r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
-        n = (xn + r * ghn).tanh()
+        n = (xn + r * ghn_t).tanh()
         h_new = (1 - z) * n + z * h                         # (B,H)
         run = _step_mask(lengths, t)
         if run is not None:
@@ -41,14 +41,14 @@ def gru_recurrence_forward(
             r, z, n = (a * run for a in (r, z, n))
         if cache:
             torch.cat((r, z, n), dim=1, out=gates[t])
-            hn[t] = ghn
+            ghn[t] = ghn_t
         hs[t] = h_new
         h = h_new
-    return gates, hn, hs
+    return gates, ghn, hs
 
 
 def gru_recurrence_backward(
-    dhs: Tensor, gates: Tensor, hn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, lengths: Tensor | None
+    dhs: Tensor, gates: Tensor, ghn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, lengths: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dhs (T,B,H) gradient reaching each h_t from outside. Returns dzx (T,B,3H) the gradient of the
     input pre-activations, dgh (T,B,3H) that of the recurrent ones, and dh0 (B,H)."""
@@ -61,7 +61,7 @@ def gru_recurrence_backward(
         h_prev = hs[t - 1] if t > 0 else h0
         dn_pre = dh * (1 - z) * (1 - n * n)                 # through n = tanh(.)
         dz_pre = dh * (h_prev - n) * z * (1 - z)
-        dr_pre = dn_pre * hn[t] * r * (1 - r)
+        dr_pre = dn_pre * ghn[t] * r * (1 - r)
         torch.cat((dr_pre, dz_pre, dn_pre), dim=1, out=dzx[t])
         torch.cat((dr_pre, dz_pre, dn_pre * r), dim=1, out=dgh[t])
         dh_prev = dh * z + dgh[t] @ w_hh                    # (B,H)

@@ -2,12 +2,12 @@
 
 Operators (``torch.ops.lstmkit``, each with a fake kernel), as ``functional.lstm_op`` for the LSTM:
 - ``gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths) -> y (T,B,H), h_n (B,H), gates (T,B,3H),
-  hn (T,B,H), hs (T,B,H)``: gates [r z n] are the trace; hn = gh_n, the recurrent part of n's
+  ghn (T,B,H), hs (T,B,H)``: gates [r z n] are the trace; ghn = gh_n, the recurrent part of n's
   pre-activation, and hs, the states, are what backward needs (all three not differentiable).
   hs is y's own copy (without lengths), so a caller may change y in place, as nn.GRU allows.
   Autograd: ``_backward`` below.
 - ``gru_layer_inference(...) -> y, h_n``: no gates or gh_n kept. Its backward raises.
-- ``gru_layer_backward(dy, dh_n, inputs..., gates, hn, hs, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
+- ``gru_layer_backward(dy, dh_n, inputs..., gates, ghn, hs, need) -> dx, dh0, dw_ih, dw_hh, db_ih, db_hh``.
 Shapes: T time, B batch, I input, H hidden; lengths (B,) int64 or None.
 """
 
@@ -32,10 +32,10 @@ _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
-    gates, hn, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
+    gates, ghn, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
                                                              lengths)
     y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
-    return y, hs[-1].clone(), gates, hn, hs
+    return y, hs[-1].clone(), gates, ghn, hs
 
 
 def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
@@ -61,10 +61,10 @@ def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     return _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)[:2]
 
 
-def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
+def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, ghn, hs, need):
     """dzx, dgh from the recurrence's backward, then the weight and input gradients as products."""
     dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,H)
-    dzx, dgh, dh0 = recurrence_for(x, w_hh).gru_recurrence_backward(dhs, gates, hn, hs, h0, w_hh, lengths)
+    dzx, dgh, dh0 = recurrence_for(x, w_hh).gru_recurrence_backward(dhs, gates, ghn, hs, h0, w_hh, lengths)
     dx, dw_ih = _input_grads(dzx, x, w_ih, need[0], need[2])
     with_bias = b_ih is not None
     return (dx, dh0 if need[1] else ops.placeholder(x), dw_ih,
@@ -73,32 +73,32 @@ def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn,
             dgh.flatten(0, 1).sum(0) if with_bias and need[5] else ops.placeholder(x))
 
 
-def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, hs, need):
+def _layer_backward_fake(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, ghn, hs, need):
     like = (x, h0, w_ih, w_hh, b_ih, b_hh)
     return ops.fake_grads(like, need, x)
 
 
 def _setup(ctx, inputs, output) -> None:
     *tensors, lengths = inputs
-    _, _, gates, hn, hs = output
-    ctx.save_for_backward(*tensors, lengths, gates, hn, hs)
-    ctx.mark_non_differentiable(gates, hn, hs)
+    _, _, gates, ghn, hs = output
+    ctx.save_for_backward(*tensors, lengths, gates, ghn, hs)
+    ctx.mark_non_differentiable(gates, ghn, hs)
     ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dy, dh_n, _dgates, _dhn, _dhs):
-    *tensors, lengths, gates, hn, hs = ctx.saved_tensors
+    *tensors, lengths, gates, ghn, hs = ctx.saved_tensors
     need = list(ctx.needs_input_grad[:6])
     if torch.is_grad_enabled():                             # create_graph: the gradient is itself differentiated
         return (*ops.composite_vjp(gru_layer_composite, tensors, (lengths,), (dy, dh_n), need), None)
     backward = _layer_backward if ops.plain_eager(*tensors) else torch.ops.lstmkit.gru_layer_backward
-    grads = backward(dy, dh_n, *tensors, lengths, gates, hn, hs, need)
+    grads = backward(dy, dh_n, *tensors, lengths, gates, ghn, hs, need)
     return (*(ops.present(g, n) for g, n in zip(grads, need, strict=True)), None)
 
 
 ops.define(f"gru_layer({_INPUTS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", _forward, _forward_fake)
 ops.define(f"gru_layer_inference({_INPUTS}) -> (Tensor, Tensor)", _inference_op, _inference_fake)
-ops.define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor hn, Tensor hs, bool[] need) "
+ops.define(f"gru_layer_backward(Tensor? dy, Tensor? dh_n, {_INPUTS}, Tensor gates, Tensor ghn, Tensor hs, bool[] need) "
            "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)", _layer_backward, _layer_backward_fake)
 torch.library.register_autograd("lstmkit::gru_layer", _backward, setup_context=_setup)
 torch.library.register_autograd("lstmkit::gru_layer_inference", ops.refuse_backward("gru_layer_inference", "gru_layer"),

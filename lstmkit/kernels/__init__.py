@@ -203,17 +203,17 @@ def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Te
 
 def gru_recurrence_forward(zx: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None, lengths: Tensor | None,
                            cache: bool = True) -> tuple[Tensor | None, Tensor | None, Tensor]:
-    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None -> gates (T,B,3H) [r z n], hn (T,B,H), hs (T,B,H);
+    """zx (T,B,3H), h0 (B,H), w_hh (3H,H), b_hh (3H,) or None -> gates (T,B,3H) [r z n], ghn (T,B,H), hs (T,B,H);
     cache=False: (None, None, hs)."""
-    gates, hn, hs = _ext.gru_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), _c(b_hh), _c(lengths),
+    gates, ghn, hs = _ext.gru_forward(zx.contiguous(), h0.contiguous(), w_hh.contiguous(), _c(b_hh), _c(lengths),
                                      cache)
-    return gates, hn, hs
+    return gates, ghn, hs
 
 
-def gru_recurrence_backward(dhs: Tensor, gates: Tensor, hn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor,
+def gru_recurrence_backward(dhs: Tensor, gates: Tensor, ghn: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor,
                             lengths: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """-> dzx (T,B,3H), dgh (T,B,3H), dh0 (B,H)."""
-    dzx, dgh, dh0 = _ext.gru_backward(dhs.contiguous(), gates, hn, hs, h0.contiguous(), w_hh.contiguous(),
+    dzx, dgh, dh0 = _ext.gru_backward(dhs.contiguous(), gates, ghn, hs, h0.contiguous(), w_hh.contiguous(),
                                       _c(lengths))
     return dzx, dgh, dh0
 

@@ -19,7 +19,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                                     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
                                     bool cache);
-std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& hn,
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& ghn,
                                      const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
                                      const c10::optional<at::Tensor>& lengths);
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
@@ -38,8 +38,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_layer_forward", &lstmkit::lstm_layer_forward,
         "(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, path, cache, chunk_elems, gates_out) -> as lstm_forward, with"
         " zx = x W_ih^T computed inside (in chunks without the cache) and bias added in the cell");
-  m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths, cache) -> [gates, hn, hs] (cache false: [None, None, hs])");
-  m.def("gru_backward", &lstmkit::gru_backward, "(dhs, gates, hn, hs, h0, w_hh, lengths) -> [dzx, dgh, dh0]");
+  m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths, cache) -> [gates, ghn, hs] (cache false: [None, None, hs])");
+  m.def("gru_backward", &lstmkit::gru_backward, "(dhs, gates, ghn, hs, h0, w_hh, lengths) -> [dzx, dgh, dh0]");
   m.def("rnn_forward", &lstmkit::rnn_forward, "(zx, h0, w_hh, nonlinearity, lengths) -> hs");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -19,13 +19,13 @@ namespace lstmkit {
 // One row, units [0, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r ghn), h = (1 - z) n + z h_prev.
 template <typename T>
 inline void gru_cell_forward(const T* __restrict x, const T* __restrict gh, const T* __restrict hp,
-                             T* __restrict gr, T* __restrict gz, T* __restrict gn, T* __restrict hn,
+                             T* __restrict gr, T* __restrict gz, T* __restrict gn, T* __restrict ghn,
                              T* __restrict h, int64_t H, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const T r = sigmoid_(x[j] + gh[j]), z = sigmoid_(x[H + j] + gh[H + j]);
     const T nn = tanh_(x[2 * H + j] + r * gh[2 * H + j]);
     gr[j] = r, gz[j] = z, gn[j] = nn;
-    hn[j] = gh[2 * H + j];
+    ghn[j] = gh[2 * H + j];
     h[j] = (T(1) - z) * nn + z * hp[j];
   }
 }
@@ -33,13 +33,13 @@ inline void gru_cell_forward(const T* __restrict x, const T* __restrict gh, cons
 // The mirror, from dh (everything reaching h_t): the input-side and recurrent-side pre-activation
 // gradients. σ' = y(1 - y), tanh' = 1 - y^2, from the saved gates.
 template <typename T>
-inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, const T* __restrict hp,
+inline void gru_cell_backward(const T* __restrict g, const T* __restrict ghn, const T* __restrict hp,
                               const T* __restrict dh, T* __restrict dzx, T* __restrict dgh, int64_t H, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const T r = g[j], z = g[H + j], nn = g[2 * H + j];
     const T dn = dh[j] * (T(1) - z) * (T(1) - nn * nn);
     const T dzp = dh[j] * (hp[j] - nn) * z * (T(1) - z);
-    const T drp = dn * hn[j] * r * (T(1) - r);
+    const T drp = dn * ghn[j] * r * (T(1) - r);
     dzx[j] = drp, dzx[H + j] = dzp, dzx[2 * H + j] = dn;
     dgh[j] = drp, dgh[H + j] = dzp, dgh[2 * H + j] = dn * r;
   }
@@ -49,7 +49,7 @@ inline void gru_cell_backward(const T* __restrict g, const T* __restrict hn, con
 // (cpu_math.h): by rows they never wait, by units they meet once a step.
 template <typename T>
 void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T* b_hh, const int64_t* len, T* gates,
-                      T* hn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache) {
+                      T* ghn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache) {
   const int64_t G = 3 * H;
   auto slot = [&](int64_t t) { return cache ? t : 0; };                        // without the cache: one scratch row
   run_team(B * G * H, T_, B, [&](int rank, int size) {
@@ -64,15 +64,15 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
           W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
       for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* g = gates + (slot(t) * B + b) * G;
-        T *hnb = hn + (slot(t) * B + b) * H, *h = hs + (t * B + b) * H;
+        T *ghnb = ghn + (slot(t) * B + b) * H, *h = hs + (t * B + b) * H;
         const T* ghb = gh + b * G;
         if (len && t >= len[b]) {                                              // held: gates 0, h kept
           for (int64_t q = 0; q < 3; ++q) std::fill(g + q * H + j0, g + q * H + j1, T(0));
-          std::copy(ghb + 2 * H + j0, ghb + 2 * H + j1, hnb + j0);
+          std::copy(ghb + 2 * H + j0, ghb + 2 * H + j1, ghnb + j0);
           std::copy(hp + b * H + j0, hp + b * H + j1, h + j0);
         } else {
           gru_cell_forward(zx + (t * B + b) * G + j0, ghb + j0, hp + b * H + j0, g + j0, g + H + j0,
-                           g + 2 * H + j0, hnb + j0, h + j0, H, j1 - j0);
+                           g + 2 * H + j0, ghnb + j0, h + j0, H, j1 - j0);
         }
       }
       if (!sp.by_rows) team_barrier();
@@ -82,7 +82,7 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
 
 // dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
 template <typename T>
-void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, const T* h0, const StepWeight<T>& W,
+void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, const T* h0, const StepWeight<T>& W,
                        const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H) {
   const int64_t G = 3 * H;
   run_team(B * G * H, T_, B, [&](int rank, int size) {
@@ -110,7 +110,7 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* hn, const T* hs, c
             std::fill(dghb + q * H + j0, dghb + q * H + j1, T(0));
           }
         } else {
-          gru_cell_backward(gates + (t * B + b) * G + j0, hn + (t * B + b) * H + j0, hp + b * H + j0, dhb + j0,
+          gru_cell_backward(gates + (t * B + b) * G + j0, ghn + (t * B + b) * H + j0, hp + b * H + j0, dhb + j0,
                             dzxb + j0, dghb + j0, H, j1 - j0);
         }
       }
@@ -141,19 +141,19 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   c.optional("b_hh", b_hh, "(3H,)", {3 * H});
   const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor gates = at::empty({cache ? T_ : 1, B, 3 * H}, zx.options());
-  at::Tensor hn = at::empty({cache ? T_ : 1, B, H}, zx.options());
+  at::Tensor ghn = at::empty({cache ? T_ : 1, B, H}, zx.options());
   at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, len, gates.data_ptr<scalar_t>(),
-                               hn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H,
+                               ghn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H,
                                cache);
   });
   if (!cache) return {at::Tensor(), at::Tensor(), hs};
-  return {gates, hn, hs};
+  return {gates, ghn, hs};
 }
 
-std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& hn,
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& ghn,
                                      const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
                                      const c10::optional<at::Tensor>& lengths) {
   const Checks c("gru_backward", "dhs", dhs);
@@ -163,7 +163,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
   c.hidden("dhs", "last dimension", H, 1, "H");
   c.tensor("dhs", dhs, "(T, B, H)", {T_, B, H});
   c.tensor("gates", gates, "(T, B, 3H)", {T_, B, 3 * H});
-  c.tensor("hn", hn, "(T, B, H)", {T_, B, H});
+  c.tensor("ghn", ghn, "(T, B, H)", {T_, B, H});
   c.tensor("hs", hs, "(T, B, H)", {T_, B, H});
   c.tensor("h0", h0, "(B, H)", {B, H});
   c.tensor("w_hh", w_hh, "(3H, H)", {3 * H, H});
@@ -171,7 +171,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
   at::Tensor dzx = at::empty_like(gates), dgh = at::empty_like(gates), dh0 = at::empty({B, H}, dhs.options());
   at::Tensor dh_buf = at::empty({2, B, H}, dhs.options());
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
-    gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(),
+    gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
                                 hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                 len, dzx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
                                 dh_buf.data_ptr<scalar_t>(), T_, B, H);
