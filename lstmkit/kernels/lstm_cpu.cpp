@@ -20,7 +20,10 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <array>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "checks.h"
 #include "cpu_math.h"
@@ -367,6 +370,87 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
   return {gates, cs, hs};
 }
 
+// One call of lstm_layer_forward, its arguments checked: what each of its three ways reads.
+struct LayerCall {
+  at::Tensor x, h0, c0, w_ih, w_hh, b;               // b (G,): the bias added in the cell (zeros without one)
+  c10::optional<at::Tensor> w_hr;
+  const int64_t* len;
+  int64_t T_, B, I, G, H, P;
+  bool small, fuse;
+  at::Tensor hs, rbuf;                               // (T,B,P) the states, written in place; (B,H) r_t scratch
+
+  template <typename T>
+  int64_t steps(const Recurrent<T>& W, const at::Tensor& zx, const at::Tensor& h_before, const at::Tensor& c_before,
+                int64_t t0, at::Tensor& gates, at::Tensor& cs, at::Tensor hs_part, bool cache, bool fused) const {
+    return forward_steps<T>(W, zx, b.data_ptr<T>(), h_before, c_before, len, t0, gates, cs, hs_part, rbuf, cache,
+                            fused ? x.data_ptr<T>() : nullptr, I);
+  }
+};
+
+// With the cache: zx = x W_ih^T as one product straight into the gates tensor (or, fused, each
+// step's input part in the step), which the recurrence overwrites step by step with the gates.
+static std::vector<at::Tensor> layer_forward_cached(const LayerCall& L, const c10::optional<at::Tensor>& gates_out) {
+  at::Tensor gates = gates_out ? *gates_out : at::empty({L.T_, L.B, L.G}, L.x.options());
+  at::Tensor cs = at::empty({L.T_, L.B, L.H}, L.x.options());
+  if (!L.fuse) {
+    at::Tensor zx2 = gates.view({L.T_ * L.B, L.G});
+    at::mm_out(zx2, L.x.view({L.T_ * L.B, L.I}), L.w_ih.t());
+  }
+  AT_DISPATCH_FLOATING_TYPES(L.x.scalar_type(), "lstm_layer_forward", [&] {
+    const Recurrent<scalar_t> W(L.w_hh, L.w_hr, L.B, L.T_, L.small, L.fuse ? &L.w_ih : nullptr);
+    L.steps<scalar_t>(W, gates, L.h0, L.c0, 0, gates, cs, L.hs, true, L.fuse);
+  });
+  return {gates, cs, L.hs};
+}
+
+// Without the cache, fused: no zx at all, x_t W_ih^T taken in the step; gates and cells in scratch rows.
+static std::vector<at::Tensor> layer_forward_fused(const LayerCall& L) {
+  at::Tensor z = at::empty({1, L.B, L.G}, L.x.options()), cs = at::empty({2, L.B, L.H}, L.x.options());
+  int64_t last = 0;
+  AT_DISPATCH_FLOATING_TYPES(L.x.scalar_type(), "lstm_layer_forward", [&] {
+    const Recurrent<scalar_t> W(L.w_hh, L.w_hr, L.B, L.T_, true, &L.w_ih);
+    last = L.steps<scalar_t>(W, at::Tensor(), L.h0, L.c0, 0, z, cs, L.hs, false, true);
+  });
+  return {at::Tensor(), cs.narrow(0, last, 1), L.hs};                           // c_{T-1} as (1,B,H)
+}
+
+// Without the cache: zx in chunks of about chunk_elems elements into one reused buffer, each chunk's
+// states written straight into their place in hs (nothing concatenated, no whole-sequence zx).
+static std::vector<at::Tensor> layer_forward_chunked(const LayerCall& L, int64_t chunk_elems) {
+  const int64_t B = L.B, G = L.G;
+  const int64_t steps = std::max<int64_t>(1, std::min<int64_t>(L.T_, chunk_elems / std::max<int64_t>(1, B * G)));
+  at::Tensor zx = at::empty({steps, B, G}, L.x.options());                      // reused by every chunk
+  at::Tensor z = at::empty({1, B, G}, L.x.options()), cs = at::empty({2, B, L.H}, L.x.options());
+  at::Tensor c_carry = L.c0;                                                     // (B,H) c before the chunk
+  AT_DISPATCH_FLOATING_TYPES(L.x.scalar_type(), "lstm_layer_forward", [&] {
+    const Recurrent<scalar_t> W(L.w_hh, L.w_hr, B, L.T_, L.small);
+    for (int64_t t0 = 0; t0 < L.T_; t0 += steps) {
+      const int64_t n = std::min(steps, L.T_ - t0);
+      at::Tensor zx_n = zx.narrow(0, 0, n);
+      at::Tensor zx2 = zx_n.view({n * B, G});
+      at::mm_out(zx2, L.x.narrow(0, t0, n).view({n * B, L.I}), L.w_ih.t());
+      const at::Tensor h_before = t0 ? L.hs[t0 - 1] : L.h0;
+      const int64_t last = L.steps<scalar_t>(W, zx_n, h_before, c_carry, t0, z, cs, L.hs.narrow(0, t0, n), false,
+                                             false);
+      c_carry = cs[last].clone();
+    }
+  });
+  return {at::Tensor(), c_carry.unsqueeze(0), L.hs};                            // c_{T-1} as (1,B,H)
+}
+
+// gates_out (cache only), where given, must be apart from everything the call reads.
+using Named = std::pair<const at::Tensor*, const char*>;
+using NamedOptional = std::pair<const c10::optional<at::Tensor>*, const char*>;
+static void check_gates_out(const Checks& c, const c10::optional<at::Tensor>& gates_out, bool cache,
+                            const std::array<int64_t, 3>& shape, const std::vector<Named>& read,
+                            const std::vector<NamedOptional>& read_optional) {
+  if (!gates_out) return;
+  TORCH_CHECK(cache, c.fn, ": gates_out is for cache=True (without the cache no gates are kept)");
+  c.tensor("gates_out", *gates_out, "(T, B, 4H)", {shape[0], shape[1], shape[2]});
+  for (auto [t, n] : read) c.apart("gates_out", *gates_out, n, *t);
+  for (auto [t, n] : read_optional) c.apart("gates_out", *gates_out, n, *t);
+}
+
 // A whole layer's forward: the input projection and the recurrence, in one call.
 // With the cache, zx = x W_ih^T is one product written straight into the gates tensor, which the
 // recurrence then overwrites step by step with the activated gates (no separate zx). Without it,
@@ -393,67 +477,22 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   c.optional("bias", bias, "(4H,)", {G});
   const int64_t* len = c.lengths(lengths, T_, B);
   TORCH_CHECK(chunk_elems > 0, c.fn, ": chunk_elems should be positive, got ", chunk_elems);
-  if (gates_out) {                                                              // written, while all the rest is read
-    TORCH_CHECK(cache, c.fn, ": gates_out is for cache=True (without the cache no gates are kept)");
-    c.tensor("gates_out", *gates_out, "(T, B, 4H)", {T_, B, G});
-    for (auto [t, n] : {std::pair{&x, "x"}, {&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}})
-      c.apart("gates_out", *gates_out, n, *t);
-    for (auto [t, n] : {std::pair{&bias, "bias"}, {&w_hr, "w_hr"}, {&lengths, "lengths"}})
-      c.apart("gates_out", *gates_out, n, *t);
-  }
+  check_gates_out(c, gates_out, cache, {T_, B, G},
+                  {{&x, "x"}, {&h0, "h0"}, {&c0, "c0"}, {&w_ih, "w_ih"}, {&w_hh, "w_hh"}},
+                  {{&bias, "bias"}, {&w_hr, "w_hr"}, {&lengths, "lengths"}});
   if (B == 0)                                                                   // nothing to compute
     return {cache ? (gates_out ? *gates_out : at::empty({T_, 0, G}, x.options())) : at::Tensor(),
             at::empty({cache ? T_ : 1, 0, H}, x.options()), at::empty({T_, 0, P}, x.options())};
-  const at::Tensor b = bias ? *bias : at::zeros({G}, x.options());              // (G,) added in the cell
-  const at::Tensor w_ihT = w_ih.t();
-  at::Tensor hs = at::empty({T_, B, P}, x.options());
-  at::Tensor rbuf = w_hr ? at::empty({B, H}, x.options()) : at::Tensor();
   const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
   const bool small = use_small(path, B, kSmallBatchForward, T_);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
   const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= fuse_max_bytes()));
-  if (cache) {
-    at::Tensor gates = gates_out ? *gates_out : at::empty({T_, B, G}, x.options());
-    at::Tensor cs = at::empty({T_, B, H}, x.options());
-    if (!fuse) {
-      at::Tensor zx2 = gates.view({T_ * B, G});
-      at::mm_out(zx2, x.view({T_ * B, I}), w_ihT);
-    }
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, small, fuse ? &w_ih : nullptr);
-      forward_steps<scalar_t>(W, gates, b.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, true,
-                              fuse ? x.data_ptr<scalar_t>() : nullptr, I);
-    });
-    return {gates, cs, hs};
-  }
-  at::Tensor z = at::empty({1, B, G}, x.options()), cs = at::empty({2, B, H}, x.options());
-  if (fuse) {                                                                    // no zx: x_t W_ih^T in the step
-    int64_t last = 0;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-      const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, true, &w_ih);
-      last = forward_steps<scalar_t>(W, at::Tensor(), b.data_ptr<scalar_t>(), h0, c0, len, 0, z, cs, hs, rbuf,
-                                     false, x.data_ptr<scalar_t>(), I);
-    });
-    return {at::Tensor(), cs.narrow(0, last, 1), hs};                           // c_{T-1} as (1,B,H)
-  }
-  const int64_t steps = std::max<int64_t>(1, std::min<int64_t>(T_, chunk_elems / std::max<int64_t>(1, B * G)));
-  at::Tensor zx = at::empty({steps, B, G}, x.options());                        // reused by every chunk
-  at::Tensor c_carry = c0;                                                       // (B,H) c before the chunk
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_layer_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward, T_));
-    for (int64_t t0 = 0; t0 < T_; t0 += steps) {
-      const int64_t n = std::min(steps, T_ - t0);
-      at::Tensor zx_n = zx.narrow(0, 0, n), hs_n = hs.narrow(0, t0, n);
-      at::Tensor zx2 = zx_n.view({n * B, G});
-      at::mm_out(zx2, x.narrow(0, t0, n).view({n * B, I}), w_ihT);
-      const at::Tensor h_before = t0 ? hs[t0 - 1] : h0;
-      const int64_t last = forward_steps<scalar_t>(W, zx_n, b.data_ptr<scalar_t>(), h_before, c_carry, len, t0,
-                                                   z, cs, hs_n, rbuf, false);
-      c_carry = cs[last].clone();
-    }
-  });
-  return {at::Tensor(), c_carry.unsqueeze(0), hs};                              // c_{T-1} as (1,B,H)
+  const LayerCall L{x, h0, c0, w_ih, w_hh, bias ? *bias : at::zeros({G}, x.options()), w_hr, len, T_, B, I, G, H, P,
+                    small, fuse, at::empty({T_, B, P}, x.options()),
+                    w_hr ? at::empty({B, H}, x.options()) : at::Tensor()};
+  if (cache) return layer_forward_cached(L, gates_out);
+  return fuse ? layer_forward_fused(L) : layer_forward_chunked(L, chunk_elems);
 }
 
 std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
