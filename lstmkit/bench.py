@@ -26,7 +26,7 @@ from torch import nn
 
 from lstmkit import bench_grid
 from lstmkit.errors import UsageError
-from lstmkit.registry import NAMES
+from lstmkit.registry import NAMES, recurrent
 from lstmkit.timing import machine, median_ms
 
 # name: (T, B, I, H)
@@ -57,15 +57,12 @@ class Result:
 
 def _models(I: int, H: int, seed: int = 0, model: str = "lstm"):
     """(lstmkit module, its torch.nn twin with the same weights, the matching torch.nn cell)."""
-    import lstmkit
-
+    entry = recurrent(model)
     torch.manual_seed(seed)
-    ours, theirs, cell_cls = {"lstm": (lstmkit.LSTM, nn.LSTM, nn.LSTMCell), "gru": (lstmkit.GRU, nn.GRU, nn.GRUCell),
-                              "rnn": (lstmkit.RNN, nn.RNN, nn.RNNCell)}[model]
-    ref = theirs(I, H)
-    mine = ours(I, H)
+    ref = entry.torch_module(I, H)
+    mine = entry.module(I, H)
     mine.load_state_dict(ref.state_dict())
-    cell = cell_cls(I, H)
+    cell = entry.torch_cell(I, H)
     cell.load_state_dict({k[:-3]: v for k, v in ref.state_dict().items()})   # weight_ih_l0 -> weight_ih
     return mine, ref, cell
 

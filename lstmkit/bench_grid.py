@@ -30,10 +30,11 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from lstmkit.registry import NAMES, recurrent
 from lstmkit.timing import machine, median_ms
 
-SEQUENCE_MODELS = ("lstm", "gru", "rnn")
-CELL_MODELS = ("lstmcell", "grucell", "rnncell")
+SEQUENCE_MODELS = NAMES                                     # lstmkit.registry's models
+CELL_MODELS = tuple(name + "cell" for name in NAMES)       # their cells, called step by step
 MAX_MACS = 1.6e10                    # multiply-adds per call above which a case's T is cut
 TARGET_WORST, TARGET_GEOMEAN = 1.0, {"train": 0.75, "infer": 0.85}
 
@@ -60,7 +61,7 @@ class Case:
 
     def macs(self) -> float:
         """Multiply-adds of one forward call (the recurrent and input products)."""
-        gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.model.removesuffix("cell")]
+        gates = recurrent(self.model.removesuffix("cell")).gates
         D = 2 if self.bidirectional else 1
         first = self.I + (self.proj or self.H)
         rest = D * (self.proj or self.H) + (self.proj or self.H)
@@ -81,7 +82,7 @@ def grid_cases() -> list[Case]:
     for H in hidden:                                      # the LSTM over sizes users pick
         for B in batches:
             cases.append(Case("lstm", 50, B, H, H))
-    for model in ("gru", "rnn"):                          # the twins, on a coarser grid
+    for model in (n for n in NAMES if n != "lstm"):      # the other models, on a coarser grid
         for H in (100, 300, 650):
             for B in (1, 20, 256):
                 cases.append(Case(model, 50, B, H, H))
@@ -119,12 +120,9 @@ class GridResult:
 
 def _pair(case: Case) -> tuple[nn.Module, nn.Module]:
     """(lstmkit module, torch.nn twin) with the same weights, in the case's dtype."""
-    import lstmkit
-
-    classes = {"lstm": (lstmkit.LSTM, nn.LSTM), "gru": (lstmkit.GRU, nn.GRU), "rnn": (lstmkit.RNN, nn.RNN),
-               "lstmcell": (lstmkit.LSTMCell, nn.LSTMCell), "grucell": (lstmkit.GRUCell, nn.GRUCell),
-               "rnncell": (lstmkit.RNNCell, nn.RNNCell)}
-    ours, theirs = classes[case.model]
+    entry = recurrent(case.model.removesuffix("cell"))
+    cell = case.model not in SEQUENCE_MODELS
+    ours, theirs = (entry.cell, entry.torch_cell) if cell else (entry.module, entry.torch_module)
     kwargs = {}
     if case.model in SEQUENCE_MODELS:
         kwargs = {"num_layers": case.layers, "bidirectional": case.bidirectional}
