@@ -144,29 +144,35 @@ struct Recurrent {
   }
 };
 
-// Steps [0, n) of a chunk that starts at step t0 of the sequence (t0 only shifts the lengths).
-// zx (n,B,G) pre-activations from the input, without the bias b (G); gates (n,B,G), which may be
-// zx itself (overwritten step by step), or without the cache a (1,B,G) scratch row; cs (n,B,H),
-// or without the cache a (2,B,H) scratch; hs (n,B,P), written in place (may be a slice of the
-// caller's output); h0 (B,P), c0 (B,H) the state before the chunk; rbuf (B,H) scratch for r_t
-// with a projection. Returns the slot of cs that holds the chunk's last cell state.
-// With x (n,B,I) given (and W.wih), zx is not read: each step computes x_t W_ih^T into its gates
-// row itself, and the team takes step t+1's input part before the barrier that ends step t, where
-// it would otherwise wait (the recurrence of step t+1 needs all of h_t; the input part does not).
+// The forward loop over one chunk's steps (forward_steps below says what each tensor is): the
+// cells, the held rows, and the two ways to take the recurrent product.
 template <typename T>
-int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias, const at::Tensor& h0,
-                      const at::Tensor& c0, const int64_t* len, int64_t t0, at::Tensor& gates, at::Tensor& cs,
-                      at::Tensor& hs, const at::Tensor& rbuf, bool cache, const T* px = nullptr, int64_t I = 0) {
-  const int64_t T_ = hs.size(0), B = hs.size(1), G = gates.size(2), H = G / 4, P = h0.size(1);
-  TORCH_CHECK(!px || (W.small && W.wih), "the input part in the step needs the hand-written product");
-  auto zslot = [&](int64_t t) { return cache ? t : 0; };
-  auto cslot = [&](int64_t t) { return cache ? t : t & 1; };
-  const bool proj = W.proj, inplace = !px && zx.data_ptr() == gates.data_ptr();
-  T *pz = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *ph = hs.data_ptr<T>(), *r_ = proj ? rbuf.data_ptr<T>() : nullptr;
-  const T *pzx = px ? nullptr : zx.data_ptr<T>(), *ph0 = h0.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
-  auto held = [&](int64_t t, int64_t b) { return len && t0 + t >= len[b]; };
+struct ForwardLoop {
+  const Recurrent<T>& W;
+  const at::Tensor &zx, &h0, &gates, &hs, &rbuf;
+  const T* bias;
+  const int64_t* len;
+  int64_t t0, I, T_, B, G, H, P;
+  bool cache, proj, inplace;
+  const T* px;
+  T *pz, *pc, *ph, *r_;
+  const T *pzx, *ph0, *pc0;
+
+  ForwardLoop(const Recurrent<T>& W_, const at::Tensor& zx_, const T* bias_, const at::Tensor& h0_,
+              const at::Tensor& c0, const int64_t* len_, int64_t t0_, const at::Tensor& gates_, const at::Tensor& cs,
+              const at::Tensor& hs_, const at::Tensor& rbuf_, bool cache_, const T* px_, int64_t I_)
+      : W(W_), zx(zx_), h0(h0_), gates(gates_), hs(hs_), rbuf(rbuf_), bias(bias_), len(len_), t0(t0_), I(I_),
+        T_(hs_.size(0)), B(hs_.size(1)), G(gates_.size(2)), H(G / 4), P(h0_.size(1)), cache(cache_), proj(W_.proj),
+        inplace(!px_ && zx_.data_ptr() == gates_.data_ptr()), px(px_), pz(gates_.data_ptr<T>()),
+        pc(cs.data_ptr<T>()), ph(hs_.data_ptr<T>()), r_(W_.proj ? rbuf_.data_ptr<T>() : nullptr),
+        pzx(px_ ? nullptr : zx_.data_ptr<T>()), ph0(h0_.data_ptr<T>()), pc0(c0.data_ptr<T>()) {}
+
+  int64_t zslot(int64_t t) const { return cache ? t : 0; }
+  int64_t cslot(int64_t t) const { return cache ? t : t & 1; }
+  bool held(int64_t t, int64_t b) const { return len && t0 + t >= len[b]; }
+
   // the cell for rows [b0, b1) at step t, units [j0, j1): z_t (already zx_t + h_{t-1} W_hh^T) -> gates, c_t, r_t
-  auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
+  void cells(int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) const {
     const T* hp = t ? ph + (t - 1) * B * P : ph0;                               // (B,P) h_{t-1}
     const T* cp = t ? pc + cslot(t - 1) * B * H : pc0;                          // (B,H) c_{t-1}
     T *z = pz + zslot(t) * B * G, *c = pc + cslot(t) * B * H, *h = ph + t * B * P, *r = proj ? r_ : h;
@@ -178,48 +184,56 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
         cell_forward(z + b * G, bias, cp + b * H, c + b * H, r + b * H, H, j0, j1);
       }
     }
-  };
+  }
+
   // held rows of [b0, b1) keep h_{t-1} (with a projection, after h_t = r_t W_hr^T), columns [p0, p1)
-  auto hold_h = [&](int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
+  void hold_h(int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) const {
     const T* hp = t ? ph + (t - 1) * B * P : ph0;
     for (int64_t b = b0; b < b1; ++b)
       if (held(t, b)) std::copy(hp + b * P + p0, hp + b * P + p1, ph + t * B * P + b * P + p0);
-  };
-  if (W.small) {
-    run_team(B * G * (P + I), T_, B, [&](int rank, int size) {
-      // by rows: each member runs the recurrence of its own rows, all units, and never waits;
-      // else each owns a slice of units of every row and the team meets once a step (see team_split)
-      const Split sp = team_split<T>(B, H, P, rank, size);
-      const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
-      // out (nb,G) = init + x w^T over this member's units of the four gates: one range [0, G) when
-      // it owns every unit (fewer, wider pieces: at B = 1 the narrow ones are latency-bound)
-      auto gate_product = [&](const StepWeight<T>& w, T* out, const T* init, const T* x, int64_t ldx, bool rev) {
-        if (j0 == 0 && j1 == H) return w.product(out, G, init, G, x, ldx, nb, 0, G, rev);
-        for (int64_t i = 0; i < 4; ++i) {
-          const int64_t q = rev ? 3 - i : i;
-          w.product(out, G, init, G, x, ldx, nb, q * H + j0, q * H + j1, rev);
-        }
-      };
-      auto input_part = [&](int64_t t) {                                        // z_t = x_t W_ih^T, own part
-        gate_product(*W.wih, pz + (zslot(t) * B + b0) * G, nullptr, px + (t * B + b0) * I, I, t & 1);
-      };
-      if (px) input_part(0);
-      for (int64_t t = 0; t < T_; ++t) {
-        const T* hp = (t ? ph + (t - 1) * B * P : ph0) + b0 * P;
-        T* z = pz + (zslot(t) * B + b0) * G;
-        // alternate the panel order step by step: see StepWeight::product
-        gate_product(*W.whh, z, px ? z : pzx + (t * B + b0) * G, hp, P, t & 1);
-        cells(t, j0, j1, sp.b0, sp.b1);
-        if (px && t + 1 < T_) input_part(t + 1);
-        if (!sp.by_rows) team_barrier();
-        if (!proj) continue;
-        W.whr->product(ph + (t * B + b0) * P, P, static_cast<const T*>(nullptr), 0, r_ + b0 * H, H, nb, sp.p0, sp.p1);
-        hold_h(t, sp.p0, sp.p1, sp.b0, sp.b1);
-        if (!sp.by_rows) team_barrier();
-      }
-    });
-  } else {
-    for (int64_t t = 0; t < T_; ++t) {                                          // BLAS per step
+  }
+
+  // out (nb,G) = init + x w^T over units [j0, j1) of the four gates: one range [0, G) when that is
+  // every unit (fewer, wider pieces: at B = 1 the narrow ones are latency-bound)
+  void gate_product(const StepWeight<T>& w, T* out, const T* init, const T* x, int64_t ldx, int64_t nb, int64_t j0,
+                    int64_t j1, bool rev) const {
+    if (j0 == 0 && j1 == H) return w.product(out, G, init, G, x, ldx, nb, 0, G, rev);
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t q = rev ? 3 - i : i;
+      w.product(out, G, init, G, x, ldx, nb, q * H + j0, q * H + j1, rev);
+    }
+  }
+
+  // One member of the team (hand-written product): by rows it runs the recurrence of its own rows,
+  // all units, and never waits; else it owns a slice of units of every row and the team meets once
+  // a step (twice with a projection; see team_split). With x given (px), each step's input part
+  // x_t W_ih^T is taken here too, step t+1's before the barrier that ends step t, where the member
+  // would otherwise wait (the recurrence of step t+1 needs all of h_t; the input part does not).
+  void member(int rank, int size) const {
+    const Split sp = team_split<T>(B, H, P, rank, size);
+    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
+    auto input_part = [&](int64_t t) {                                          // z_t = x_t W_ih^T, own part
+      gate_product(*W.wih, pz + (zslot(t) * B + b0) * G, nullptr, px + (t * B + b0) * I, I, nb, j0, j1, t & 1);
+    };
+    if (px) input_part(0);
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* hp = (t ? ph + (t - 1) * B * P : ph0) + b0 * P;
+      T* z = pz + (zslot(t) * B + b0) * G;
+      // alternate the panel order step by step: see StepWeight::product
+      gate_product(*W.whh, z, px ? z : pzx + (t * B + b0) * G, hp, P, nb, j0, j1, t & 1);
+      cells(t, j0, j1, sp.b0, sp.b1);
+      if (px && t + 1 < T_) input_part(t + 1);
+      if (!sp.by_rows) team_barrier();
+      if (!proj) continue;
+      W.whr->product(ph + (t * B + b0) * P, P, static_cast<const T*>(nullptr), 0, r_ + b0 * H, H, nb, sp.p0, sp.p1);
+      hold_h(t, sp.p0, sp.p1, sp.b0, sp.b1);
+      if (!sp.by_rows) team_barrier();
+    }
+  }
+
+  // BLAS per step: z_t = zx_t + h_{t-1} W_hh^T by MKL, then the cells by rows.
+  void blas() const {
+    for (int64_t t = 0; t < T_; ++t) {
       at::Tensor z_t = gates[zslot(t)];
       at::addmm_out(z_t, inplace ? z_t : zx[t], t ? hs[t - 1] : h0, W.w_hhT);
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
@@ -229,7 +243,27 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
       hold_h(t, 0, P, 0, B);
     }
   }
-  return cslot(T_ - 1);
+};
+
+// Steps [0, n) of a chunk that starts at step t0 of the sequence (t0 only shifts the lengths).
+// zx (n,B,G) pre-activations from the input, without the bias b (G); gates (n,B,G), which may be
+// zx itself (overwritten step by step), or without the cache a (1,B,G) scratch row; cs (n,B,H),
+// or without the cache a (2,B,H) scratch; hs (n,B,P), written in place (may be a slice of the
+// caller's output); h0 (B,P), c0 (B,H) the state before the chunk; rbuf (B,H) scratch for r_t
+// with a projection. With x (n,B,I) given (px, and W.wih), zx is not read: each step computes
+// x_t W_ih^T into its gates row itself (ForwardLoop::member). Returns the slot of cs that holds
+// the chunk's last cell state.
+template <typename T>
+int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias, const at::Tensor& h0,
+                      const at::Tensor& c0, const int64_t* len, int64_t t0, at::Tensor& gates, at::Tensor& cs,
+                      at::Tensor& hs, const at::Tensor& rbuf, bool cache, const T* px = nullptr, int64_t I = 0) {
+  TORCH_CHECK(!px || (W.small && W.wih), "the input part in the step needs the hand-written product");
+  const ForwardLoop<T> loop(W, zx, bias, h0, c0, len, t0, gates, cs, hs, rbuf, cache, px, I);
+  if (W.small)
+    run_team(loop.B * loop.G * (loop.P + I), loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
+  else
+    loop.blas();
+  return loop.cslot(loop.T_ - 1);
 }
 
 // ---- backward ---------------------------------------------------------------------------------
