@@ -268,27 +268,40 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
 
 // ---- backward ---------------------------------------------------------------------------------
 
+// The backward loop over time (backward_impl below says what each tensor is): the gradient reaching
+// h_t, the cells' backward, and the two ways to take dh_{t-1} = dz_t W_hh.
 template <typename T>
-void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
-                   const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
-                   const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& dz, at::Tensor& dh0,
-                   at::Tensor& dc0, at::Tensor& dhtot, bool small) {
-  const int64_t T_ = dhs.size(0), B = dhs.size(1), P = dhs.size(2), G = gates.size(2), H = G / 4;
-  const bool proj = w_hr.has_value();
-  at::Tensor dh_buf = at::zeros({2, B, P}, dhs.options());                      // dh_t, dh_{t+1}
-  at::Tensor drbuf = proj ? at::empty({B, H}, dhs.options()) : at::Tensor();    // (B,H) dr_t
-  dc0.copy_(dc_last);                                                           // dc runs in place
-  T *pdz = dz.data_ptr<T>(), *dc = dc0.data_ptr<T>(), *pdh = dh_buf.data_ptr<T>();
-  T *dr_ = proj ? drbuf.data_ptr<T>() : nullptr, *pdht = proj ? dhtot.data_ptr<T>() : nullptr;
-  const T *pg = gates.data_ptr<T>(), *pc = cs.data_ptr<T>(), *pdhs = dhs.data_ptr<T>(), *pc0 = c0.data_ptr<T>();
-  std::optional<StepWeight<T>> whh, whr;                                        // W_hh (G,P), W_hr (P,H) as (K,N)
-  if (small) whh.emplace(w_hh, B, T_);
-  if (small && proj) whr.emplace(*w_hr, B, T_);
-  auto held = [&](int64_t s, int64_t b) { return len && s >= len[b]; };
-  auto dh_at = [&](int64_t t) { return pdh + (t & 1) * B * P; };                // (B,P) total at h_t
+struct BackwardLoop {
+  const at::Tensor &dhs, &dz, &w_hh, &dh0;
+  const c10::optional<at::Tensor>& w_hr;
+  const int64_t* len;
+  int64_t T_, B, P, G, H;
+  bool proj, small;
+  at::Tensor dh_buf, drbuf;                          // (2,B,P) dh_t and dh_{t+1}; (B,H) dr_t with a projection
+  T *pdz, *dc, *pdh, *dr_, *pdht;
+  const T *pg, *pc, *pdhs, *pc0;
+  std::optional<StepWeight<T>> whh, whr;             // W_hh (G,P), W_hr (P,H) as (K,N)
+
+  BackwardLoop(const at::Tensor& dhs_, const at::Tensor& gates, const at::Tensor& cs, const at::Tensor& c0,
+               const at::Tensor& w_hh_, const c10::optional<at::Tensor>& w_hr_, const int64_t* len_, at::Tensor& dz_,
+               at::Tensor& dh0_, at::Tensor& dc0, at::Tensor& dhtot, bool small_)
+      : dhs(dhs_), dz(dz_), w_hh(w_hh_), dh0(dh0_), w_hr(w_hr_), len(len_), T_(dhs_.size(0)), B(dhs_.size(1)),
+        P(dhs_.size(2)), G(gates.size(2)), H(G / 4), proj(w_hr_.has_value()), small(small_),
+        dh_buf(at::zeros({2, B, P}, dhs_.options())),
+        drbuf(proj ? at::empty({B, H}, dhs_.options()) : at::Tensor()), pdz(dz_.data_ptr<T>()),
+        dc(dc0.data_ptr<T>()), pdh(dh_buf.data_ptr<T>()), dr_(proj ? drbuf.data_ptr<T>() : nullptr),
+        pdht(proj ? dhtot.data_ptr<T>() : nullptr), pg(gates.data_ptr<T>()), pc(cs.data_ptr<T>()),
+        pdhs(dhs_.data_ptr<T>()), pc0(c0.data_ptr<T>()) {
+    if (small) whh.emplace(w_hh, B, T_);
+    if (small && proj) whr.emplace(*w_hr, B, T_);
+  }
+
+  bool held(int64_t s, int64_t b) const { return len && s >= len[b]; }
+  T* dh_at(int64_t t) const { return pdh + (t & 1) * B * P; }                   // (B,P) total at h_t
+
   // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held: it passed straight through);
   // with a projection also dhtot_t (zero at held steps). Columns [p0, p1) of rows [b0, b1).
-  auto dh_cols = [&](int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) {
+  void dh_cols(int64_t t, int64_t p0, int64_t p1, int64_t b0, int64_t b1) const {
     T* dh = dh_at(t);
     const T* dh_next = dh_at(t + 1);
     if (t + 1 < T_) {
@@ -299,7 +312,8 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
         if (held(t + 1, b))
           for (int64_t p = p0; p < p1; ++p) dh[b * P + p] += dh_next[b * P + p];
     } else {
-      for (int64_t b = b0; b < b1; ++b) std::copy(pdhs + (t * B + b) * P + p0, pdhs + (t * B + b) * P + p1, dh + b * P + p0);
+      for (int64_t b = b0; b < b1; ++b)
+        std::copy(pdhs + (t * B + b) * P + p0, pdhs + (t * B + b) * P + p1, dh + b * P + p0);
     }
     if (proj)
       for (int64_t b = b0; b < b1; ++b) {
@@ -307,9 +321,10 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
         if (held(t, b)) std::fill(dht + p0, dht + p1, T(0));
         else std::copy(dh + b * P + p0, dh + b * P + p1, dht + p0);
       }
-  };
+  }
+
   // the cell's backward for rows [b0, b1) at step t, units [j0, j1): dz_t, and dc becomes dL/dc_{t-1}
-  auto cells = [&](int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) {
+  void cells(int64_t t, int64_t j0, int64_t j1, int64_t b0, int64_t b1) const {
     const T* cp = t ? pc + (t - 1) * B * H : pc0;
     const T* dr = proj ? dr_ : dh_at(t);
     for (int64_t b = b0; b < b1; ++b) {
@@ -320,38 +335,57 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
         cell_backward(pg + (t * B + b) * G, pc + (t * B + b) * H, cp + b * H, dr + b * H, dc + b * H, dzt, H, j0, j1);
       }
     }
-  };
-  if (small) {
-    T* pdh0 = dh0.data_ptr<T>();
-    run_team(B * G * P, T_, B, [&](int rank, int size) {
-      const Split sp = team_split<T>(B, H, P, rank, size);                       // as in forward
-      const int64_t b0 = sp.b0, b1 = sp.b1, j0 = sp.j0, j1 = sp.j1, p0 = sp.p0, p1 = sp.p1;
-      auto meet = [&] { if (!sp.by_rows) team_barrier(); };
-      for (int64_t t = T_ - 1; t >= 0; --t) {
-        if (!proj) {                                     // P == H: a member's columns are its units
-          dh_cols(t, j0, j1, b0, b1);
-          cells(t, j0, j1, b0, b1);
-          meet();
-          continue;
-        }
-        dh_cols(t, p0, p1, b0, b1);
+  }
+
+  // One member of the team (hand-written product), split as in forward; then dh0 = dz_0 W_hh.
+  void member(int rank, int size) const {
+    const Split sp = team_split<T>(B, H, P, rank, size);
+    const int64_t b0 = sp.b0, b1 = sp.b1, j0 = sp.j0, j1 = sp.j1, p0 = sp.p0, p1 = sp.p1;
+    auto meet = [&] { if (!sp.by_rows) team_barrier(); };
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      if (!proj) {                                     // P == H: a member's columns are its units
+        dh_cols(t, j0, j1, b0, b1);
+        cells(t, j0, j1, b0, b1);
         meet();
-        whr->product(dr_ + b0 * H, H, static_cast<const T*>(nullptr), 0, dh_at(t) + b0 * P, P, b1 - b0, j0, j1);
-        cells(t, j0, j1, b0, b1);                        // dr = dh W_hr, then the cell
-        meet();
+        continue;
       }
-      whh->product(pdh0 + b0 * P, P, static_cast<const T*>(nullptr), 0, pdz + b0 * G, G, b1 - b0, p0, p1);
-    });                                                  // dh0 = dz_0 W_hh
-    return;
+      dh_cols(t, p0, p1, b0, b1);
+      meet();
+      whr->product(dr_ + b0 * H, H, static_cast<const T*>(nullptr), 0, dh_at(t) + b0 * P, P, b1 - b0, j0, j1);
+      cells(t, j0, j1, b0, b1);                        // dr = dh W_hr, then the cell
+      meet();
+    }
+    whh->product(dh0.data_ptr<T>() + b0 * P, P, static_cast<const T*>(nullptr), 0, pdz + b0 * G, G, b1 - b0, p0, p1);
   }
-  for (int64_t t = T_ - 1; t >= 0; --t) {                                       // BLAS per step
-    at::Tensor dh_t = dh_buf[t & 1];
-    if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh);
-    dh_cols(t, 0, P, 0, B);                                                     // the held and dhtot parts
-    if (proj) at::mm_out(drbuf, dh_t, *w_hr);
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+
+  // BLAS per step: dh_{t-1} by MKL, the held and dhtot parts and the cells by rows.
+  void blas() const {
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      at::Tensor dh_t = dh_buf[t & 1];
+      if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh);
+      dh_cols(t, 0, P, 0, B);
+      if (proj) {
+        at::Tensor dr = drbuf;
+        at::mm_out(dr, dh_t, *w_hr);
+      }
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+    }
+    at::Tensor dh0_ = dh0;
+    at::mm_out(dh0_, dz[0], w_hh);                     // dh0 = dz_0 W_hh (step 0 runs)
   }
-  at::mm_out(dh0, dz[0], w_hh);                                                 // dh0 = dz_0 W_hh (step 0 runs)
+};
+
+template <typename T>
+void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
+                   const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
+                   const c10::optional<at::Tensor>& w_hr, const int64_t* len, at::Tensor& dz, at::Tensor& dh0,
+                   at::Tensor& dc0, at::Tensor& dhtot, bool small) {
+  dc0.copy_(dc_last);                                                           // dc runs in place
+  const BackwardLoop<T> loop(dhs, gates, cs, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot, small);
+  if (small)
+    run_team(loop.B * loop.G * loop.P, loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
+  else
+    loop.blas();
 }
 
 // ---- entry points -----------------------------------------------------------------------------
