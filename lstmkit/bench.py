@@ -1,9 +1,10 @@
 """Benchmark: lstmkit.LSTM against torch.nn.LSTM and against a loop over torch.nn.LSTMCell.
 
-What it is: the timing behind ``lstmkit bench`` and ``benchmarks/bench_lstm.py``. All contenders
-run in one process on the same weights and inputs, interleaved (each repeat times every contender
-once, in turn), so a busy machine slows them alike; each time is the median over repeats, and the
-table reports ratios (lstmkit time / baseline time: below 1 means lstmkit is faster).
+What it is: the timing behind ``lstmkit bench`` and ``benchmarks/bench_lstm.py`` on five fixed
+configs (``--grid``: the sizes users pick, ``bench_grid.py``). All contenders run in one process on
+the same weights and inputs, interleaved (``timing.median_ms``), so a busy machine slows them alike;
+each time is the median over repeats, and the table reports ratios (lstmkit time / baseline time:
+below 1 means lstmkit is faster).
 What it is not: a test. Targets (issue 3, 2 threads): training <= 0.75 on B, C, D and <= 0.5 on A;
 inference <= 1.0 on B, C, D and <= 0.5 on A; streaming step <= 0.5; against the cell loop <= 0.2.
 
