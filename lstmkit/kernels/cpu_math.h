@@ -16,11 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <thread>
 #include <utility>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
