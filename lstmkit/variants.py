@@ -129,3 +129,43 @@ class VariantSpec:
         """The names of the switches that differ from the standard LSTM, e.g. ("coupled",)."""
         standard = VariantSpec()
         return tuple(f.name for f in fields(self) if getattr(self, f.name) != getattr(standard, f.name))
+
+
+@dataclass(frozen=True)
+class NamedVariant:
+    """A variant as the command line and the tables name it."""
+
+    name: str  # "cifg": ``--variant cifg``, ``VariantLSTM(..., variant="cifg")``
+    title: str  # "CIFG": in tables and figures
+    spec: VariantSpec
+    about: str  # what it changes, in one line of the article's symbols
+
+
+NAMED: dict[str, NamedVariant] = {v.name: v for v in (
+    NamedVariant("nig", "NIG", VariantSpec(input_gate=False), "no input gate: i_t = 1"),
+    NamedVariant("nfg", "NFG", VariantSpec(forget_gate=False), "no forget gate: f_t = 1"),
+    NamedVariant("nog", "NOG", VariantSpec(output_gate=False), "no output gate: o_t = 1"),
+    NamedVariant("niaf", "NIAF", VariantSpec(input_activation=False), "no input activation: c̃_t = Z_c"),
+    NamedVariant("noaf", "NOAF", VariantSpec(output_activation=False), "no output activation: h_t = o_t ⊙ c_t"),
+    NamedVariant("cifg", "CIFG", VariantSpec(coupled=True), "coupled input and forget gate: f_t = 1 − i_t"),
+    NamedVariant("peephole", "peepholes", VariantSpec(peepholes=True),
+                 "peepholes: the gates see the cell (Greff et al.'s vanilla V)"),
+    NamedVariant("fgr", "FGR", VariantSpec(full_gate_recurrence=True), "full gate recurrence: Z += W_q q_{t-1}"),
+    NamedVariant("layernorm", "LN", VariantSpec(layer_norm=True), "layer normalisation (Ba et al. 2016)"),
+    NamedVariant("vardrop", "var. dropout", VariantSpec(recurrent_dropout=0.25),
+                 "variational dropout on h_{t-1}, p = 0.25 (Gal & Ghahramani 2016)"),
+    NamedVariant("zoneout", "zoneout", VariantSpec(zoneout_cell=0.5, zoneout_hidden=0.05),
+                 "zoneout, z_c = 0.5, z_h = 0.05 (Krueger et al. 2017)"),
+)}
+STANDARD = "standard"  # the name of every switch off: the standard LSTM (``lstmkit.LSTM``)
+
+
+def variant_spec(variant: str | VariantSpec) -> VariantSpec:
+    """A name of ``NAMED`` (or "standard") or a spec -> the spec; ValueError naming the known names."""
+    if isinstance(variant, VariantSpec):
+        return variant
+    if variant == STANDARD:
+        return VariantSpec()
+    if not isinstance(variant, str) or variant not in NAMED:
+        raise ValueError(f"variant must be a VariantSpec or one of {STANDARD}, {', '.join(NAMED)}; got {variant!r}")
+    return NAMED[variant].spec
