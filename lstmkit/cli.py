@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from lstmkit import bench, demo, explain
+from lstmkit import ablate, bench, demo, explain
 from lstmkit.errors import LstmkitError, UsageError
 from lstmkit.inference import generate, load, predict
 from lstmkit.runs import read_config
@@ -218,6 +218,7 @@ COMMANDS = {  # name -> (help, adds its options, runs it)
                        _predict),
     "explain": Command("an HTML report (and PNGs) of a model's gates, cell and hidden states over a text",
                        explain.add_arguments, explain.run),
+    "ablate": Command(ablate.HELP, ablate.add_arguments, ablate.run),
     "bench": Command(bench.HELP, bench.add_arguments, bench.run),
 }
 

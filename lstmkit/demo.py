@@ -38,12 +38,11 @@ import json
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
-from multiprocessing import get_context
 from pathlib import Path
 
 from lstmkit.errors import UsageError
+from lstmkit.jobs import run_jobs
 from lstmkit.kernels import backend, cpp_available, get_backend
 from lstmkit.registry import RECURRENT
 from lstmkit.runs import atomic_write, write_json
@@ -169,21 +168,8 @@ def train_run(job: dict) -> dict:
 
 
 def run_all(jobs: list[dict], processes: int, quiet: bool) -> list[dict]:
-    """Every job, in ``processes`` spawned workers (1: here, one after the other)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), desc="demo runs", disable=quiet, dynamic_ncols=True)
-    rows = []
-    if processes == 1:
-        for job in jobs:
-            rows.append(train_run({**job, "progress": not quiet}))
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(train_run, {**job, "progress": False}) for job in jobs]):
-                rows.append(future.result())
-                bar.update(1)
-    bar.close()
+    """Every job, in ``processes`` spawned workers (1: here, one after the other), sorted as the table reads."""
+    rows = run_jobs(train_run, jobs, processes, quiet, "demo runs")
     return sorted(rows, key=lambda r: (MODELS.index(r["model"]), r["distance"], r["seed"]))
 
 
