@@ -95,10 +95,12 @@ def check_params(params: dict[str, Array], spec: VariantSpec) -> tuple[int, int]
             raise ValueError(f"params must hold {name}, a 2-D array; got {params.get(name)!r:.60}")
     I, H = params["weight_ih"].shape[1], params["weight_hh"].shape[1]
     expected = spec.parameter_shapes(I, H, bias="bias_ih" in params)
-    for name in expected.keys() - params.keys():
-        raise ValueError(f"params is missing {name} of shape {expected[name]} (spec switches: {spec.switched()})")
-    for name in params.keys() - expected.keys():
-        raise ValueError(f"params has {name}, which this spec has no use for (expected {sorted(expected)})")
+    missing, extra = sorted(expected.keys() - params.keys()), sorted(params.keys() - expected.keys())
+    if missing:
+        raise ValueError(f"params is missing {missing[0]} of shape {expected[missing[0]]} "
+                         f"(spec switches: {spec.switched()})")
+    if extra:
+        raise ValueError(f"params has {extra[0]}, which this spec has no use for (expected {sorted(expected)})")
     for name, shape in expected.items():
         if params[name].shape != shape:
             raise ValueError(f"params[{name!r}] must have shape {shape} (I = {I}, H = {H}, blocks "
@@ -226,7 +228,10 @@ def variant_step(x_t: Array, h_prev: Array, c_prev: Array, q_prev: Array | None,
                  spec: VariantSpec, dropout_mask: Array | None = None, zoneout_c: Array | None = None,
                  zoneout_h: Array | None = None) -> tuple[Array, Array, Array | None, VariantStepCache]:
     """One step of ``lstmkit/variants.py``'s equations: x_t (B, I), h_prev, c_prev (B, H), q_prev
-    (B, nQ·H) (FGR; else ignored) -> (h_t, c_t, q_t or None, cache). Masks (B, H) or None."""
+    (B, nQ·H) (FGR, None: zeros; else ignored) -> (h_t, c_t, q_t or None, cache). dropout_mask,
+    zoneout_c, zoneout_h (B, H) or None: m, d^c_t, d^h_t (any numbers in [0, 1] for d)."""
+    if spec.full_gate_recurrence and q_prev is None:
+        q_prev = np.zeros((h_prev.shape[0], len(spec.recurrent_gates) * h_prev.shape[1]))  # no gates yet
     hm = h_prev if dropout_mask is None else dropout_mask * h_prev  # (B, H)  m ⊙ h_{t-1}
     s = VariantStepCache(x_t=x_t, h_prev=h_prev, c_prev=c_prev, m=dropout_mask, hm=hm, d_c=zoneout_c,
                          d_h=zoneout_h, q_prev=q_prev if spec.full_gate_recurrence else None)
@@ -358,9 +363,7 @@ def variant_forward(x: Array, h0: Array, c0: Array, q0: Array | None, params: di
     -> (hs (T, B, H), (h_T, c_T, q_T (None without FGR)), cache)."""
     I, H = check_params(params, spec)
     check_sequence_args(x, h0, c0, q0, dropout_mask, zoneout_masks, I, H, spec)
-    T, B, _ = x.shape
-    if spec.full_gate_recurrence and q0 is None:
-        q0 = np.zeros((B, len(spec.recurrent_gates) * H))  # (B, nQ·H)  no gates before the first step
+    T = x.shape[0]
     d_c, d_h = zoneout_masks if zoneout_masks is not None else (None, None)
     h, c, q, cache = h0, c0, q0 if spec.full_gate_recurrence else None, VariantCache()
     for t in range(T):
