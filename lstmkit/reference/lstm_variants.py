@@ -145,7 +145,7 @@ def zoneout_backward(dout: Array, d: Array | None) -> tuple[Array, Array]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The pre-activations Z = a_t + r_t + b (+ W_q q_{t-1}): forward, and under it its backward
+# One step's cache: what the backward needs and what the gate pictures show
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -171,7 +171,7 @@ class VariantStepCache:
     c_new: Array | None = None  # (B, H)  f ⊙ c_{t-1} + i ⊙ c̃, before zoneout
     c_hat: Array | None = None  # (B, H)  LN: the normalised c_new, before α_c, β_c
     c_inv_std: Array | None = None  # (B, 1)
-    phi_c: Array | None = None  # (B, H)  tanh(c) (NOAF: c), LN: of LN(c)α_c + β_c; stored for backward
+    phi_c: Array | None = None  # (B, H)  tanh(c) (NOAF: c), LN: of LN(c)α_c + β_c; stored for the backward
     h_new: Array | None = None  # (B, H)  o ⊙ phi_c, before zoneout
     d_c: Array | None = None  # (B, H)  zoneout of c this step
     d_h: Array | None = None  # (B, H)  zoneout of h this step
@@ -179,6 +179,10 @@ class VariantStepCache:
     h_t: Array | None = None  # (B, H)  the output and hidden state carried forward (zoned)
     q_t: Array | None = None  # (B, nQ·H)  FGR: this step's gates, q for the next step
 
+
+# ---------------------------------------------------------------------------------------------
+# The pre-activations Z = a_t + r_t + b (+ W_q q_{t-1}): forward, and under it its backward
+# ---------------------------------------------------------------------------------------------
 
 def pre_activations(s: VariantStepCache, params: dict[str, Array], spec: VariantSpec) -> Array:
     """Z (B, nH) of the docstring's first four lines; stores the LN values in ``s``."""
