@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -93,6 +94,15 @@ def _predict_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # lstmkit's own notices as one line each ("lstmkit: note: ...")
+        shown = warnings.showwarning
+        warnings.showwarning = lambda message, *args, **kw: (
+            print(f"lstmkit: note: {str(message).removeprefix('lstmkit: ')}", file=sys.stderr)
+            if str(message).startswith("lstmkit: ") else shown(message, *args, **kw))
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
