@@ -233,6 +233,21 @@ def test_safetensors_round_trip_and_dtype_moves(tmp_path):
     assert all(w.dtype == torch.float64 for w in m._flat_weights)
 
 
+def test_a_parametrized_peephole_is_read_as_an_attribute():
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    m, x = variant("peephole"), torch.randn(T, B, I, dtype=torch.float64)
+    doubled = variant("peephole")
+    with torch.no_grad():
+        doubled.weight_ch_l0.mul_(2)
+    nn.utils.parametrize.register_parametrization(m, "weight_ch_l0", Double())
+    close(m(x)[0], doubled(x)[0])
+    m(x)[0].sum().backward()
+    assert m.parametrizations.weight_ch_l0.original.grad is not None
+
+
 def test_the_slowness_notice_is_given_once_and_not_for_the_standard_spec(monkeypatch):
     monkeypatch.setattr(variant_module, "_notice_given", False)
     with warnings.catch_warnings(record=True) as seen:
