@@ -16,6 +16,10 @@ from lstmkit.modules import (
     RNNCell,
     RNNTrace,
     Trace,
+    VariantLSTM,
+    VariantLSTMCell,
+    VariantTrace,
 )
 
-__all__ = ["GRU", "GRUCell", "GRUTrace", "LSTM", "LSTMCell", "LSTMTrace", "RNN", "RNNCell", "RNNTrace", "Trace"]
+__all__ = ["GRU", "GRUCell", "GRUTrace", "LSTM", "LSTMCell", "LSTMTrace", "RNN", "RNNCell", "RNNTrace", "Trace",
+           "VariantLSTM", "VariantLSTMCell", "VariantTrace"]

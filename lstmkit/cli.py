@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -93,6 +94,15 @@ def _predict_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # lstmkit's own notices as one line each ("lstmkit: note: ...")
+        shown = warnings.showwarning
+        warnings.showwarning = lambda message, *args, **kw: (
+            print(f"lstmkit: note: {str(message).removeprefix('lstmkit: ')}", file=sys.stderr)
+            if str(message).startswith("lstmkit: ") else shown(message, *args, **kw))
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
@@ -152,13 +162,20 @@ def _train(args: argparse.Namespace) -> int:
         config = _resumable(Path(args.out), args.task, overrides, task_options)
     else:
         config = resolve(args.task, task_options, overrides)
-    out = Path(args.out or f"runs/{args.task}-{config['train']['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    model = _model_label(config["model"])
+    out = Path(args.out or f"runs/{args.task}-{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     results = train(config, out, resume=args.resume, progress=not args.quiet)
     if results:
-        print(f"{args.task} · {config['train']['model']}: {results['summary']}  "
+        print(f"{args.task} · {model}: {results['summary']}  "
               f"({results['steps']} steps, stopped by {results['stopped']})")
         print(f"run folder: {out}")
     return 0
+
+
+def _model_label(model: dict) -> str:
+    """"lstm", or "lstm-cifg" for a variant (runs from before variants have none)."""
+    variant = model.get("variant", "standard")
+    return model["cell"] if variant == "standard" else f"{model['cell']}-{variant}"
 
 
 def _resumable(out: Path, task: str, overrides: dict, task_options: dict) -> dict:
@@ -184,7 +201,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     loaded = load(args.run)
     _, _, test = loaded.task.build()
     scores = evaluate_split(loaded.model, loaded.task, test, "cpu")
-    print(f"{loaded.config['task']} · {loaded.config['model']['cell']}: {loaded.task.summary(scores)} "
+    print(f"{loaded.config['task']} · {_model_label(loaded.config['model'])}: {loaded.task.summary(scores)} "
           f"(test set, {len(test)} examples)")
     return 0
 

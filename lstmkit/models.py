@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from lstmkit.errors import ModelError
 from lstmkit.registry import NAMES as CELLS
-from lstmkit.registry import RECURRENT, recurrent
+from lstmkit.registry import RECURRENT, model_entry
+from lstmkit.variants import STANDARD, variant_spec
 
 TYPES = {"str": str, "int": int, "float": (int, float), "float | None": (int, float, type(None))}
 
@@ -49,6 +50,7 @@ class ModelConfig:
     forget_bias: float = 1.0
     output_size: int = 1
     head: str = "last"  # "last": one output per sequence; "every": one per step
+    variant: str = STANDARD  # LSTM only: a name of lstmkit.variants.NAMED (cifg, peephole, ...); VariantLSTM
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +64,11 @@ class ModelConfig:
                              else f"model {f.name} must be finite, got {value}")
         if self.cell not in CELLS:
             raise ModelError(f"model cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.variant != STANDARD:
+            try:
+                model_entry(self.cell, self.variant)
+            except ValueError as e:
+                raise ModelError(f"model {e}") from None
         if self.head not in ("last", "every"):
             raise ModelError(f"model head must be last or every, got {self.head!r}")
         if self.vocab_size == 0 and self.input_size < 1:
@@ -78,13 +85,18 @@ class ModelConfig:
         G, H = RECURRENT[self.cell].gates * self.hidden_size, self.hidden_size
         n = self.vocab_size * self.embed_size + H * self.output_size + self.output_size
         first = self.embed_size if self.vocab_size > 0 else self.input_size
+        if self.variant != STANDARD:  # the variant's own parameters, layer by layer
+            shapes = variant_spec(self.variant).parameter_shapes
+            return n + sum(math.prod(s) for size in [first] + [H] * (self.num_layers - 1)
+                           for s in shapes(size, H).values())
         return n + G * (first + H + 2) + (self.num_layers - 1) * G * (2 * H + 2)
 
 
 def make_core(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-              dropout: float = 0.0, forget_bias: float = 1.0) -> nn.Module:
-    """The one place that builds a recurrent core: lstmkit's own, batch_first, unidirectional."""
-    r = recurrent(cell)
+              dropout: float = 0.0, forget_bias: float = 1.0, variant: str = STANDARD) -> nn.Module:
+    """The one place that builds a recurrent core: lstmkit's own, batch_first, unidirectional
+    (a ``VariantLSTM`` for a variant other than the standard one)."""
+    r = model_entry(cell, variant)
     dropout = dropout if num_layers > 1 else 0.0  # dropout acts between layers only
     kwargs = dict(num_layers=num_layers, batch_first=True, dropout=dropout)
     if r.forget_bias:
@@ -113,7 +125,7 @@ class SequenceModel(nn.Module):
             self.embed = None
             core_in = config.input_size
         self.rnn = make_core(config.cell, core_in, config.hidden_size, config.num_layers,
-                             config.dropout, config.forget_bias)
+                             config.dropout, config.forget_bias, config.variant)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.output_size)
 

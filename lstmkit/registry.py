@@ -10,6 +10,10 @@ explain report, ``lstmkit bench`` and the tests all read it.
 What it is not: where the math lives (that is ``reference/`` and ``functional/``, one file per model)
 or a factory chosen by a string mode: an entry only points at the real classes.
 
+The LSTM's named variants (``lstmkit.variants``: cifg, peephole, ...) have their own table,
+``VARIANTS``, beside ``RECURRENT`` (not in it: they have no torch.nn twin); ``model_entry(cell,
+variant)`` gives the entry of either kind for a model config.
+
 Adding a model: its equations (``reference/<name>.py``, ``functional/<name>.py`` and its operator,
 a module in ``modules/``), then one entry here.
 
@@ -20,6 +24,7 @@ below everything that chooses a model by name (``models``, ``train``, ``demo``, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -27,9 +32,11 @@ from types import ModuleType
 from torch import nn
 
 from lstmkit import functional, modules
+from lstmkit.functional.variant_lstm import variant_lstm_layer
 from lstmkit.reference import gru as gru_reference
 from lstmkit.reference import lstm as lstm_reference
 from lstmkit.reference import rnn as rnn_reference
+from lstmkit.variants import NAMED, STANDARD, VariantSpec
 
 
 @dataclass(frozen=True)
@@ -80,3 +87,47 @@ def of_module(core: nn.Module) -> Recurrent | None:
 def or_list(names: tuple[str, ...] = NAMES) -> str:
     """'lstm, gru or rnn': the names for a message."""
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One named variant of the LSTM (``lstmkit.variants.NAMED``) as a model: a separate table from
+    ``RECURRENT`` (which lists models with their torch.nn twins; a variant has none), with the
+    fields that readers of a model's entry use (``gates``, ``trace_fields``, ``states``, ...)."""
+
+    name: str  # "cifg": ``--variant cifg`` and ``model.variant`` in config.json
+    title: str  # "CIFG": in tables and figures
+    about: str  # what it changes, one line
+    spec: VariantSpec
+    module: Callable[..., nn.Module]  # VariantLSTM bound to this variant: module(input_size, hidden_size, ...)
+    cell: Callable[..., nn.Module]  # VariantLSTMCell bound to this variant
+    layer: Callable  # functional entry: functional.variant_lstm.variant_lstm_layer (takes the spec)
+    gates: int  # blocks stacked in weight_ih / weight_hh (rows = gates * hidden_size)
+    trace_fields: tuple[str, ...]  # the trace's quantities, in the order the report shows them
+    states: tuple[str, ...]  # ("h", "c"), or ("h", "c", "q") with FGR
+    forget_bias: bool  # takes ``forget_bias=`` (every variant with a forget gate)
+    base: str = "lstm"  # the entry of ``RECURRENT`` it varies
+
+
+def _variant_entry(name: str) -> Variant:
+    v = NAMED[name]
+    return Variant(name, v.title, v.about, v.spec, functools.partial(modules.VariantLSTM, variant=name),
+                   functools.partial(modules.VariantLSTMCell, variant=name), variant_lstm_layer,
+                   gates=len(v.spec.blocks), trace_fields=v.spec.trace_fields,
+                   states=("h", "c", "q") if v.spec.full_gate_recurrence else ("h", "c"),
+                   forget_bias=v.spec.forget_gate)
+
+
+VARIANTS: dict[str, Variant] = {name: _variant_entry(name) for name in NAMED}  # not in NAMES: no torch twin
+
+
+def model_entry(cell: str, variant: str = STANDARD) -> Recurrent | Variant:
+    """The entry of a model config's (cell, variant): ``RECURRENT[cell]`` for the standard one, else
+    ``VARIANTS[variant]``; ValueError (one line naming the known ones) for any other pair."""
+    if variant == STANDARD:
+        return recurrent(cell)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be {STANDARD} or one of {', '.join(VARIANTS)}, got {variant!r}")
+    if cell != VARIANTS[variant].base:
+        raise ValueError(f"variant {variant} is a variant of the LSTM: it needs cell lstm, not {cell!r}")
+    return VARIANTS[variant]

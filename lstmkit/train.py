@@ -28,9 +28,10 @@ from torch import Tensor, nn
 from lstmkit import distributed, runs
 from lstmkit.errors import ConfigError, Diverged
 from lstmkit.models import ModelConfig, build_model, first_bad_field
-from lstmkit.registry import NAMES, or_list
+from lstmkit.registry import NAMES, VARIANTS, or_list
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
+from lstmkit.variants import STANDARD
 
 
 def _opt(default, help: str):
@@ -42,6 +43,8 @@ class TrainConfig:
     """Training defaults; a task may prefer others (``Task.defaults``), the user overrides both."""
 
     model: str = _opt(NAMES[0], f"recurrent cell: {or_list()}")
+    variant: str = _opt(STANDARD, "LSTM variant, run on the PyTorch path (slower than the standard LSTM's kernel): "
+                         + "; ".join(f"{v.name}: {v.about}" for v in VARIANTS.values()))
     hidden_size: int = _opt(64, "hidden units per layer")
     layers: int = _opt(1, "stacked recurrent layers")
     embed_size: int = _opt(32, "embedding size (token tasks)")
@@ -68,6 +71,11 @@ class TrainConfig:
                               else f"{flag} must be a finite number, got {value}")
         if self.model not in NAMES:
             raise ConfigError(f"--model must be {or_list()}, got {self.model!r}")
+        if self.variant != STANDARD and self.variant not in VARIANTS:
+            raise ConfigError(f"--variant must be {STANDARD} or one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.variant != STANDARD and self.model != "lstm":
+            raise ConfigError(f"--variant {self.variant} is a variant of the LSTM: use it with --model lstm, "
+                              f"not --model {self.model}")
         for name in ("hidden_size", "layers", "embed_size", "batch_size", "steps", "eval_every",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -129,7 +137,7 @@ def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | Non
     model = ModelConfig(cell=cfg.model, vocab_size=len(task.vocab) if task.vocab else 0,
                         input_size=task.input_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
                         num_layers=cfg.layers, dropout=cfg.dropout, forget_bias=cfg.forget_bias,
-                        output_size=task.output_size, head=task.head)
+                        output_size=task.output_size, head=task.head, variant=cfg.variant)
     _check_model_fits(model)
     return {"task": task_name, "task_options": task.options, "model": model.to_dict(), "train": asdict(cfg)}
 

@@ -223,3 +223,19 @@ def test_five_thousand_tokens_and_256_units_load_and_page_quickly(browser, tmp_p
                   " n.dispatchEvent(new Event('change')); }")
     assert len(page.locator("canvas.heat").first.get_attribute("data-units").split(",")) == 256
     page.close()
+
+
+@pytest.mark.filterwarnings("ignore:lstmkit. LSTM variants")
+def test_a_variant_report_draws_only_its_gates_without_a_step_panel(browser, tmp_path):
+    """NIG (no input gate): the page names the variant, draws a heatmap per traced quantity (no
+    input gate among them) and says why there is no step panel; no console errors."""
+    torch.manual_seed(0)
+    core = lstmkit.VariantLSTM(5, 6, variant="nig")
+    e = explain_model(core, torch.randn(len(TOKENS), 5), TOKENS, memory=False)
+    page, errors = open_report(browser, write_html(e, tmp_path / "nig.html"))
+    assert errors == []
+    assert "(LSTM NIG, 6 units)" in page.locator("#view option").first.inner_text()
+    drawn = page.evaluate("LSTMKIT.data.views[0].quantities.map((q) => q.name)")
+    assert drawn == ["forget_gate", "output_gate", "candidate", "cell", "hidden"]
+    assert "standard LSTM's computation; this layer is a LSTM NIG." in page.locator("#panel-help").inner_text()
+    page.close()

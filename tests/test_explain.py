@@ -25,6 +25,7 @@ from lstmkit.explain.step_panel import step_panel
 from lstmkit.explain.traces import trace_core
 from lstmkit.kernels import backend
 from lstmkit.reference import LSTMWeights, lstm_step
+from lstmkit.variants import NAMED
 
 TOKENS = "귀여운 강아지를 출근길에서 만났다 오늘 하루 종일 기분이".split()
 
@@ -161,3 +162,27 @@ def test_main_writes_the_report_and_reports_mistakes_in_one_line(demo_root, tmp_
     assert "does not exist" in capsys.readouterr().err
     assert main([str(run), "--text", "  "]) == 2
     assert "--text is empty" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:lstmkit. LSTM variants")
+@pytest.mark.parametrize("name", NAMED)
+def test_a_variant_shows_the_gates_it_has_and_no_step_panel(name, tmp_path):
+    """Every named variant: the views hold exactly the variant's trace fields (its module's trace,
+    token order), saturation only its gates, no step panel (that is the standard LSTM's computation);
+    the report and (a few) the figures are written; FGR's three-tensor state goes through the memory curve."""
+    torch.manual_seed(0)
+    core = lstmkit.VariantLSTM(4, 5, bidirectional=True, variant=name)
+    x = torch.randn(len(TOKENS), 4)
+    e = explain_model(core, x, TOKENS, memory=name == "fgr", baselines=False)
+    spec = NAMED[name].spec
+    _, _, trace = core.eval()(x.unsqueeze(1), return_trace=True)
+    for v, tr in zip(e.views, trace[0], strict=True):
+        assert v.trace.fields == tuple(v.trace.quantities) == spec.trace_fields and v.panel is None
+        assert [s.gate for s in v.saturation] == [f for f in spec.trace_fields if f.endswith("_gate")]
+        for f in spec.trace_fields:
+            np.testing.assert_array_equal(v.trace.quantities[f], getattr(tr, f)[:, 0].detach().numpy())
+    html = render_html(e)
+    assert f'"title":"LSTM {NAMED[name].title}"' in html
+    if name in ("cifg", "nig", "fgr"):  # the figures (matplotlib, ~1 s) for a few
+        assert sorted(p.name for p in write_pngs(e, tmp_path)) == sorted(
+            ["heatmaps.png", "saturation.png"] + (["memory.png"] if name == "fgr" else []))

@@ -4,9 +4,10 @@ places that choose a model by name read it (one list, not six)."""
 import pytest
 import torch
 
-from lstmkit.errors import ConfigError
-from lstmkit.models import ModelConfig, make_core
-from lstmkit.registry import NAMES, RECURRENT, of_module, recurrent
+from lstmkit.errors import ConfigError, ModelError
+from lstmkit.models import ModelConfig, build_model, make_core
+from lstmkit.modules import VariantLSTM
+from lstmkit.registry import NAMES, RECURRENT, VARIANTS, model_entry, of_module, recurrent
 from lstmkit.train import TrainConfig
 
 I, H, T, B = 3, 4, 5, 2
@@ -48,3 +49,36 @@ def test_unknown_names_are_refused_naming_the_known_ones():
     with pytest.raises(ConfigError, match=r"--model must be lstm, gru or rnn, got 'transformer'"):
         TrainConfig(model="transformer").check()
     assert "lstm, gru or rnn" in TrainConfig.__dataclass_fields__["model"].metadata["help"]
+
+
+@pytest.mark.filterwarnings("ignore:lstmkit. LSTM variants")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_entry_builds_its_variant(name):
+    """A table beside RECURRENT (not in NAMES: no torch.nn twin) whose entries build VariantLSTM with
+    the variant's spec, stack ``gates`` blocks, carry ``states`` and trace ``trace_fields``; the
+    models the training loop builds read it, and count their parameters right."""
+    v = VARIANTS[name]
+    module, cell = v.module(I, H), v.cell(I, H)
+    assert isinstance(module, VariantLSTM) and not isinstance(module, torch.nn.LSTM)
+    assert module.spec == cell.spec == v.spec and module.variant == name and name not in NAMES
+    assert module.weight_ih_l0.shape == (v.gates * H, I) and cell.weight_ih.shape == (v.gates * H, I)
+    _, state, trace = module(torch.randn(T, B, I), return_trace=True)
+    assert len(state) == len(v.states)
+    assert all(getattr(trace[0][0], f).shape == (T, B, H) for f in v.trace_fields)
+    assert model_entry("lstm", name) is v and model_entry("lstm") is RECURRENT["lstm"]
+    core = make_core("lstm", I, H, 2, forget_bias=0.0, variant=name)
+    assert isinstance(core, VariantLSTM) and core.variant == name and core.batch_first
+    config = ModelConfig(variant=name, num_layers=2, vocab_size=7)
+    assert config.parameter_count() == sum(p.numel() for p in build_model(config).parameters())
+
+
+def test_a_variant_needs_the_lstm_and_a_known_name():
+    with pytest.raises(ValueError, match="needs cell lstm, not 'gru'"):
+        model_entry("gru", "cifg")
+    with pytest.raises(ModelError, match="model variant must be standard or one of nig, nfg"):
+        ModelConfig(variant="cfig").check()
+    with pytest.raises(ModelError, match="model variant cifg is a variant of the LSTM"):
+        ModelConfig(cell="rnn", variant="cifg").check()
+    old = ModelConfig().to_dict()
+    del old["variant"]  # a config.json from before variants
+    assert type(build_model(old).rnn) is RECURRENT["lstm"].module

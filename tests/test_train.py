@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from lstmkit import runs
 from lstmkit.models import build_model
-from lstmkit.train import Batches, resolve, train
+from lstmkit.train import Batches, TrainConfig, resolve, train
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
@@ -128,3 +128,21 @@ def test_damaged_weights_are_refused(tmp_path):
     other = build_model({**config["model"], "hidden_size": 9})
     with pytest.raises(runs.RunError, match="another model"):
         runs.load_weights(other, tmp_path / "r/best.safetensors")
+
+
+@pytest.mark.filterwarnings("ignore:lstmkit. LSTM variants")
+def test_a_variant_run_trains_saves_and_loads_its_own_weights(tmp_path):
+    """--variant goes into config.json's model; the run's safetensors hold the variant's parameter
+    names (peepholes here), and loading the run rebuilds the same model with the same outputs."""
+    config = quick_config(variant="peephole", steps=4, layers=2)
+    assert config["model"]["variant"] == "peephole" and config["train"]["variant"] == "peephole"
+    train(config, tmp_path / "run", progress=False)
+    saved = weights(tmp_path / "run" / "best.safetensors")
+    assert saved["rnn.weight_ch_l1"].shape == (3 * 8,)
+    loaded = runs.load_run(tmp_path / "run")
+    model = build_model(config["model"])
+    model.load_state_dict(saved)
+    x, lengths = torch.randn(2, 12, 2), torch.tensor([12, 5])
+    assert torch.equal(loaded.model(x, lengths), model.eval()(x, lengths))
+    help_text = TrainConfig.__dataclass_fields__["variant"].metadata["help"]
+    assert "cifg: coupled input and forget gate" in help_text and "PyTorch path" in help_text

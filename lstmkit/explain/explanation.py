@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor, nn
 
+from lstmkit.variants import STANDARD
+
 from .memory import MemoryCurve, memory_curves
 from .saturation import GateSaturation, saturation
 from .step_panel import panel_units, step_panel
@@ -30,7 +32,7 @@ class View:
     trace: LayerTrace
     order: np.ndarray  # (H,) unit indices, most active first
     saturation: list[GateSaturation]
-    panel_units: np.ndarray | None = None  # (U,) units with step-panel values; None: not an LSTM
+    panel_units: np.ndarray | None = None  # (U,) units with step-panel values; None: not a standard LSTM
     panel: dict[str, np.ndarray] | None = None  # see step_panel.step_panel
 
 
@@ -51,7 +53,7 @@ def build_view(core: nn.Module | None, tr: LayerTrace, panel_budget: int) -> Vie
     """A ``View`` of one traced layer; the step panel needs ``core``'s weights (None: no panel)."""
     order = unit_order(tr)
     view = View(tr, order, saturation(tr))
-    if core is not None and tr.cell == "lstm":
+    if core is not None and tr.cell == "lstm" and tr.variant == STANDARD:  # the standard LSTM's computation
         view.panel_units = panel_units(order, tr.inputs.shape[0], panel_budget)
         view.panel = step_panel(core, tr, view.panel_units)
     return view
@@ -68,6 +70,6 @@ def explain_model(core: nn.Module, x: Tensor, tokens: list[str], *, title: str =
     if len(tokens) != x.shape[0]:
         raise ValueError(f"tokens should have one entry per step of x: {x.shape[0]}, got {len(tokens)}")
     views = [build_view(core, tr, panel_budget) for tr in trace_core(core, x)]
-    label = label or f"this model ({views[0].trace.cell.upper()})"
+    label = label or f"this model ({views[0].trace.title})"
     curves = memory_curves(core, x, label, baselines) if memory else []
     return Explanation([str(t) for t in tokens], views, curves, title, note)

@@ -41,7 +41,8 @@ def view_payload(v: View) -> dict:
         scale = 1.0 if kind == "gate" or name != "cell" else float(max(np.abs(values).max(), 1e-12))
         quantities.append({"name": name, "symbol": symbol, "kind": kind, "long": LONG_NAMES[name],
                            "scale": scale, "data": b64(values, "f4")})
-    out = {"name": tr.name, "cell": tr.cell, "layer": tr.layer, "direction": tr.direction, "T": T, "H": H,
+    out = {"name": tr.name, "cell": tr.cell, "title": tr.title, "layer": tr.layer, "direction": tr.direction,
+           "T": T, "H": H,
            "order": v.order.tolist(), "quantities": quantities,
            "saturation": [{"gate": s.gate, "symbol": s.symbol, "below": s.below.round(6).tolist(),
                            "above": s.above.round(6).tolist()} for s in v.saturation],

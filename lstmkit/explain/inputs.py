@@ -41,6 +41,8 @@ def encode_text(run: str | Path, text: str) -> Encoded:
     with torch.no_grad():
         x = loaded.model.inputs(split.x[:1, :T])[0].float()  # (T, I)
     cell = loaded.model.config.cell.upper()
+    if loaded.model.config.variant != "standard":
+        cell += f" {loaded.model.config.variant}"
     return Encoded(loaded.model.rnn, x, token_labels(loaded.task, split.x[0, :T], text), f"trained {cell} ({run})")
 
 

@@ -1,9 +1,10 @@
 """Per-step data of one recurrent core on one input sequence, ready to be drawn.
 
 What it is: the bridge from a model to the report. ``trace_core`` runs an ``lstmkit.LSTM``/``GRU``/
-``RNN`` (or its ``torch.nn`` twin, converted) on one sequence with ``return_trace=True`` and keeps,
-for every layer and direction, each traced quantity as a NumPy (T, H) array in token order, plus the
-layer's own input (what x_t is for that layer) for the reference computation of the step panel.
+``RNN`` (or its ``torch.nn`` twin, converted) or a named ``VariantLSTM`` (the gates it has) on one
+sequence with ``return_trace=True`` and keeps, for every layer and direction, each traced quantity
+as a NumPy (T, H) array in token order, plus the layer's own input (what x_t is for that layer) for
+the reference computation of the step panel.
 What it is not: a plot, or a second computation of the gates: the values are the module's trace
 (``lstmkit.modules.trace``), the tensors its backward uses.
 
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lstmkit.registry import RECURRENT, of_module
+from lstmkit.modules import VariantLSTM
+from lstmkit.registry import RECURRENT, VARIANTS, model_entry, of_module
+from lstmkit.variants import STANDARD
 
 # quantity name -> (article symbol, kind); kind "gate" is in (0, 1), "signed" may be any sign
 QUANTITIES: dict[str, tuple[str, str]] = {
@@ -43,11 +46,19 @@ class LayerTrace:
     direction: int  # 0 forward in time, 1 backward (bidirectional)
     quantities: dict[str, np.ndarray]  # name -> (T, H) float32, the traced values
     inputs: np.ndarray  # (T, I) float64: x_t of this layer (embeddings, or the layer below's h_t)
+    variant: str = STANDARD  # an LSTM variant's name (``registry.VARIANTS``): its gates only are traced
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The traced quantities of this cell type, in the order the report shows them."""
-        return RECURRENT[self.cell].trace_fields
+        """The traced quantities of this cell type (a variant's: the gates it has), in the order the
+        report shows them."""
+        return model_entry(self.cell, self.variant).trace_fields
+
+    @property
+    def title(self) -> str:
+        """The model for a reader: "LSTM", "GRU", "LSTM CIFG" ..."""
+        title = RECURRENT[self.cell].title
+        return title if self.variant == STANDARD else f"{title} {VARIANTS[self.variant].title}"
 
     @property
     def name(self) -> str:
@@ -62,6 +73,8 @@ class LayerTrace:
 
 def as_lstmkit(core: nn.Module) -> nn.Module:
     """The core itself when it is lstmkit's, else its lstmkit twin (torch.nn cores have no trace)."""
+    if isinstance(core, VariantLSTM):
+        return core
     r = of_module(core)
     if r is None:
         raise TypeError(f"core should be an lstmkit or torch.nn LSTM, GRU or RNN, got {type(core).__name__}")
@@ -69,7 +82,9 @@ def as_lstmkit(core: nn.Module) -> nn.Module:
 
 
 def cell_name(core: nn.Module) -> str:
-    """The registry name of an lstmkit core ("lstm", ...)."""
+    """The registry name of an lstmkit core ("lstm", ...; a VariantLSTM's is "lstm")."""
+    if isinstance(core, VariantLSTM):
+        return "lstm"
     r = of_module(core)
     if r is None or not isinstance(core, r.module):
         raise TypeError(f"not an lstmkit recurrent core: {type(core).__name__}")
@@ -83,6 +98,9 @@ def check_inputs(core: nn.Module, x: Tensor) -> None:
     if x.dim() != 2 or x.shape[1] != core.input_size or x.shape[0] < 1:
         raise ValueError(f"x should have shape (T, input_size) = (T, {core.input_size}) with T >= 1, "
                          f"got {tuple(x.shape)}")
+    if isinstance(core, VariantLSTM) and core.variant != STANDARD and core.variant not in VARIANTS:
+        raise ValueError("explain shows the named variants of lstmkit.variants.NAMED; this VariantLSTM's spec "
+                         f"is none of them: {core.spec}")
     if getattr(core, "proj_size", 0):
         raise ValueError("explain needs an LSTM without proj_size (the article's cell has no projection)")
 
@@ -102,12 +120,14 @@ def trace_core(core: nn.Module, x: Tensor) -> list[LayerTrace]:
     finally:
         core.train(was_training)
     cell, out = cell_name(core), []
+    variant = core.variant if isinstance(core, VariantLSTM) else STANDARD
+    fields = model_entry(cell, variant).trace_fields
     layer_in = x.double().numpy()  # (T, I)
     for layer, directions in enumerate(trace):
         hiddens = []
         for direction, tr in enumerate(directions):
-            q = {name: _one_sequence(getattr(tr, name), core.batch_first) for name in RECURRENT[cell].trace_fields}
-            out.append(LayerTrace(cell, layer, direction, q, layer_in))
+            q = {name: _one_sequence(getattr(tr, name), core.batch_first) for name in fields}
+            out.append(LayerTrace(cell, layer, direction, q, layer_in, variant))
             hiddens.append(q["hidden"].astype(np.float64))
         layer_in = np.concatenate(hiddens, axis=1)  # (T, D*H): the next layer's x_t
     return out

@@ -56,5 +56,23 @@ class RNNTrace:
     hidden: Tensor
 
 
-Trace = tuple[tuple[LSTMTrace | GRUTrace | RNNTrace, ...], ...]
+@dataclass(frozen=True)
+class VariantTrace:
+    """One layer and direction of an LSTM variant (``lstmkit.VariantLSTM``); the fields are those of
+    ``LSTMTrace`` that the variant has (``VariantSpec.trace_fields``, equations in ``lstmkit.variants``).
+
+    A gate the variant does not have is None (NIG: input_gate, NFG: forget_gate, NOG: output_gate),
+    not a tensor of ones. CIFG has no forget-gate weights but a forget gate all the same: its
+    forget_gate is the computed f_t = 1 − i_t. NIAF's candidate is Z_c itself (no tanh).
+    """
+
+    candidate: Tensor
+    cell: Tensor
+    hidden: Tensor
+    input_gate: Tensor | None = None
+    forget_gate: Tensor | None = None
+    output_gate: Tensor | None = None
+
+
+Trace = tuple[tuple[LSTMTrace | GRUTrace | RNNTrace | VariantTrace, ...], ...]
 """trace[layer][direction]; direction 0 runs forward in time, 1 backward (bidirectional)."""

@@ -229,7 +229,7 @@
     const t = Math.max(0, Math.min(DATA.tokens.length - 1, state.step));
     $("step").value = t; $("step-token").textContent = "“" + DATA.tokens[t] + "”";
     box.dataset.t = t; box.dataset.view = v;
-    if (!view.panel) { $("panel-help").textContent = "The step panel shows the LSTM's computation; this layer is a " + view.cell.toUpperCase() + "."; return; }
+    if (!view.panel) { $("panel-help").textContent = "The step panel shows the standard LSTM's computation; this layer is a " + view.title + "."; return; }
     const units = view.panel.units;
     if (!units.includes(state.unit)) {
       $("panel-help").textContent = (state.unit === null ? "" : "Unit " + state.unit + " has no embedded panel values (only the " +
@@ -334,7 +334,7 @@
   }
   function wire() {
     const sel = $("view");
-    DATA.views.forEach((v, k) => { const o = document.createElement("option"); o.value = k; o.textContent = v.name + " (" + v.cell.toUpperCase() + ", " + v.H + " units)"; sel.append(o); });
+    DATA.views.forEach((v, k) => { const o = document.createElement("option"); o.value = k; o.textContent = v.name + " (" + v.title + ", " + v.H + " units)"; sel.append(o); });
     sel.addEventListener("change", () => setView(+sel.value));
     $("order").addEventListener("change", (e) => { state.order = e.target.value; drawHeatmaps(); });
     $("nunits").addEventListener("change", (e) => { state.nunitsWanted = Math.max(1, +e.target.value || 1); state.nunits = Math.min(DATA.views[state.view].H, state.nunitsWanted); drawHeatmaps(); });
