@@ -128,3 +128,42 @@ def test_damaged_weights_are_refused(tmp_path):
     other = build_model({**config["model"], "hidden_size": 9})
     with pytest.raises(runs.RunError, match="another model"):
         runs.load_weights(other, tmp_path / "r/best.safetensors")
+
+
+def test_update_bias_and_chrono_reach_config_json_and_the_model(tmp_path):
+    """`train --model gru --update-bias 2` and `--chrono T_MAX` (lstm, gru): saved in both halves of
+    config.json and built into the model that config rebuilds; chrono replaces the task's forget bias."""
+    from lstmkit.cli import main
+
+    common = ["--steps", "2", "--eval-every", "1", "--hidden-size", "8", "--length", "12", "--size", "60",
+              "--quiet", "--threads", "1"]
+    cases = [(["--model", "gru", "--update-bias", "2"], {"update_bias": 2.0, "chrono": 0}),
+             (["--model", "gru", "--chrono", "30"], {"update_bias": 0.0, "chrono": 30}),
+             (["--model", "lstm", "--chrono", "30"], {"forget_bias": 0.0, "chrono": 30})]
+    for i, (args, expected) in enumerate(cases):
+        assert main(["train", "adding", *args, *common, "--out", str(tmp_path / str(i))]) == 0
+        saved = json.loads((tmp_path / str(i) / "config.json").read_text())
+        for key, value in expected.items():
+            assert saved["model"][key] == value and saved["train"][key] == value, (args, key)
+        core = build_model(saved["model"]).rnn
+        assert core.chrono == expected["chrono"]
+        if "update_bias" in expected:
+            assert core.update_bias == expected["update_bias"]
+        else:
+            assert core.forget_bias == 0.0
+
+
+def test_a_config_json_from_before_update_bias_and_chrono_still_loads(tmp_path):
+    """Old run folders have neither field: they load, evaluate and resume with the defaults (off)."""
+    from lstmkit.cli import main
+
+    train(quick_config(model="gru"), tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "config.json"
+    saved = json.loads(path.read_text())
+    for half in ("model", "train"):
+        del saved[half]["update_bias"], saved[half]["chrono"]
+    path.write_text(json.dumps(saved))
+    assert main(["evaluate", str(tmp_path / "r")]) == 0
+    assert build_model(saved["model"]).rnn.update_bias == 0.0
+    resumed = train({**saved, "train": {**saved["train"], "steps": 30}}, tmp_path / "r", resume=True, progress=False)
+    assert resumed["steps"] == 30

@@ -34,11 +34,11 @@ def check_chrono(chrono: int | None, bias: bool, keep_name: str, keep_value: flo
     if chrono is None:
         return 0
     if isinstance(chrono, bool) or not isinstance(chrono, numbers.Integral):
-        raise TypeError(f"chrono should be of type int (T_max) or None, got: {type(chrono).__name__}")
+        raise TypeError(f"chrono should be an int (T_max) or None, got {type(chrono).__name__}")
     if chrono == 0:
         return 0
     if chrono < 2:
-        raise ValueError(f"chrono (T_max, the longest dependency expected) must be >= 2, got {chrono}")
+        raise ValueError(f"chrono should be >= 2 (T_max, the longest dependency expected) or 0 (off), got {chrono}")
     if not bias:
         raise ValueError(f"chrono={chrono} needs bias=True (it sets the gate biases)")
     if keep_value:
