@@ -30,20 +30,20 @@ def test_quick_demo_end_to_end_over_two_seeds(tmp_path):
     assert sorted((r["model"], r["distance"], r["seed"]) for r in rows) == sorted(
         (m, d, s) for m in ("rnn", "gru", "lstm") for d in (5, 30) for s in (0, 1))
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows) and results["processes"] == 2
-    inits = {"rnn": None, "gru": "gru:update_bias=3", "lstm": "lstm:forget_bias=5"}  # each model's own
-    assert results["settings"]["init"] == ["lstm:forget_bias=5", "gru:update_bias=3"]
+    inits = {"rnn": None, "gru": "gru:chrono=100", "lstm": "lstm:chrono=100"}  # each model's own
+    assert results["settings"]["init"] == ["lstm:chrono=100", "gru:chrono=100"]
     assert all(r["init"] == inits[r["model"]] for r in rows)
     table = (out / "table.md").read_text()
     assert table.startswith("| model | N=5 | N=30 |") and table.strip() in p.stdout
     assert [line.split(" | ")[0] for line in table.splitlines()[2:5]] == [
-        "| RNN (PyTorch default)", "| GRU (update bias 3)", "| LSTM (forget bias 5)"]
+        "| RNN (PyTorch default)", "| GRU (chrono T_max=100)", "| LSTM (chrono T_max=100)"]
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for r in rows:  # each row is an ordinary run folder, and its score is that run's own
         run = out / r["run"]
         model = json.loads((run / "config.json").read_text())["model"]
         assert model["cell"] == r["model"]
         assert (model["forget_bias"], model["update_bias"], model["chrono"]) == {
-            "rnn": (0, 0, 0), "gru": (0, 3, 0), "lstm": (5, 0, 0)}[r["model"]]
+            "rnn": (0, 0, 0), "gru": (0, 0, 100), "lstm": (0, 0, 100)}[r["model"]]
         assert json.loads((run / "results.json").read_text())["test"]["accuracy"] == r["test_accuracy"]
     lstm = next(r for r in rows if r["model"] == "lstm" and r["distance"] == 30 and r["seed"] == 1)
     p = subprocess.run([sys.executable, "-m", "lstmkit", "evaluate", str(out / lstm["run"])], env=ENV,
@@ -114,7 +114,7 @@ GUARD = ["--models", "rnn,lstm", "--distances", "40", "--seeds", "0,1", "--steps
 
 
 def assert_the_claim(out: Path) -> None:
-    """Every seed: the LSTM (forget bias 5, the demo's default) learned, the RNN stayed near chance."""
+    """Every seed: the LSTM (chrono T_max=100, the demo's default) learned, the RNN stayed near chance."""
     rows = json.loads((out / "results.json").read_text())["runs"]
     assert sorted((r["model"], r["seed"]) for r in rows) == [("lstm", 0), ("lstm", 1), ("rnn", 0), ("rnn", 1)]
     for r in rows:
