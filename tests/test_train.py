@@ -167,3 +167,15 @@ def test_a_config_json_from_before_update_bias_and_chrono_still_loads(tmp_path):
     assert build_model(saved["model"]).rnn.update_bias == 0.0
     resumed = train({**saved, "train": {**saved["train"], "steps": 30}}, tmp_path / "r", resume=True, progress=False)
     assert resumed["steps"] == 30
+
+
+def test_a_config_json_with_chrono_and_a_keep_bias_or_a_cell_without_a_gate_is_refused():
+    from lstmkit.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"model chrono \(30\) and forget_bias \(1.0\) both set the keep gate's bias"):
+        build_model({"cell": "lstm", "chrono": 30, "forget_bias": 1.0})
+    with pytest.raises(ModelError, match="model chrono does not apply to cell rnn, got 30"):
+        build_model({"cell": "rnn", "chrono": 30})
+    with pytest.raises(ModelError, match=r"model chrono must be 0 \(off\) or >= 2, got 1"):
+        build_model({"cell": "gru", "chrono": 1})
+    assert build_model({"cell": "gru", "chrono": 30, "forget_bias": 1.0}).rnn.chrono == 30  # not the GRU's bias
