@@ -56,7 +56,7 @@ def provenance(results: dict) -> str:
     """How the table was made: command, date, time, machine, backend."""
     s, defaults = results["settings"], asdict(DemoSettings())
     changed = [f"--{k.replace('_', '-')} {_option(s[k])}" for k in defaults
-               if k != "jobs" and _option(s[k]) != _option(defaults[k])]
+               if k != "jobs" and k in s and _option(s[k]) != _option(defaults[k])]
     command = "`lstmkit demo`" + (f" `{' '.join(changed)}`" if changed else ", all defaults")
     return (f"A real run ({command}, {results['date']}: {results['seconds']:.0f} s in {results['processes']} "
             f"processes on a {results['cpus']}-core machine shared with other work, load average "

@@ -47,7 +47,9 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0
-    forget_bias: float = 1.0
+    forget_bias: float = 1.0  # LSTM: added to the forget gate's bias at init
+    update_bias: float = 0.0  # GRU: added to the update gate's bias at init
+    chrono: int = 0  # LSTM, GRU: chrono initialisation with this T_max instead (0: off)
     output_size: int = 1
     head: str = "last"  # "last": one output per sequence; "every": one per step
     variant: str = STANDARD  # LSTM only: a name of lstmkit.variants.NAMED (cifg, peephole, ...); VariantLSTM
@@ -76,9 +78,22 @@ class ModelConfig:
         for name in ("embed_size", "hidden_size", "num_layers", "output_size"):
             if getattr(self, name) < 1:
                 raise ModelError(f"model {name} must be >= 1, got {getattr(self, name)}")
+        self._check_init()
         if self.vocab_size < 0 or not 0 <= self.dropout < 1:
             raise ModelError(f"model vocab_size must be >= 0 and dropout in [0, 1), got {self.vocab_size}, "
                              f"{self.dropout}")
+
+    def _check_init(self) -> None:
+        """chrono: 0 or >= 2, taken by the cell, not together with the cell's keep-gate bias."""
+        r = model_entry(self.cell, self.variant)
+        if self.chrono and not r.chrono:
+            which = f"cell {self.cell}" + (f" variant {self.variant}" if self.variant != STANDARD else "")
+            raise ModelError(f"model chrono does not apply to {which}, got {self.chrono}")
+        if self.chrono < 0 or self.chrono == 1:
+            raise ModelError(f"model chrono must be 0 (off) or >= 2, got {self.chrono}")
+        if self.chrono and r.keep_bias and getattr(self, r.keep_bias):
+            raise ModelError(f"model chrono ({self.chrono}) and {r.keep_bias} ({getattr(self, r.keep_bias)}) "
+                             "both set the keep gate's bias: one of them must be 0")
 
     def parameter_count(self) -> int:
         """Weights of the model this config builds (embedding, core, head)."""
@@ -93,14 +108,18 @@ class ModelConfig:
 
 
 def make_core(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-              dropout: float = 0.0, forget_bias: float = 1.0, variant: str = STANDARD) -> nn.Module:
+              dropout: float = 0.0, forget_bias: float = 1.0, update_bias: float = 0.0,
+              chrono: int = 0, variant: str = STANDARD) -> nn.Module:
     """The one place that builds a recurrent core: lstmkit's own, batch_first, unidirectional
-    (a ``VariantLSTM`` for a variant other than the standard one)."""
+    (a ``VariantLSTM`` for a variant other than the standard one). Each initialisation argument
+    reaches only the cells whose registry entry takes it."""
     r = model_entry(cell, variant)
     dropout = dropout if num_layers > 1 else 0.0  # dropout acts between layers only
     kwargs = dict(num_layers=num_layers, batch_first=True, dropout=dropout)
-    if r.forget_bias:
-        kwargs["forget_bias"] = forget_bias
+    if r.keep_bias:
+        kwargs[r.keep_bias] = {"forget_bias": forget_bias, "update_bias": update_bias}[r.keep_bias]
+    if r.chrono:
+        kwargs["chrono"] = chrono
     return r.module(input_size, hidden_size, **kwargs)
 
 
@@ -125,7 +144,8 @@ class SequenceModel(nn.Module):
             self.embed = None
             core_in = config.input_size
         self.rnn = make_core(config.cell, core_in, config.hidden_size, config.num_layers,
-                             config.dropout, config.forget_bias, config.variant)
+                             config.dropout, config.forget_bias, config.update_bias, config.chrono,
+                             config.variant)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.output_size)
 

@@ -3,8 +3,8 @@
 What it is: one ``Recurrent`` entry per model (``lstm``, ``gru``, ``rnn``) that says where its pieces
 live (the ``torch.nn``-style module and cell, the functional entry that runs one layer and
 direction, the NumPy reference with its equations, its ``torch.nn`` twins), how many gate blocks
-its weights stack, which quantities its trace holds, its state (h, or h and c) and whether it takes
-a forget-gate bias.
+its weights stack, which quantities its trace holds, its state (h, or h and c) and which
+initialisation of its keep gate it takes (a constant bias by name, chrono).
 The command line (``--model``, ``demo --models``), the models the training loop builds, the
 explain report, ``lstmkit bench`` and the tests all read it.
 What it is not: where the math lives (that is ``reference/`` and ``functional/``, one file per model)
@@ -54,15 +54,19 @@ class Recurrent:
     gates: int  # gate blocks stacked in weight_ih / weight_hh (rows = gates * hidden_size)
     trace_fields: tuple[str, ...]  # the trace's quantities, in the order the report shows them
     states: tuple[str, ...] = ("h",)  # the recurrent state: ("h", "c") for the LSTM (hx = (h_0, c_0))
-    forget_bias: bool = False  # takes ``forget_bias=`` (added to the forget gate's bias at init)
+    keep_bias: str | None = None  # the argument that adds a constant to its keep gate's bias at init:
+    #                               "forget_bias" (LSTM, f) or "update_bias" (GRU, z); None: no keep gate
+    chrono: bool = False  # takes ``chrono=T_max`` (Tallec & Ollivier 2018; see lstmkit.modules.init)
 
 
 RECURRENT: dict[str, Recurrent] = {r.name: r for r in (
     Recurrent("lstm", "LSTM", modules.LSTM, modules.LSTMCell, functional.lstm_layer, lstm_reference,
-              nn.LSTM, nn.LSTMCell, gates=4, states=("h", "c"), forget_bias=True,
+              nn.LSTM, nn.LSTMCell, gates=4, states=("h", "c"),
+              keep_bias="forget_bias", chrono=True,
               trace_fields=("forget_gate", "input_gate", "output_gate", "candidate", "cell", "hidden")),
     Recurrent("gru", "GRU", modules.GRU, modules.GRUCell, functional.gru_layer, gru_reference,
-              nn.GRU, nn.GRUCell, gates=3, trace_fields=("reset_gate", "update_gate", "candidate", "hidden")),
+              nn.GRU, nn.GRUCell, gates=3, keep_bias="update_bias", chrono=True,
+              trace_fields=("reset_gate", "update_gate", "candidate", "hidden")),
     Recurrent("rnn", "RNN", modules.RNN, modules.RNNCell, functional.rnn_layer, rnn_reference,
               nn.RNN, nn.RNNCell, gates=1, trace_fields=("hidden",)),
 )}
@@ -105,8 +109,9 @@ class Variant:
     gates: int  # blocks stacked in weight_ih / weight_hh (rows = gates * hidden_size)
     trace_fields: tuple[str, ...]  # the trace's quantities, in the order the report shows them
     states: tuple[str, ...]  # ("h", "c"), or ("h", "c", "q") with FGR
-    forget_bias: bool  # takes ``forget_bias=`` (every variant with a forget gate)
+    keep_bias: str | None  # "forget_bias" (every variant with a forget gate; CIFG through its input gate) or None
     base: str = "lstm"  # the entry of ``RECURRENT`` it varies
+    chrono: bool = False  # no chrono initialisation for the variants
 
 
 def _variant_entry(name: str) -> Variant:
@@ -115,7 +120,7 @@ def _variant_entry(name: str) -> Variant:
                    functools.partial(modules.VariantLSTMCell, variant=name), variant_lstm_layer,
                    gates=len(v.spec.blocks), trace_fields=v.spec.trace_fields,
                    states=("h", "c", "q") if v.spec.full_gate_recurrence else ("h", "c"),
-                   forget_bias=v.spec.forget_gate)
+                   keep_bias="forget_bias" if v.spec.forget_gate else None)
 
 
 VARIANTS: dict[str, Variant] = {name: _variant_entry(name) for name in NAMED}  # not in NAMES: no torch twin

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from lstmkit import distributed, runs
 from lstmkit.errors import ConfigError, Diverged
 from lstmkit.models import ModelConfig, build_model, first_bad_field
-from lstmkit.registry import NAMES, VARIANTS, or_list
+from lstmkit.registry import NAMES, RECURRENT, VARIANTS, model_entry, or_list
 from lstmkit.tasks import make_task, task_class
 from lstmkit.tasks.base import Split, Task, physical_memory
 from lstmkit.variants import STANDARD
@@ -50,6 +50,9 @@ class TrainConfig:
     embed_size: int = _opt(32, "embedding size (token tasks)")
     dropout: float = _opt(0.0, "dropout between layers and before the head")
     forget_bias: float = _opt(1.0, "added to the LSTM forget-gate bias at init (keeps memory early on)")
+    update_bias: float = _opt(0.0, "added to the GRU update-gate bias at init (keeps the state early on)")
+    chrono: int = _opt(0, "LSTM, GRU: chrono init of the keep gate's bias, log(U[1, T_MAX-1]), instead of "
+                          "--forget-bias/--update-bias; T_MAX ~ the longest dependency (0: off)")
     lr: float = _opt(3e-3, "Adam learning rate")
     batch_size: int = _opt(64, "sequences per optimizer step (global, across processes)")
     steps: int = _opt(1000, "optimizer steps (the run may stop earlier, see --patience, --target)")
@@ -88,9 +91,12 @@ class TrainConfig:
         if not 0 < self.lr <= 1:
             raise ConfigError(f"--lr must be a positive number no larger than 1 (Adam diverges beyond), "
                               f"got {self.lr}")
-        if not -100 <= self.forget_bias <= 100:
-            raise ConfigError(f"--forget-bias must be in [-100, 100] (the gate saturates long before), "
-                              f"got {self.forget_bias}")
+        for name in ("forget_bias", "update_bias"):
+            if not -100 <= getattr(self, name) <= 100:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [-100, 100] (the gate saturates long "
+                                  f"before), got {getattr(self, name)}")
+        if self.chrono < 0 or self.chrono == 1 or self.chrono > 10**9:
+            raise ConfigError(f"--chrono must be 0 (off) or a T_MAX in [2, 1e9], got {self.chrono}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}")
         cpus = os.cpu_count() or 1
@@ -123,6 +129,24 @@ def _bytes(n: float) -> str:
     return f"{n:.3g} PB"
 
 
+def _check_init_flags(cfg: TrainConfig, overrides: dict) -> None:
+    """Refuse an initialisation option the user gave (non-zero) that ``--model`` does not take, and
+    --chrono together with the keep-gate bias it replaces."""
+    r = model_entry(cfg.model, cfg.variant)
+    given = {k for k in ("forget_bias", "update_bias", "chrono") if overrides.get(k)}
+    for name in sorted(given):
+        if (r.chrono if name == "chrono" else r.keep_bias == name):
+            continue
+        takes = or_list(tuple(m.name for m in RECURRENT.values()
+                              if (m.chrono if name == "chrono" else m.keep_bias == name)))
+        chosen = f"--model {cfg.model}" + (f" --variant {cfg.variant}" if cfg.variant != STANDARD else "")
+        raise ConfigError(f"--{name.replace('_', '-')} does not apply to {chosen}: it is for {takes}"
+                          + (f" (this model's is --{r.keep_bias.replace('_', '-')})" if r.keep_bias else ""))
+    if "chrono" in given and r.keep_bias in given:
+        raise ConfigError(f"--chrono and --{r.keep_bias.replace('_', '-')} both set the keep gate's bias at "
+                          "init: give one of them")
+
+
 def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | None = None) -> dict:
     """The full config of a run: TrainConfig defaults < the task's defaults < the user's ``overrides``."""
     cls = task_class(task_name)
@@ -133,10 +157,15 @@ def resolve(task_name: str, task_options: dict, overrides: dict, seed: int | Non
         values["seed"] = seed
     cfg = TrainConfig(**values)
     cfg.check()
+    _check_init_flags(cfg, overrides)
+    keep = model_entry(cfg.model, cfg.variant).keep_bias
+    if cfg.chrono and keep:  # chrono replaces the keep-gate bias the task or TrainConfig would give
+        setattr(cfg, keep, 0.0)
     task = make_task(task_name, dict(task_options), cfg.seed)
     model = ModelConfig(cell=cfg.model, vocab_size=len(task.vocab) if task.vocab else 0,
                         input_size=task.input_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
                         num_layers=cfg.layers, dropout=cfg.dropout, forget_bias=cfg.forget_bias,
+                        update_bias=cfg.update_bias, chrono=cfg.chrono,
                         output_size=task.output_size, head=task.head, variant=cfg.variant)
     _check_model_fits(model)
     return {"task": task_name, "task_options": task.options, "model": model.to_dict(), "train": asdict(cfg)}

@@ -12,7 +12,7 @@ import pytest
 from torch_oracle import require_cpp, use_backend
 
 from lstmkit.cli import main
-from lstmkit.demo import cell, format_table, verdict
+from lstmkit.demo import DemoSettings, cell, describe_init, format_table, init_of, run_config, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -30,12 +30,20 @@ def test_quick_demo_end_to_end_over_two_seeds(tmp_path):
     assert sorted((r["model"], r["distance"], r["seed"]) for r in rows) == sorted(
         (m, d, s) for m in ("rnn", "gru", "lstm") for d in (5, 30) for s in (0, 1))
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows) and results["processes"] == 2
+    inits = {"rnn": None, "gru": "gru:chrono=100", "lstm": "lstm:chrono=100"}  # each model's own
+    assert results["settings"]["init"] == ["lstm:chrono=100", "gru:chrono=100"]
+    assert all(r["init"] == inits[r["model"]] for r in rows)
     table = (out / "table.md").read_text()
     assert table.startswith("| model | N=5 | N=30 |") and table.strip() in p.stdout
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:5]] == [
+        "| RNN (PyTorch default)", "| GRU (chrono T_max=100)", "| LSTM (chrono T_max=100)"]
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for r in rows:  # each row is an ordinary run folder, and its score is that run's own
         run = out / r["run"]
-        assert json.loads((run / "config.json").read_text())["model"]["cell"] == r["model"]
+        model = json.loads((run / "config.json").read_text())["model"]
+        assert model["cell"] == r["model"]
+        assert (model["forget_bias"], model["update_bias"], model["chrono"]) == {
+            "rnn": (0, 0, 0), "gru": (0, 0, 100), "lstm": (0, 0, 100)}[r["model"]]
         assert json.loads((run / "results.json").read_text())["test"]["accuracy"] == r["test_accuracy"]
     lstm = next(r for r in rows if r["model"] == "lstm" and r["distance"] == 30 and r["seed"] == 1)
     p = subprocess.run([sys.executable, "-m", "lstmkit", "evaluate", str(out / lstm["run"])], env=ENV,
@@ -54,6 +62,17 @@ def test_a_seed_sweep_gives_the_same_rows_in_parallel_as_one_by_one(tmp_path):
     assert main([*args, "--jobs", "2", "--out", str(tmp_path / "parallel")]) == 0
     rows = [json.loads((tmp_path / k / "results.json").read_text())["runs"] for k in ("serial", "parallel")]
     assert rows[0] == rows[1] and len(rows[0]) == 4
+
+
+def test_each_model_runs_with_its_own_init_and_only_that():
+    s = DemoSettings.make(init=("lstm:chrono=100", "gru:update_bias=2"))
+    opts = {m: {k: run_config(s, m, 5, 0, 1)["model"][k] for k in ("forget_bias", "update_bias", "chrono")}
+            for m in ("lstm", "gru", "rnn")}
+    assert opts == {"lstm": {"forget_bias": 0.0, "update_bias": 0.0, "chrono": 100},
+                    "gru": {"forget_bias": 0.0, "update_bias": 2.0, "chrono": 0},
+                    "rnn": {"forget_bias": 0.0, "update_bias": 0.0, "chrono": 0}}
+    assert [describe_init(init_of(s, m)) for m in ("lstm", "gru", "rnn")] == [
+        "chrono T_max=100", "update bias 2", "PyTorch default"]
 
 
 def test_table_cells_show_mean_and_spread():
@@ -78,6 +97,9 @@ def test_the_verdict_counts_seeds_not_means():
     (["--seeds", "0,one"], "--seeds must be comma-separated integers"),
     (["--models", "lstm,cnn"], "--models must be from rnn, gru, lstm"),
     (["--jobs", "-1"], "--jobs must be >= 0"),
+    (["--init", "gru:forget_bias=5"], "--init takes MODEL:OPTION=VALUE, one per model"),
+    (["--init", "rnn:chrono=50"], "got 'rnn:chrono=50'"),
+    (["--init", "lstm:chrono=x"], "--init lstm:chrono=x: 'x' is not a number"),
     (["--report", "nowhere"], "--report nowhere has no results.json: give the folder of a finished demo"),
 ])
 def test_demo_options_are_checked(capsys, tmp_path, args, message):
@@ -92,7 +114,7 @@ GUARD = ["--models", "rnn,lstm", "--distances", "40", "--seeds", "0,1", "--steps
 
 
 def assert_the_claim(out: Path) -> None:
-    """Every seed: the LSTM (forget bias 5, the demo's default) learned, the RNN stayed near chance."""
+    """Every seed: the LSTM (chrono T_max=100, the demo's default) learned, the RNN stayed near chance."""
     rows = json.loads((out / "results.json").read_text())["runs"]
     assert sorted((r["model"], r["seed"]) for r in rows) == [("lstm", 0), ("lstm", 1), ("rnn", 0), ("rnn", 1)]
     for r in rows:

@@ -28,6 +28,27 @@ def test_lstm_constructor_errors(kwargs, error, words):
         lstmkit.LSTM(**kwargs)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"chrono": 10.0}, TypeError, "chrono should be an int (T_max) or None, got float"),
+    ({"chrono": True}, TypeError, "chrono should be an int (T_max) or None, got bool"),
+    ({"chrono": 1}, ValueError, "chrono should be >= 2 (T_max, the longest dependency expected) or 0 (off), got 1"),
+    ({"chrono": -5}, ValueError, "chrono should be >= 2"),
+    ({"chrono": 10, "bias": False}, ValueError, "chrono=10 needs bias=True"),
+    ({"chrono": 10, "KEEP": 1.0}, ValueError, "chrono=10 and KEEP=1.0 both set the keep gate's bias"),
+    ({"KEEP": "1"}, TypeError, "KEEP should be a number, got str"),
+    ({"KEEP": 1.0, "bias": False}, ValueError, "KEEP=1.0 needs bias=True"),
+])
+def test_keep_gate_init_errors(kind, kwargs, error, words):
+    """forget_bias (LSTM) / update_bias (GRU) and chrono: each mistake, in torch.nn's exception type."""
+    keep = {"LSTM": "forget_bias", "GRU": "update_bias"}[kind]
+    kwargs = {keep if k == "KEEP" else k: v for k, v in kwargs.items()}
+    with pytest.raises(error, match=_re(words.replace("KEEP", keep))):
+        getattr(lstmkit, kind)(3, 4, **kwargs)
+    for off in (0, None):
+        assert getattr(lstmkit, kind)(3, 4, chrono=off).chrono == 0
+
+
 def test_rnn_nonlinearity_error():
     with pytest.raises(ValueError, match="nonlinearity should be 'tanh' or 'relu', got 'sigmoid'"):
         lstmkit.RNN(3, 4, nonlinearity="sigmoid")

@@ -1,6 +1,7 @@
 """What torch.nn.LSTM lacks, each checked against an oracle: lengths= equals the PackedSequence
-result, traces equal the reference's gates and states, forget_bias shifts exactly the forget
-block, T streaming steps equal one T-step call, and weights move to and from torch.nn unchanged."""
+result, traces equal the reference's gates and states, forget_bias / update_bias shift exactly the
+keep gate's block and chrono draws it in its stated range, T streaming steps equal one T-step call,
+and weights move to and from torch.nn unchanged."""
 
 from __future__ import annotations
 
@@ -127,6 +128,56 @@ def test_forget_bias_shifts_exactly_the_forget_block():
             expected[4:8] += 1.0                                   # rows [H:2H]: the forget gate
         torch.testing.assert_close(b, expected, rtol=0, atol=0, msg=name)
     assert torch.equal(plain.to_torch().weight_ih_l0, plain.weight_ih_l0)  # default keeps parity
+
+
+def test_update_bias_zero_is_torch_gru_and_otherwise_shifts_exactly_the_z_block():
+    torch.manual_seed(5)
+    twin = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+    torch.manual_seed(5)
+    plain = lstmkit.GRU(3, 4, num_layers=2, bidirectional=True, update_bias=0.0)
+    torch.manual_seed(5)
+    biased = lstmkit.GRU(3, 4, num_layers=2, bidirectional=True, update_bias=2.5)
+    for (name, t), a, b in zip(twin.named_parameters(), plain.parameters(), biased.parameters(), strict=True):
+        torch.testing.assert_close(a, t, rtol=0, atol=0, msg=name)   # same parameters as nn.GRU for a seed
+        expected = t.detach().clone()
+        if name.startswith("bias_ih"):
+            expected[4:8] += 2.5                                   # rows [H:2H]: the update gate z
+        torch.testing.assert_close(b, expected, rtol=0, atol=0, msg=name)
+
+
+def _gate_bias(module, name: str, block: int) -> torch.Tensor:
+    """b_ih + b_hh of gate ``block`` of the layer and direction ``name`` ("_l1_reverse"), (H,)."""
+    H = module.hidden_size
+    return (getattr(module, "bias_ih" + name) + getattr(module, "bias_hh" + name))[block * H:(block + 1) * H]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_chrono_draws_the_keep_gate_bias_in_its_range(kind):
+    """Keep gate (LSTM f, GRU z): b_ih + b_hh in [0, log(T_max − 1)], spread over it; the LSTM's
+    input gate is its negative; every other parameter is torch.nn's for the seed; a seed reproduces it."""
+    T_max, H, keep = 50, 200, 1                                    # f is block 1 of i,f,g,o; z of r,z,n
+    torch.manual_seed(3)
+    plain = KINDS[kind](3, H, num_layers=2, bidirectional=True)
+    torch.manual_seed(3)
+    chrono = KINDS[kind](3, H, num_layers=2, bidirectional=True, chrono=T_max)
+    torch.manual_seed(3)
+    again = KINDS[kind](3, H, num_layers=2, bidirectional=True, chrono=T_max)
+    for suffix in ("_l0", "_l0_reverse", "_l1", "_l1_reverse"):
+        b = _gate_bias(chrono, suffix, keep)
+        assert b.min() >= 0.0 and b.max() <= np.log(T_max - 1) + 1e-6, suffix
+        assert b.max() - b.min() > 0.8 * np.log(T_max - 1), suffix          # drawn, not a constant
+        assert torch.equal(getattr(chrono, "bias_hh" + suffix)[H:2 * H], torch.zeros(H))
+        if kind == "lstm":
+            torch.testing.assert_close(_gate_bias(chrono, suffix, 0), -b, rtol=0, atol=0)
+    changed = {"lstm": [0, 1], "gru": [1]}[kind]
+    for (name, a), c, d in zip(plain.named_parameters(), chrono.parameters(), again.parameters(), strict=True):
+        assert torch.equal(c, d), name                                       # reproducible under a seed
+        if name.startswith("bias"):
+            keep_rows = torch.cat([torch.arange(k * H, (k + 1) * H) for k in changed])
+            other = torch.ones(a.shape[0], dtype=torch.bool)
+            other[keep_rows] = False
+            a, c = a[other], c[other]
+        assert torch.equal(a, c), name                                       # the rest is the standard init
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -31,15 +31,20 @@ def test_each_entry_names_pieces_that_agree(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_forget_bias_is_taken_exactly_where_the_entry_says(name):
+def test_keep_gate_init_is_taken_exactly_where_the_entry_says(name):
     r = RECURRENT[name]
-    if r.forget_bias:
-        assert r.module(I, H, forget_bias=2.0) is not None
-    else:
-        with pytest.raises(TypeError, match="forget_bias"):
-            r.module(I, H, forget_bias=2.0)
-    core = make_core(name, I, H, forget_bias=2.0)  # the training models pass it only where it is taken
+    for arg, takes in (("forget_bias", r.keep_bias == "forget_bias"), ("update_bias", r.keep_bias == "update_bias"),
+                       ("chrono", r.chrono)):
+        value = 20 if arg == "chrono" else 2.0
+        if takes:
+            assert getattr(r.module(I, H, **{arg: value}), arg) == value
+        else:
+            with pytest.raises(TypeError, match=arg):
+                r.module(I, H, **{arg: value})
+    core = make_core(name, I, H, forget_bias=2.0, update_bias=2.0)  # passed only where it is taken
     assert type(core) is r.module and core.batch_first
+    if r.chrono:
+        assert make_core(name, I, H, forget_bias=0.0, update_bias=0.0, chrono=20).chrono == 20
     assert ModelConfig(cell=name).parameter_count() > 0
 
 

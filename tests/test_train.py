@@ -146,3 +146,54 @@ def test_a_variant_run_trains_saves_and_loads_its_own_weights(tmp_path):
     assert torch.equal(loaded.model(x, lengths), model.eval()(x, lengths))
     help_text = TrainConfig.__dataclass_fields__["variant"].metadata["help"]
     assert "cifg: coupled input and forget gate" in help_text and "PyTorch path" in help_text
+
+
+def test_update_bias_and_chrono_reach_config_json_and_the_model(tmp_path):
+    """`train --model gru --update-bias 2` and `--chrono T_MAX` (lstm, gru): saved in both halves of
+    config.json and built into the model that config rebuilds; chrono replaces the task's forget bias."""
+    from lstmkit.cli import main
+
+    common = ["--steps", "2", "--eval-every", "1", "--hidden-size", "8", "--length", "12", "--size", "60",
+              "--quiet", "--threads", "1"]
+    cases = [(["--model", "gru", "--update-bias", "2"], {"update_bias": 2.0, "chrono": 0}),
+             (["--model", "gru", "--chrono", "30"], {"update_bias": 0.0, "chrono": 30}),
+             (["--model", "lstm", "--chrono", "30"], {"forget_bias": 0.0, "chrono": 30})]
+    for i, (args, expected) in enumerate(cases):
+        assert main(["train", "adding", *args, *common, "--out", str(tmp_path / str(i))]) == 0
+        saved = json.loads((tmp_path / str(i) / "config.json").read_text())
+        for key, value in expected.items():
+            assert saved["model"][key] == value and saved["train"][key] == value, (args, key)
+        core = build_model(saved["model"]).rnn
+        assert core.chrono == expected["chrono"]
+        if "update_bias" in expected:
+            assert core.update_bias == expected["update_bias"]
+        else:
+            assert core.forget_bias == 0.0
+
+
+def test_a_config_json_from_before_update_bias_and_chrono_still_loads(tmp_path):
+    """Old run folders have neither field: they load, evaluate and resume with the defaults (off)."""
+    from lstmkit.cli import main
+
+    train(quick_config(model="gru"), tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "config.json"
+    saved = json.loads(path.read_text())
+    for half in ("model", "train"):
+        del saved[half]["update_bias"], saved[half]["chrono"]
+    path.write_text(json.dumps(saved))
+    assert main(["evaluate", str(tmp_path / "r")]) == 0
+    assert build_model(saved["model"]).rnn.update_bias == 0.0
+    resumed = train({**saved, "train": {**saved["train"], "steps": 30}}, tmp_path / "r", resume=True, progress=False)
+    assert resumed["steps"] == 30
+
+
+def test_a_config_json_with_chrono_and_a_keep_bias_or_a_cell_without_a_gate_is_refused():
+    from lstmkit.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"model chrono \(30\) and forget_bias \(1.0\) both set the keep gate's bias"):
+        build_model({"cell": "lstm", "chrono": 30, "forget_bias": 1.0})
+    with pytest.raises(ModelError, match="model chrono does not apply to cell rnn, got 30"):
+        build_model({"cell": "rnn", "chrono": 30})
+    with pytest.raises(ModelError, match=r"model chrono must be 0 \(off\) or >= 2, got 1"):
+        build_model({"cell": "gru", "chrono": 1})
+    assert build_model({"cell": "gru", "chrono": 30, "forget_bias": 1.0}).rnn.chrono == 30  # not the GRU's bias

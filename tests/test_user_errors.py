@@ -52,6 +52,13 @@ OPTIONS = [  # (arguments after `train`, text the one line must hold)
     (["adding", "--dropout", "inf"], "--dropout must be a finite number"),
     (["adding", "--target", "inf"], "--target must be a finite number"),
     (["adding", "--forget-bias", "1e30"], "--forget-bias must be in [-100, 100]"),
+    (["adding", "--update-bias", "1e30", "--model", "gru"], "--update-bias must be in [-100, 100]"),
+    (["adding", "--update-bias", "2"], "--update-bias does not apply to --model lstm: it is for gru (this model's "
+                                       "is --forget-bias)"),
+    (["adding", "--forget-bias", "2", "--model", "gru"], "--forget-bias does not apply to --model gru: it is for lstm"),
+    (["adding", "--chrono", "50", "--model", "rnn"], "--chrono does not apply to --model rnn: it is for lstm or gru"),
+    (["adding", "--chrono", "1", "--model", "gru"], "--chrono must be 0 (off) or a T_MAX in [2, 1e9], got 1"),
+    (["adding", "--chrono", "50", "--forget-bias", "2"], "--chrono and --forget-bias both set the keep gate's bias"),
     (["adding", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["adding", "--threads", "100000"], "--threads 100000 is far more than"),
     (["adding", "--device", "cuda:x"], "--device must be cpu, cuda or cuda:N"),

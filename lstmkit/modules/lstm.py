@@ -1,12 +1,10 @@
 """``lstmkit.LSTM``: a drop-in ``torch.nn.LSTM`` computed from the article's equations, with what
-``nn.LSTM`` lacks: gate traces, forget-bias initialisation, ``lengths=`` without packing, and a
+``nn.LSTM`` lacks: gate traces, forget-bias and chrono initialisation, ``lengths=`` without packing, and a
 streaming step. The math of one layer lives in ``lstmkit.functional.lstm``; the loop over layers,
 directions and layouts in ``lstmkit.modules.base``.
 """
 
 from __future__ import annotations
-
-import numbers
 
 import torch
 from torch import nn
@@ -14,6 +12,7 @@ from torch import nn
 from lstmkit.functional import lstm_layer
 from lstmkit.modules.base import RecurrentBase, padding_mask
 from lstmkit.modules.convert import torch_twin
+from lstmkit.modules.init import check_chrono, check_keep_bias, init_keep_gate
 from lstmkit.modules.trace import LSTMTrace
 
 
@@ -25,6 +24,11 @@ class LSTM(RecurrentBase, nn.LSTM):
     forget_bias: added to the forget-gate part of ``bias_ih_l*`` at initialisation. 0.0 keeps
     parity with nn.LSTM; 1.0 is the usual advice (Jozefowicz, Zaremba & Sutskever 2015), so the
     cell starts by keeping its memory.
+    chrono: T_max (int >= 2; 0 or None: off), chrono initialisation (Tallec & Ollivier 2018): per
+    unit b_f ~ log(U[1, T_max − 1]) and b_i = −b_f in ``bias_ih_l*``, with the same blocks of
+    ``bias_hh_l*`` zero, so the forget gate's time constant 1/(1 − σ(b_f)) spans 2..T_max, the
+    range of dependencies expected. Drawn from torch's global RNG after the standard
+    initialisation; instead of forget_bias, not with it (see ``lstmkit.modules.init``).
 
     forward(input, hx=None, *, lengths=None, return_trace=False):
       input (T,B,I), (B,T,I) with batch_first, (T,I) unbatched, or a PackedSequence;
@@ -41,24 +45,19 @@ class LSTM(RecurrentBase, nn.LSTM):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None, forget_bias: float = 0.0) -> None:
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
-            raise TypeError(f"forget_bias should be a number, got {type(forget_bias).__name__}")
-        if forget_bias and not bias:
-            raise ValueError(f"forget_bias={forget_bias} needs bias=True (there is no bias to add it to)")
-        self.forget_bias = float(forget_bias)
+                 proj_size: int = 0, device=None, dtype=None, forget_bias: float = 0.0,
+                 chrono: int | None = None) -> None:
+        self.forget_bias = check_keep_bias("forget_bias", forget_bias, bias)
+        self.chrono = check_chrono(chrono, bias, "forget_bias", self.forget_bias)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device, dtype)
 
     def reset_parameters(self) -> None:
-        """torch.nn.LSTM's initialisation, then forget_bias added to every b_ih's forget block."""
+        """torch.nn.LSTM's initialisation, then forget_bias added to every b_ih's forget block (f, 1),
+        or the chrono draw in its forget and input (i, 0) blocks."""
         super().reset_parameters()
-        if self.forget_bias:
-            H = self.hidden_size
-            with torch.no_grad():
-                for name, p in self.named_parameters():
-                    if name.startswith("bias_ih"):
-                        p[H:2 * H] += self.forget_bias
+        if self.forget_bias or self.chrono:
+            init_keep_gate(self, 1, self.forget_bias, self.chrono, opposite=0)
 
     def _state_shapes(self, batch: int):
         LD = self.num_layers * self.num_directions
