@@ -25,8 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from lstmkit.demo import effective_backend
 from lstmkit.errors import UsageError
 from lstmkit.jobs import run_jobs
 from lstmkit.kernels import backend, get_backend
+from lstmkit.modules.variant_lstm import NOTICE
 from lstmkit.runs import atomic_write, write_json
 from lstmkit.tasks import task_class
 from lstmkit.train import resolve, train
@@ -110,7 +114,8 @@ def run_config(s: AblateSettings, model: str, task: str, seed: int) -> dict:
 
 def train_run(job: dict) -> dict:
     """Train one (model, task, seed) into its run folder; its row for results.json (runs in a worker)."""
-    with backend(job["backend"]):
+    with backend(job["backend"]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(NOTICE))  # said once, by the parent
         r = train(job["config"], Path(job["out"]), progress=job["progress"], desc=job["desc"])
     metric = task_class(job["task"]).metric
     return {"model": job["model"], "task": job["task"], "seed": job["seed"], "metric": metric,
@@ -132,6 +137,8 @@ def run_ablation(s: AblateSettings, out: str | Path | None = None, quiet: bool =
     jobs.sort(key=lambda j: -j["config"]["train"]["steps"])          # the longest budgets first
     processes = min(s.jobs or os.cpu_count() or 1, len(jobs))
     name = effective_backend()  # builds the kernel here, once, before the workers start
+    if any(m in NAMED for m in s.models):
+        print(f"lstmkit: note: {NOTICE.removeprefix('lstmkit: ').split(' (this notice')[0]}", file=sys.stderr)
     load, t0 = os.getloadavg()[0], time.perf_counter()
     rows = run_jobs(train_run, jobs, processes, quiet, "ablation runs")
     rows.sort(key=lambda r: (s.models.index(r["model"]), s.tasks.index(r["task"]), r["seed"]))
