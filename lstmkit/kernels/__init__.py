@@ -36,7 +36,7 @@ from torch import Tensor
 from . import build as _build
 
 BACKENDS = ("auto", "cpp", "torch")
-_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "team.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
@@ -231,6 +231,27 @@ def rnn_recurrence_backward(dhs: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, n
     return dz, dh0
 
 
+def lstm_cell_forward(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                      b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One LSTMCell step without a cache (inference): x (B,I), h, c (B,H), w_ih (4H,I), w_hh (4H,H),
+    b_ih, b_hh (4H,) or None -> h', c' (B,H). Contiguous tensors only (the C++ checks refuse others);
+    cpp namespace only: the cells call it where ``lstmkit.modules.cells`` says."""
+    h_new, c_new = _ext.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, _path)
+    return h_new, c_new
+
+
+def gru_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+                     ) -> Tensor:
+    """One GRUCell step without a cache: w_ih (3H,I), w_hh (3H,H), b_ih, b_hh (3H,) or None -> h' (B,H)."""
+    return _ext.gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                     nonlinearity: str) -> Tensor:
+    """One RNNCell step without a cache: w_ih (H,I), w_hh (H,H), b_ih, b_hh (H,) or None -> h' (B,H)."""
+    return _ext.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -238,7 +259,7 @@ def _c(t: Tensor | None) -> Tensor | None:
 _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
-                  "rnn_recurrence_backward")
+                  "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward")
 
 
 def _cpp_namespace() -> types.SimpleNamespace:

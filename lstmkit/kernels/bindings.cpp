@@ -26,6 +26,15 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
 std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
                                      const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                          const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                                          int64_t path);
+at::Tensor gru_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                            const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh);
+at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                            const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                            const std::string& nonlinearity);
 }  // namespace lstmkit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -41,5 +50,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths, cache) -> [gates, ghn, hs] (cache false: [None, None, hs])");
   m.def("gru_backward", &lstmkit::gru_backward, "(dhs, gates, ghn, hs, h0, w_hh, lengths) -> [dzx, dgh, dh0]");
   m.def("rnn_forward", &lstmkit::rnn_forward, "(zx, h0, w_hh, nonlinearity, lengths) -> hs");
+  m.def("lstm_cell_forward", &lstmkit::lstm_cell_forward,
+        "(x, h, c, w_ih, w_hh, b_ih, b_hh, path) -> [h', c']: one LSTMCell step, no cache (inference)");
+  m.def("gru_cell_forward", &lstmkit::gru_cell_forward, "(x, h, w_ih, w_hh, b_ih, b_hh) -> h': one GRUCell step");
+  m.def("rnn_cell_forward", &lstmkit::rnn_cell_forward,
+        "(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h': one RNNCell step");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
+from lstmkit.functional.backend import recurrence_for
+from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
 from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
 
 
@@ -28,6 +30,9 @@ class _CellBase:
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype, **kw)
 
     def forward(self, input: Tensor, hx=None):
+        out = self._compiled_step(input, hx)
+        if out is not None:
+            return out
         if torch.onnx.is_in_onnx_export():                  # torch.nn's operators, which ONNX maps
             twin = next(c for c in type(self).__mro__ if c.__module__ == "torch.nn.modules.rnn")
             return twin.forward(self, input, hx)
@@ -35,6 +40,35 @@ class _CellBase:
         out = self._step(x, state)                          # (B,H) each
         out = tuple(t[0] if unbatched else t for t in out)
         return out if self.state_count == 2 else out[0]
+
+    def _compiled_step(self, input: Tensor, hx):
+        """The step as one compiled call (``kernels/cell_cpu.cpp``: the same recurrence as the layer
+        path, without its operator machinery), where nothing could tell the two apart: batched
+        contiguous input, a state of the right shapes or none, plain parameters, all of one float
+        dtype on the CPU with the C++ kernels selected, no gradient wanted, and no transform, tracer,
+        compiler, exporter, autocast or mode watching. None anywhere else: the general path runs
+        (and raises torch.nn's errors for what is wrong)."""
+        if type(input) is not Tensor or input.dim() != 2 or not input.is_contiguous():
+            return None
+        p = self._parameters
+        w_ih, w_hh, b_ih, b_hh = p.get("weight_ih"), p.get("weight_hh"), p.get("bias_ih"), p.get("bias_hh")
+        if w_ih is None or w_hh is None or (self.bias and (b_ih is None or b_hh is None)):
+            return None                                     # parametrized, pruned or dropped: read as attributes
+        B, H = input.shape[0], self.hidden_size
+        state = () if hx is None else (hx,) if type(hx) is Tensor else tuple(hx) if type(hx) is tuple else None
+        if state is None or (state and len(state) != self.state_count):
+            return None
+        tensors = (input, w_ih, w_hh, *state) + ((b_ih, b_hh) if self.bias else ())
+        rec = recurrence_for(input, w_ih)
+        dtype = input.dtype
+        if (rec.name != "cpp" or input.shape[1] != self.input_size
+                or any(type(t) is not Tensor and type(t) is not nn.Parameter or t.dtype is not dtype
+                       or t.device.type != "cpu" or not t.is_contiguous() for t in tensors)
+                or any(s.shape != (B, H) for s in state) or needs_grad(*tensors) or not plain_eager()
+                or use_composite(*tensors) or torch.is_autocast_enabled("cpu") or torch.onnx.is_in_onnx_export()):
+            return None
+        state = state or tuple(input.new_zeros(B, H) for _ in range(self.state_count))
+        return self._step_compiled(rec, input, state, w_ih, w_hh, b_ih, b_hh)
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and state tensors as (B,H); whether the input was unbatched."""
@@ -76,6 +110,9 @@ class LSTMCell(_CellBase, nn.LSTMCell):
                                            None, None)
         return h_new, c_new
 
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
+        return rec.lstm_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)
+
 
 class GRUCell(_CellBase, nn.GRUCell):
     """One GRU step: forward(input (B,I) or (I,), hx=h (B,H) or None) -> h'."""
@@ -83,6 +120,9 @@ class GRUCell(_CellBase, nn.GRUCell):
     def _step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         _, h_new, _ = gru_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
         return (h_new,)
+
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
+        return rec.gru_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)
 
 
 class RNNCell(_CellBase, nn.RNNCell):
@@ -98,3 +138,6 @@ class RNNCell(_CellBase, nn.RNNCell):
         _, h_new = rnn_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                              self.nonlinearity, None)
         return (h_new,)
+
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
+        return rec.rnn_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)

@@ -1,0 +1,180 @@
+"""The cells' compiled step (``kernels/cell_cpu.cpp``, taken by ``_CellBase._compiled_step``): where
+it runs it gives exactly what the general path gives (bit for bit) and torch.nn's numbers within the
+stated tolerances; it runs only where nothing could tell it apart, and wrong arguments still get
+torch.nn's errors; the C++ entry checks every tensor it is handed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+from torch_oracle import TOLERANCE, require_cpp
+
+import lstmkit
+from lstmkit import kernels
+from lstmkit.modules.cells import _CellBase
+
+KINDS = ("lstm", "gru", "rnn")
+
+
+def make(kind: str, I: int = 7, H: int = 13, **kw):
+    torch.manual_seed(0)
+    ours = getattr(lstmkit, kind.upper() + "Cell")(I, H, **kw)
+    theirs = getattr(nn, kind.upper() + "Cell")(I, H, **kw)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def state(kind: str, B: int, H: int, dtype=torch.float32):
+    h = torch.randn(B, H, dtype=dtype)
+    return (h, torch.randn(B, H, dtype=dtype)) if kind == "lstm" else h
+
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """How many steps went through the compiled entry."""
+    require_cpp()
+    counted = {"n": 0}
+    original = _CellBase._compiled_step
+
+    def counting(self, input, hx):
+        out = original(self, input, hx)
+        counted["n"] += out is not None
+        return out
+
+    monkeypatch.setattr(_CellBase, "_compiled_step", counting)
+    return counted
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("B,I,H", [(1, 7, 13), (5, 100, 100), (20, 200, 200), (3, 16, 650)])
+def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_tolerance(kind, dtype, bias, B, I, H,
+                                                                                     calls, monkeypatch):
+    ours, theirs = make(kind, I, H, bias=bias, dtype=dtype)
+    x, hx = torch.randn(B, I, dtype=dtype), state(kind, B, H, dtype)
+    with torch.no_grad():
+        fast = [as_tuple(ours(x, hx)), as_tuple(ours(x))]
+        assert calls["n"] == 2
+        reference = [as_tuple(theirs(x, hx)), as_tuple(theirs(x))]
+        monkeypatch.setattr(_CellBase, "_compiled_step", lambda self, input, hx: None)
+        general = [as_tuple(ours(x, hx)), as_tuple(ours(x))]
+    for f, g, r in zip(fast, general, reference, strict=True):
+        for a, b, c in zip(f, g, r, strict=True):
+            assert torch.equal(a, b)
+            torch.testing.assert_close(a, c, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_step_by_step_loop_equals_the_sequence_module(kind, calls):
+    """T compiled steps from Python equal one call of the sequence module over T steps."""
+    cell, _ = make(kind, 6, 10)
+    seq = getattr(lstmkit, kind.upper())(6, 10)
+    seq.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+    x, hx = torch.randn(9, 4, 6), state(kind, 4, 10)
+    with torch.no_grad():
+        y, s = [], hx
+        for t in range(9):
+            s = cell(x[t], s)
+            y.append(s[0] if kind == "lstm" else s)
+        whole, _ = seq(x, tuple(t.unsqueeze(0) for t in as_tuple(hx)) if kind == "lstm" else hx.unsqueeze(0))
+    assert calls["n"] == 9
+    torch.testing.assert_close(torch.stack(y), whole, rtol=1e-5, atol=1e-6)
+
+
+WATCHED = {  # name -> (context to run in, how the input and state are passed)
+    "gradient wanted": (contextlib.nullcontext, "batched"),
+    "unbatched": (torch.no_grad, "unbatched"),
+    "autocast": (lambda: torch.autocast("cpu"), "batched"),
+    "a transposed input": (torch.no_grad, "transposed"),
+    "the torch backend": (lambda: kernels.backend("torch"), "batched"),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("watched", WATCHED)
+def test_the_general_path_runs_wherever_something_could_tell(kind, watched, calls):
+    context, form = WATCHED[watched]
+    ours, theirs = make(kind, 5, 6)
+    x, hx = torch.randn(4, 5), state(kind, 4, 6)
+    if form == "unbatched":
+        x, hx = x[0], tuple(t[0] for t in hx) if kind == "lstm" else hx[0]
+    if form == "transposed":
+        x = x.t().contiguous().t()
+    with context():
+        out = ours(x, hx)
+    assert calls["n"] == 0
+    for a, b in zip(as_tuple(out), as_tuple(theirs(x, hx)), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2 if watched == "autocast" else 1e-5,
+                                   atol=1e-2 if watched == "autocast" else 1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_mode_ad_takes_the_general_path(kind, calls):
+    ours, theirs = make(kind, 5, 6)
+    x, hx, dx = torch.randn(4, 5), state(kind, 4, 6), torch.randn(4, 5)
+    with torch.no_grad():
+        out, tangent = torch.func.jvp(lambda v: as_tuple(ours(v, hx))[0], (x,), (dx,))
+        expected, expected_tangent = torch.func.jvp(lambda v: as_tuple(theirs(v, hx))[0], (x,), (dx,))
+    assert calls["n"] == 0
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(tangent, expected_tangent)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_parametrized_weight_takes_the_general_path_and_is_read(kind, calls):
+    ours, theirs = make(kind, 5, 6)
+    torch.nn.utils.parametrizations.weight_norm(ours, "weight_hh")
+    torch.nn.utils.parametrizations.weight_norm(theirs, "weight_hh")
+    theirs.load_state_dict(ours.state_dict())
+    x, hx = torch.randn(4, 5), state(kind, 4, 6)
+    with torch.no_grad():
+        for a, b in zip(as_tuple(ours(x, hx)), as_tuple(theirs(x, hx)), strict=True):
+            torch.testing.assert_close(a, b)
+    assert calls["n"] == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wrong_arguments_get_torch_nn_errors_not_the_kernels(kind, calls):
+    ours, theirs = make(kind, 5, 6)
+    bad = [(torch.randn(4, 3), state(kind, 4, 6)), (torch.randn(4, 5), state(kind, 3, 6)),
+           (torch.randn(4, 5, dtype=torch.float64), state(kind, 4, 6))]
+    for x, hx in bad:
+        with torch.no_grad():
+            with pytest.raises((RuntimeError, ValueError)) as ours_error:
+                ours(x, hx)
+            with pytest.raises((RuntimeError, ValueError)) as theirs_error:
+                theirs(x, hx)
+        assert type(ours_error.value) is type(theirs_error.value)
+        assert "cell_forward" not in str(ours_error.value)
+    assert calls["n"] == 0
+
+
+@pytest.mark.parametrize("fn,args", [
+    ("lstm_cell_forward", lambda x, h, w, u, b: (x, h, h, w(4), u(4), b(4), b(4), 0)),
+    ("gru_cell_forward", lambda x, h, w, u, b: (x, h, w(3), u(3), b(3), b(3))),
+    ("rnn_cell_forward", lambda x, h, w, u, b: (x, h, w(1), u(1), b(1), b(1), "tanh")),
+])
+def test_the_compiled_entry_checks_every_tensor(fn, args):
+    require_cpp()
+    ext = kernels.load_extension()
+    B, I, H = 3, 4, 5
+    good = dict(x=torch.randn(B, I), h=torch.randn(B, H), w=lambda g: torch.randn(g * H, I),
+                u=lambda g: torch.randn(g * H, H), b=lambda g: torch.randn(g * H))
+    getattr(ext, fn)(*args(**good))                                   # the good call runs
+    for name, value, message in [("x", torch.randn(B, I + 1), "w_ih should have shape"),
+                                 ("x", torch.randn(B, I, 2), "x should have 2 dimensions"),
+                                 ("x", torch.randn(I, B).t(), "x should be contiguous"),
+                                 ("h", torch.randn(B + 1, H), "h0 should have shape"),
+                                 ("h", torch.randn(B, H, dtype=torch.float64), "should have dtype"),
+                                 ("b", lambda g: torch.randn(g * H + 1), "b_ih should have shape")]:
+        with pytest.raises(RuntimeError, match=message):
+            getattr(ext, fn)(*args(**{**good, name: value}))
