@@ -16,8 +16,9 @@ Settings, and why:
   favour a model.
 - Every model with a forget gate starts it open (``forget_bias``, as the demo's LSTM); CIFG, whose
   forget gate is 1 − i, starts with its input gate as closed instead; NFG has no gate to open.
-- The scores are each task's own: accuracy (sentence) and the fraction solved (adding: within 0.04
-  of the sum; Reber: the last symbol right), so chance differs per task (sentence 20%).
+- The scores are each task's own: accuracy (sentence, chance 20%) and the fraction of test
+  sequences solved (adding: the sum within 0.04; Reber: every predicted next symbol legal, the
+  second-to-last one included, which repeats the second symbol of the string).
 """
 
 from __future__ import annotations
