@@ -1,12 +1,11 @@
-"""The cells' compiled step (``kernels/cell_cpu.cpp``, taken by ``_CellBase._compiled_step``): where
-it runs it gives exactly what the general path gives (bit for bit) and torch.nn's numbers within the
-stated tolerances; it runs only where nothing could tell it apart, and wrong arguments still get
-torch.nn's errors; the C++ entry checks every tensor it is handed.
+"""The cells' compiled step (``kernels/cell_cpu.cpp``, taken by ``_CellBase._compiled_step``; with a
+gradient through ``functional/cell_step.py``): where it runs it gives exactly what the general path
+gives without a gradient (bit for bit), and torch.nn's outputs and every gradient within the stated
+tolerances; gradcheck, double backward and a retained graph; it runs only where nothing could tell
+it apart, and wrong arguments still get torch.nn's errors; the C++ entries check every tensor.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import pytest
 import torch
@@ -38,6 +37,16 @@ def as_tuple(out):
 
 
 @pytest.fixture
+def one_thread():
+    """One thread: bit for bit comparisons (a threaded BLAS may split a product differently from one
+    call to the next when the machine is busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def calls(monkeypatch):
     """How many steps went through the compiled entry."""
     require_cpp()
@@ -58,7 +67,7 @@ def calls(monkeypatch):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("B,I,H", [(1, 7, 13), (5, 100, 100), (20, 200, 200), (3, 16, 650)])
 def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_tolerance(kind, dtype, bias, B, I, H,
-                                                                                     calls, monkeypatch):
+                                                                                     calls, monkeypatch, one_thread):
     ours, theirs = make(kind, I, H, bias=bias, dtype=dtype)
     x, hx = torch.randn(B, I, dtype=dtype), state(kind, B, H, dtype)
     with torch.no_grad():
@@ -71,6 +80,57 @@ def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_toler
         for a, b, c in zip(f, g, r, strict=True):
             assert torch.equal(a, b)
             torch.testing.assert_close(a, c, **TOLERANCE[dtype])
+
+
+def grads_of(cell, kind, x, hx, weights):
+    """Outputs and the gradients of a fixed weighting of them w.r.t. x, the state and every parameter."""
+    x = x.clone().requires_grad_()
+    hx = tuple(t.clone().requires_grad_() for t in as_tuple(hx))
+    out = as_tuple(cell(x, hx if kind == "lstm" else hx[0]))
+    loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+    return [*out, *torch.autograd.grad(loss, [x, *hx, *cell.parameters()])]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("B,I,H", [(1, 7, 13), (20, 200, 200), (3, 16, 650)])
+def test_with_a_gradient_outputs_and_every_gradient_are_torch_nns(kind, dtype, bias, B, I, H, calls):
+    ours, theirs = make(kind, I, H, bias=bias, dtype=dtype)
+    x, hx = torch.randn(B, I, dtype=dtype), state(kind, B, H, dtype)
+    weights = [torch.randn(B, H, dtype=dtype) for _ in as_tuple(hx)]
+    got, expected = grads_of(ours, kind, x, hx, weights), grads_of(theirs, kind, x, hx, weights)
+    assert calls["n"] == 1
+    tolerance = TOLERANCE[dtype] if dtype is torch.float64 else {"rtol": 1e-4, "atol": 1e-5}  # sums over B
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_double_backward_and_a_retained_graph(kind, calls):
+    ours, _ = make(kind, 3, 4, dtype=torch.float64)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    hx = tuple(t.requires_grad_() for t in as_tuple(state(kind, 2, 4, torch.float64)))
+    params = tuple(ours.parameters())
+
+    def step(x, *rest):
+        state = rest[:len(hx)]
+        return as_tuple(torch.func.functional_call(ours, dict(zip(dict(ours.named_parameters()), rest[len(hx):],
+                                                                  strict=True)),
+                                                   (x, state if kind == "lstm" else state[0])))
+
+    def plain(x, *state):
+        return as_tuple(ours(x, state if kind == "lstm" else state[0]))
+
+    assert torch.autograd.gradcheck(plain, (x, *hx))
+    assert calls["n"] > 0
+    assert torch.autograd.gradgradcheck(plain, (x, *hx))
+    out = plain(x, *hx)[0].sum()
+    first = torch.autograd.grad(out, (x, *params), retain_graph=True)
+    again = torch.autograd.grad(out, (x, *params))                  # the forward's cache is read, not spent
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    del step
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -91,7 +151,6 @@ def test_a_step_by_step_loop_equals_the_sequence_module(kind, calls):
 
 
 WATCHED = {  # name -> (context to run in, how the input and state are passed)
-    "gradient wanted": (contextlib.nullcontext, "batched"),
     "unbatched": (torch.no_grad, "unbatched"),
     "autocast": (lambda: torch.autocast("cpu"), "batched"),
     "a transposed input": (torch.no_grad, "transposed"),
@@ -159,8 +218,8 @@ def test_wrong_arguments_get_torch_nn_errors_not_the_kernels(kind, calls):
 
 
 @pytest.mark.parametrize("fn,args", [
-    ("lstm_cell_forward", lambda x, h, w, u, b: (x, h, h, w(4), u(4), b(4), b(4), 0)),
-    ("gru_cell_forward", lambda x, h, w, u, b: (x, h, w(3), u(3), b(3), b(3))),
+    ("lstm_cell_forward", lambda x, h, w, u, b: (x, h, h, w(4), u(4), b(4), b(4), 0, True)),
+    ("gru_cell_forward", lambda x, h, w, u, b: (x, h, w(3), u(3), b(3), b(3), True)),
     ("rnn_cell_forward", lambda x, h, w, u, b: (x, h, w(1), u(1), b(1), b(1), "tanh")),
 ])
 def test_the_compiled_entry_checks_every_tensor(fn, args):
@@ -176,5 +235,27 @@ def test_the_compiled_entry_checks_every_tensor(fn, args):
                                  ("h", torch.randn(B + 1, H), "h0 should have shape"),
                                  ("h", torch.randn(B, H, dtype=torch.float64), "should have dtype"),
                                  ("b", lambda g: torch.randn(g * H + 1), "b_ih should have shape")]:
+        with pytest.raises(RuntimeError, match=message):
+            getattr(ext, fn)(*args(**{**good, name: value}))
+
+
+@pytest.mark.parametrize("fn,args", [
+    ("lstm_cell_backward", lambda x, h, w, u, g: (h, h, x, h, h, w(4), u(4), g(4), h, 63, 0)),
+    ("gru_cell_backward", lambda x, h, w, u, g: (h, x, h, w(3), u(3), g(3), h, h, 63)),
+    ("rnn_cell_backward", lambda x, h, w, u, g: (h, x, h, w(1), u(1), h, "tanh", 31)),
+])
+def test_the_compiled_backward_checks_every_tensor(fn, args):
+    require_cpp()
+    ext = kernels.load_extension()
+    B, I, H = 3, 4, 5
+    good = dict(x=torch.randn(B, I), h=torch.rand(B, H), w=lambda g: torch.randn(g * H, I),
+                u=lambda g: torch.randn(g * H, H), g=lambda g: torch.rand(B, g * H))
+    assert all(t is not None for t in getattr(ext, fn)(*args(**good)))     # every gradient asked for comes
+    for name, value, message in [("x", torch.randn(B, I + 1), "w_ih should have shape|x should have shape"),
+                                 ("h", torch.rand(B + 1, H), "should have shape"),
+                                 ("g", lambda g: torch.rand(B, g * H + 1), "should have shape|should be [34]H"),
+                                 ("u", lambda g: torch.randn(g * H, H, dtype=torch.float64), "should have dtype")]:
+        if name == "g" and fn.startswith("rnn"):
+            continue                                                    # the RNN keeps no gates
         with pytest.raises(RuntimeError, match=message):
             getattr(ext, fn)(*args(**{**good, name: value}))

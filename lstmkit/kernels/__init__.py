@@ -232,24 +232,42 @@ def rnn_recurrence_backward(dhs: Tensor, hs: Tensor, h0: Tensor, w_hh: Tensor, n
 
 
 def lstm_cell_forward(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
-                      b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
-    """One LSTMCell step without a cache (inference): x (B,I), h, c (B,H), w_ih (4H,I), w_hh (4H,H),
-    b_ih, b_hh (4H,) or None -> h', c' (B,H). Contiguous tensors only (the C++ checks refuse others);
-    cpp namespace only: the cells call it where ``lstmkit.modules.cells`` says."""
-    h_new, c_new = _ext.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, _path)
-    return h_new, c_new
+                      b_hh: Tensor | None, cache: bool = False) -> list[Tensor]:
+    """One LSTMCell step: x (B,I), h, c (B,H), w_ih (4H,I), w_hh (4H,H), b_ih, b_hh (4H,) or None
+    -> [h', c'], with cache also the activated gates (B,4H). Contiguous tensors only (the C++ checks
+    refuse others); the cells call it where ``lstmkit.modules.cells`` says."""
+    return _ext.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, _path, cache)
 
 
-def gru_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
-                     ) -> Tensor:
-    """One GRUCell step without a cache: w_ih (3H,I), w_hh (3H,H), b_ih, b_hh (3H,) or None -> h' (B,H)."""
-    return _ext.gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
+def lstm_cell_backward(dh: Tensor, dc: Tensor, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
+                       gates: Tensor, c_new: Tensor, need: int) -> list[Tensor | None]:
+    """-> [dx, dh, dc, dw_ih, dw_hh, db]; bit k of need asks for the k-th (None where not asked)."""
+    return _ext.lstm_cell_backward(dh, dc, x, h, c, w_ih, w_hh, gates, c_new, need, _path)
+
+
+def gru_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                     cache: bool = False) -> list[Tensor]:
+    """One GRUCell step: w_ih (3H,I), w_hh (3H,H), b_ih, b_hh (3H,) or None -> [h'] (cache: [h', gates
+    (B,3H), ghn (B,H)])."""
+    return _ext.gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, cache)
+
+
+def gru_cell_backward(dh: Tensor, x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, gates: Tensor, ghn: Tensor,
+                      h_new: Tensor, need: int) -> list[Tensor | None]:
+    """-> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]; bit k of need asks for the k-th."""
+    return _ext.gru_cell_backward(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need)
 
 
 def rnn_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                      nonlinearity: str) -> Tensor:
-    """One RNNCell step without a cache: w_ih (H,I), w_hh (H,H), b_ih, b_hh (H,) or None -> h' (B,H)."""
+    """One RNNCell step: w_ih (H,I), w_hh (H,H), b_ih, b_hh (H,) or None -> h' (B,H)."""
     return _ext.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
+def rnn_cell_backward(dh: Tensor, x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, h_new: Tensor, nonlinearity: str,
+                      need: int) -> list[Tensor | None]:
+    """-> [dx, dh, dw_ih, dw_hh, db]; bit k of need asks for the k-th."""
+    return _ext.rnn_cell_backward(dh, x, h, w_ih, w_hh, h_new, nonlinearity, need)
 
 
 def _c(t: Tensor | None) -> Tensor | None:
@@ -259,7 +277,8 @@ def _c(t: Tensor | None) -> Tensor | None:
 _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
-                  "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward")
+                  "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
+                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_backward")
 
 
 def _cpp_namespace() -> types.SimpleNamespace:

@@ -1,13 +1,18 @@
-// cell_cpu.cpp: one step of LSTMCell, GRUCell or RNNCell where no gradient is recorded, in one call.
+// cell_cpu.cpp: one step of LSTMCell, GRUCell or RNNCell in one call, and its backward in one call.
 //
-// What it is: the cells' inference path. x (B,I) and the state (B,H) run through the same compiled
-// recurrences as a one-step sequence (lstm_layer_forward, gru_forward, rnn_forward: their checks,
-// their products and their cell math), with the input projection and the bias sums done here, so a
-// cell called step by step from Python pays one call instead of a layer's operator machinery.
-// What it is not: autograd or a new recurrence; the Python entry (lstmkit/modules/cells.py) takes
-// this path only where nothing needs a gradient and nothing observes the operators.
+// What it is: the cells' compiled step. x (B,I) and the state (B,H) run through the same compiled
+// recurrences as a one-step sequence (lstm_layer_forward, gru_forward, rnn_forward and their
+// backwards: their checks, their products and their cell math), with the input projection, the
+// bias sums and the weight gradients done here, so a cell called step by step from Python pays one
+// call each way instead of a layer's operator machinery. cache=false: only the new state
+// (inference); cache=true: also what the backward reads.
+// What it is not: autograd or a new recurrence; lstmkit/functional/cell_step.py wraps these in
+// autograd Functions, and lstmkit/modules/cells.py takes them only where nothing observes the
+// operators.
 // Dimensions: B batch, I input, H hidden.
 #include <torch/extension.h>
+
+#include <functional>
 
 #include "checks.h"
 
@@ -24,6 +29,15 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
                                     bool cache);
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
+                                      const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool overwrite);
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& ghn,
+                                     const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
+                                     const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
+                                     const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
 
 // x (B,I) and w_ih (G,I) with G = gates * H, and the biases (G,) both or neither, checked (the
 // state and w_hh are checked by the recurrence called next).
@@ -47,28 +61,32 @@ static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10
   return zx.unsqueeze(0);
 }
 
-// -> {h' (B,H), c' (B,H)}
+// -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
 std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
                                           const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                                          int64_t path) {
+                                          int64_t path, bool cache) {
   const Checks c("lstm_cell_forward", "x", x);
   check_cell(c, x, w_ih, 4, "(4H, I)", b_ih, b_hh);
   const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
   const auto out = lstm_layer_forward(x.unsqueeze(0), h, c0, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, path,
-                                      false, int64_t(1) << 20, c10::nullopt);
-  return {out[2][0], out[1][0]};
+                                      cache, int64_t(1) << 20, c10::nullopt);
+  if (!cache) return {out[2][0], out[1][0]};
+  return {out[2][0], out[1][0], out[0][0]};
 }
 
-// -> h' (B,H)
-at::Tensor gru_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                            const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh) {
+// -> {h' (B,H)}, with cache also the activated gates (B,3H) [r z n] and W_hn h + b_hn (B,H)
+std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
+                                         const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                                         const c10::optional<at::Tensor>& b_hh, bool cache) {
   const Checks c("gru_cell_forward", "x", x);
   check_cell(c, x, w_ih, 3, "(3H, I)", b_ih, b_hh);
-  return gru_forward(project(x, w_ih, b_ih), h, w_hh, b_hh, c10::nullopt, false)[2][0];
+  const auto out = gru_forward(project(x, w_ih, b_ih), h, w_hh, b_hh, c10::nullopt, cache);
+  if (!cache) return {out[2][0]};
+  return {out[2][0], out[0][0], out[1][0]};
 }
 
-// -> h' (B,H)
+// -> h' (B,H) (the backward reads h' itself)
 at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                             const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
                             const std::string& nonlinearity) {
@@ -76,6 +94,75 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
   const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
   return rnn_forward(project(x, w_ih, bias), h, w_hh, nonlinearity, c10::nullopt)[0];
+}
+
+// ---- backward: dz of the one step from the recurrence's backward, then the products
+//   dx = dz W_ih,  dW_ih = dz^T x,  dW_hh = dz^T h,  db = sum over rows of dz
+// `need` has bit k set where input k (in the order the function lists) wants its gradient; the
+// others come back undefined (None). dh, dc: the gradients at the step's outputs.
+
+// x (B,I), w_ih (G,I) and the (B,H) tensors of a backward (the gradients at the outputs, the
+// state, what the forward kept), checked; the recurrence's backward checks the rest.
+static void check_cell_backward(const Checks& c, const at::Tensor& x, const at::Tensor& w_ih, int64_t gates,
+                                const char* sym, std::initializer_list<std::pair<const at::Tensor*, const char*>> bh) {
+  c.rank("x", x, 2, "(B, I)");
+  c.rank("w_ih", w_ih, 2, sym);
+  c.hidden("w_ih", "first dimension", w_ih.size(0), gates, sym);
+  const int64_t B = x.size(0), H = w_ih.size(0) / gates;
+  c.tensor("x", x, "(B, I)", {B, w_ih.size(1)});
+  c.tensor("w_ih", w_ih, sym, {w_ih.size(0), w_ih.size(1)});
+  for (const auto& [t, name] : bh) {
+    c.dense(name, *t);
+    TORCH_CHECK(same_sizes(t->sizes(), {B, H}), c.fn, ": ", name, " should have shape (B, H) = ",
+                shape_str(std::vector<int64_t>{B, H}), ", got ", shape_str(t->sizes()));
+  }
+}
+
+static at::Tensor wanted(int64_t need, int bit, const std::function<at::Tensor()>& make) {
+  return (need >> bit) & 1 ? make() : at::Tensor();
+}
+
+// inputs (x, h, c, w_ih, w_hh, bias) -> {dx, dh, dc, dW_ih, dW_hh, db}
+std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& x,
+                                           const at::Tensor& h, const at::Tensor& c0, const at::Tensor& w_ih,
+                                           const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& c_new,
+                                           int64_t need, int64_t path) {
+  const Checks c("lstm_cell_backward", "x", x);
+  check_cell_backward(c, x, w_ih, 4, "(4H, I)",
+                      {{&dh, "dh"}, {&dc, "dc"}, {&h, "h"}, {&c0, "c"}, {&c_new, "c_new"}});
+  const auto r = lstm_backward(dh.contiguous().unsqueeze(0), dc.contiguous(), gates.unsqueeze(0), c_new.unsqueeze(0),
+                               h, c0, w_hh, c10::nullopt, c10::nullopt, path, false);
+  const at::Tensor dz = r[0][0];                                               // (B,4H)
+  return {wanted(need, 0, [&] { return dz.mm(w_ih); }), wanted(need, 1, [&] { return r[1]; }),
+          wanted(need, 2, [&] { return r[2]; }), wanted(need, 3, [&] { return dz.t().mm(x); }),
+          wanted(need, 4, [&] { return dz.t().mm(h); }), wanted(need, 5, [&] { return dz.sum(0); })};
+}
+
+// inputs (x, h, w_ih, w_hh, b_ih, b_hh) -> {dx, dh, dW_ih, dW_hh, db_ih, db_hh}
+std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
+                                          const at::Tensor& ghn, const at::Tensor& h_new, int64_t need) {
+  const Checks c("gru_cell_backward", "x", x);
+  check_cell_backward(c, x, w_ih, 3, "(3H, I)", {{&dh, "dh"}, {&h, "h"}, {&ghn, "ghn"}, {&h_new, "h_new"}});
+  const auto r = gru_backward(dh.contiguous().unsqueeze(0), gates.unsqueeze(0), ghn.unsqueeze(0), h_new.unsqueeze(0),
+                              h, w_hh, c10::nullopt);
+  const at::Tensor dzx = r[0][0], dgh = r[1][0];                                // (B,3H) each
+  return {wanted(need, 0, [&] { return dzx.mm(w_ih); }), wanted(need, 1, [&] { return r[2]; }),
+          wanted(need, 2, [&] { return dzx.t().mm(x); }), wanted(need, 3, [&] { return dgh.t().mm(h); }),
+          wanted(need, 4, [&] { return dzx.sum(0); }), wanted(need, 5, [&] { return dgh.sum(0); })};
+}
+
+// inputs (x, h, w_ih, w_hh, bias) -> {dx, dh, dW_ih, dW_hh, db}
+std::vector<at::Tensor> rnn_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new,
+                                          const std::string& nonlinearity, int64_t need) {
+  const Checks c("rnn_cell_backward", "x", x);
+  check_cell_backward(c, x, w_ih, 1, "(H, I)", {{&dh, "dh"}, {&h, "h"}, {&h_new, "h_new"}});
+  const auto r = rnn_backward(dh.contiguous().unsqueeze(0), h_new.unsqueeze(0), w_hh, nonlinearity, c10::nullopt);
+  const at::Tensor dz = r[0][0];                                               // (B,H)
+  return {wanted(need, 0, [&] { return dz.mm(w_ih); }), wanted(need, 1, [&] { return r[1]; }),
+          wanted(need, 2, [&] { return dz.t().mm(x); }), wanted(need, 3, [&] { return dz.t().mm(h); }),
+          wanted(need, 4, [&] { return dz.sum(0); })};
 }
 
 }  // namespace lstmkit

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
 from lstmkit.functional.backend import recurrence_for
+from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep, RNNCellStep
 from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
 from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
 
@@ -43,11 +44,12 @@ class _CellBase:
 
     def _compiled_step(self, input: Tensor, hx):
         """The step as one compiled call (``kernels/cell_cpu.cpp``: the same recurrence as the layer
-        path, without its operator machinery), where nothing could tell the two apart: batched
+        path, without its operator machinery; with a gradient, ``functional.cell_step``'s autograd
+        Functions, whose backward is one call too), where nothing could tell the two apart: batched
         contiguous input, a state of the right shapes or none, plain parameters, all of one float
-        dtype on the CPU with the C++ kernels selected, no gradient wanted, and no transform, tracer,
-        compiler, exporter, autocast or mode watching. None anywhere else: the general path runs
-        (and raises torch.nn's errors for what is wrong)."""
+        dtype on the CPU with the C++ kernels selected, and no transform, tracer, compiler,
+        exporter, autocast or mode watching. None anywhere else: the general path runs (and raises
+        torch.nn's errors for what is wrong)."""
         if type(input) is not Tensor or input.dim() != 2 or not input.is_contiguous():
             return None
         p = self._parameters
@@ -64,11 +66,11 @@ class _CellBase:
         if (rec.name != "cpp" or input.shape[1] != self.input_size
                 or any(type(t) is not Tensor and type(t) is not nn.Parameter or t.dtype is not dtype
                        or t.device.type != "cpu" or not t.is_contiguous() for t in tensors)
-                or any(s.shape != (B, H) for s in state) or needs_grad(*tensors) or not plain_eager()
-                or use_composite(*tensors) or torch.is_autocast_enabled("cpu") or torch.onnx.is_in_onnx_export()):
+                or any(s.shape != (B, H) for s in state) or not plain_eager() or use_composite(*tensors)
+                or torch.is_autocast_enabled("cpu") or torch.onnx.is_in_onnx_export()):
             return None
         state = state or tuple(input.new_zeros(B, H) for _ in range(self.state_count))
-        return self._step_compiled(rec, input, state, w_ih, w_hh, b_ih, b_hh)
+        return self._step_compiled(rec, input, state, w_ih, w_hh, b_ih, b_hh, needs_grad(*tensors))
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and state tensors as (B,H); whether the input was unbatched."""
@@ -110,8 +112,10 @@ class LSTMCell(_CellBase, nn.LSTMCell):
                                            None, None)
         return h_new, c_new
 
-    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
-        return rec.lstm_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
+        if grad:
+            return LSTMCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh)
+        return tuple(rec.lstm_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh))
 
 
 class GRUCell(_CellBase, nn.GRUCell):
@@ -121,8 +125,10 @@ class GRUCell(_CellBase, nn.GRUCell):
         _, h_new, _ = gru_layer(x, *state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
         return (h_new,)
 
-    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
-        return rec.gru_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
+        if grad:
+            return GRUCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh)
+        return rec.gru_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)[0]
 
 
 class RNNCell(_CellBase, nn.RNNCell):
@@ -139,5 +145,7 @@ class RNNCell(_CellBase, nn.RNNCell):
                              self.nonlinearity, None)
         return (h_new,)
 
-    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh):
+    def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
+        if grad:
+            return RNNCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
         return rec.rnn_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
