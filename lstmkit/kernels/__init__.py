@@ -149,6 +149,14 @@ def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace | None:
     return _cpp_namespace()
 
 
+def compiled_cells() -> types.SimpleNamespace | None:
+    """The compiled namespace where the C++ kernels are selected and already built, else None (then
+    the cells' general path runs, which builds them or says why not). Cheap: a cell step asks it
+    every call; the tensors' device and dtype are the caller's to check."""
+    name = _backend if _backend is not None else get_backend()
+    return _cpp_namespace() if _ext is not None and name != "torch" else None
+
+
 _warned = False
 
 

@@ -305,6 +305,11 @@ inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
   return out;
 }
 
+// One step of this many rows or more (a cell called from Python with a batch) takes its recurrent
+// product from ATen's GEMM on the weights as stored: the dot form below reads W once per row, and
+// packing would copy W for a single use, while a GEMM reads it once for all rows. (LSTM: use_small.)
+constexpr int64_t kOneStepGemmRows = 2;
+
 // The right operand A (K, N) of a step product out = init + x A (e.g. A = W_hh^T, a transposed view).
 // Packed in panels once per call when that serves several rows, or several steps of one row of a
 // transposed A (a copy of A, ~5 us at 128x512); otherwise used as stored: row-major A directly, or,

@@ -49,7 +49,7 @@ inline void gru_cell_backward(const T* __restrict g, const T* __restrict ghn, co
 // (cpu_math.h): by rows they never wait, by units they meet once a step.
 template <typename T>
 void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T* b_hh, const int64_t* len, T* gates,
-                      T* ghn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache) {
+                      T* ghn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache, bool gh_given) {
   const int64_t G = 3 * H;
   auto slot = [&](int64_t t) { return cache ? t : 0; };                        // without the cache: one scratch row
   run_team(B * G * H, T_, B, [&](int rank, int size) {
@@ -57,11 +57,13 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = 0; t < T_; ++t) {
       const T* hp = t ? hs + (t - 1) * B * H : h0;                             // (B,H) h_{t-1}
-      if (j0 == 0 && j1 == H)                                                   // gh = h_{t-1} W_hh^T + b_hh
+      if (gh_given) {                                                           // one step: gh came from a GEMM
+      } else if (j0 == 0 && j1 == H) {                                          // gh = h_{t-1} W_hh^T + b_hh
         W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, 0, G, t & 1);   // every unit: one range
-      else
+      } else {
         for (int64_t q = 0; q < 3; ++q)
           W.product(gh + b0 * G, G, b_hh, 0, hp + b0 * H, H, nb, q * H + j0, q * H + j1, t & 1);
+      }
       for (int64_t b = sp.b0; b < sp.b1; ++b) {
         T* g = gates + (slot(t) * B + b) * G;
         T *ghnb = ghn + (slot(t) * B + b) * H, *h = hs + (t * B + b) * H;
@@ -83,7 +85,8 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
 // dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
 template <typename T>
 void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, const T* h0, const StepWeight<T>& W,
-                       const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H) {
+                       const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H,
+                       bool dh0_product_later) {
   const int64_t G = 3 * H;
   run_team(B * G * H, T_, B, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
@@ -116,8 +119,12 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, 
       }
       if (!sp.by_rows) team_barrier();
     }
-    // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1)
-    W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dgh + b0 * G, G, nb, j0, j1);
+    // dh0 = dgh_0 W_hh + dh_0 z_0 (step 0 always runs: lengths >= 1); the product is the caller's
+    // (a GEMM) when dh0_product_later
+    if (dh0_product_later)
+      for (int64_t b = sp.b0; b < sp.b1; ++b) std::fill(dh0 + b * H + j0, dh0 + b * H + j1, T(0));
+    else
+      W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dgh + b0 * G, G, nb, j0, j1);
     for (int64_t b = sp.b0; b < sp.b1; ++b)
       for (int64_t j = j0; j < j1; ++j) dh0[b * H + j] += dh_buf[b * H + j] * gates[b * G + H + j];
   });
@@ -142,12 +149,15 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor gates = at::empty({cache ? T_ : 1, B, 3 * H}, zx.options());
   at::Tensor ghn = at::empty({cache ? T_ : 1, B, H}, zx.options());
-  at::Tensor hs = at::empty({T_, B, H}, zx.options()), gh = at::empty({B, 3 * H}, zx.options());
+  const bool one_step = T_ == 1 && B >= kOneStepGemmRows;                       // gh by ATen's GEMM (cpu_math.h)
+  at::Tensor hs = at::empty({T_, B, H}, zx.options());
+  at::Tensor gh = !one_step ? at::empty({B, 3 * H}, zx.options())
+                            : b_hh ? at::addmm(*b_hh, h0, w_hh.t()) : at::mm(h0, w_hh.t());
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, len, gates.data_ptr<scalar_t>(),
                                ghn.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), T_, B, H,
-                               cache);
+                               cache, one_step);
   });
   if (!cache) return {at::Tensor(), at::Tensor(), hs};
   return {gates, ghn, hs};
@@ -170,12 +180,14 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
   const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor dzx = at::empty_like(gates), dgh = at::empty_like(gates), dh0 = at::empty({B, H}, dhs.options());
   at::Tensor dh_buf = at::empty({2, B, H}, dhs.options());
+  const bool one_step = T_ == 1 && B >= kOneStepGemmRows;                       // dh0's product by GEMM (cpu_math.h)
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
     gru_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
                                 hs.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),
                                 len, dzx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
-                                dh_buf.data_ptr<scalar_t>(), T_, B, H);
+                                dh_buf.data_ptr<scalar_t>(), T_, B, H, one_step);
   });
+  if (one_step) dh0.addmm_(dgh[0], w_hh);                                       // + dgh_0 W_hh
   return {dzx, dgh, dh0};
 }
 

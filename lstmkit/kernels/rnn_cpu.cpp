@@ -98,6 +98,10 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
   c.tensor("w_hh", w_hh, "(H, H)", {H, H});
   const bool relu = is_relu(c, nonlinearity);
   const int64_t* len = c.lengths(lengths, T_, B);
+  if (T_ == 1 && B >= kOneStepGemmRows) {                     // one step: the product by ATen's GEMM (cpu_math.h)
+    at::Tensor hs = at::addmm(zx[0], h0, w_hh.t());                             // (B,H), then act in place
+    return (relu ? hs.relu_() : hs.tanh_()).unsqueeze(0);
+  }
   at::Tensor hs = at::empty_like(zx);
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "rnn_forward", [&] {
     rnn_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
@@ -116,6 +120,15 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
   const bool relu = is_relu(c, nonlinearity);
   const int64_t* len = c.lengths(lengths, T_, B);
   at::Tensor dz = at::empty_like(hs), dh0 = at::empty({B, H}, hs.options());
+  if (T_ == 1 && B >= kOneStepGemmRows) {                     // one step: dz by the formula, dh0 = dz W_hh by GEMM
+    AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
+      const scalar_t *dh = dhs.data_ptr<scalar_t>(), *h = hs.data_ptr<scalar_t>();
+      scalar_t* d = dz.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < B * H; ++i)
+        d[i] = relu ? (h[i] > scalar_t(0) ? dh[i] : scalar_t(0)) : dh[i] * (scalar_t(1) - h[i] * h[i]);
+    });
+    return {dz, at::mm(dz[0], w_hh)};
+  }
   at::Tensor dh_buf = at::empty({2, B, H}, hs.options());
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {
     rnn_backward_impl<scalar_t>(dhs.data_ptr<scalar_t>(), hs.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh, B, T_),

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
-from lstmkit.functional.backend import recurrence_for
 from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep, RNNCellStep
 from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
+from lstmkit.kernels import compiled_cells
 from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
 
 
@@ -46,31 +46,37 @@ class _CellBase:
         """The step as one compiled call (``kernels/cell_cpu.cpp``: the same recurrence as the layer
         path, without its operator machinery; with a gradient, ``functional.cell_step``'s autograd
         Functions, whose backward is one call too), where nothing could tell the two apart: batched
-        contiguous input, a state of the right shapes or none, plain parameters, all of one float
-        dtype on the CPU with the C++ kernels selected, and no transform, tracer, compiler,
-        exporter, autocast or mode watching. None anywhere else: the general path runs (and raises
-        torch.nn's errors for what is wrong)."""
-        if type(input) is not Tensor or input.dim() != 2 or not input.is_contiguous():
+        CPU float input, plain tensors and parameters, the C++ kernels selected and built, and no
+        transform, tracer, compiler, exporter, autocast or mode watching. The C++ entry checks every
+        tensor (shapes, dtypes, devices, layout) before it computes anything; where it refuses one,
+        or anywhere else, this returns None and the general path runs (and raises torch.nn's error
+        for what is wrong). A cell called step by step pays these checks on every call: they are
+        ordered cheapest first."""
+        if type(input) is not Tensor or input.dim() != 2 or input.device.type != "cpu" \
+                or (input.dtype is not torch.float32 and input.dtype is not torch.float64):
             return None
         p = self._parameters
         w_ih, w_hh, b_ih, b_hh = p.get("weight_ih"), p.get("weight_hh"), p.get("bias_ih"), p.get("bias_hh")
         if w_ih is None or w_hh is None or (self.bias and (b_ih is None or b_hh is None)):
             return None                                     # parametrized, pruned or dropped: read as attributes
-        B, H = input.shape[0], self.hidden_size
-        state = () if hx is None else (hx,) if type(hx) is Tensor else tuple(hx) if type(hx) is tuple else None
-        if state is None or (state and len(state) != self.state_count):
+        if hx is None:
+            state = ()
+        elif type(hx) is Tensor:
+            state = (hx,)
+        elif type(hx) is tuple and len(hx) == self.state_count and all(type(t) is Tensor for t in hx):
+            state = hx
+        else:
             return None
-        tensors = (input, w_ih, w_hh, *state) + ((b_ih, b_hh) if self.bias else ())
-        rec = recurrence_for(input, w_ih)
-        dtype = input.dtype
-        if (rec.name != "cpp" or input.shape[1] != self.input_size
-                or any(type(t) is not Tensor and type(t) is not nn.Parameter or t.dtype is not dtype
-                       or t.device.type != "cpu" or not t.is_contiguous() for t in tensors)
-                or any(s.shape != (B, H) for s in state) or not plain_eager() or use_composite(*tensors)
-                or torch.is_autocast_enabled("cpu") or torch.onnx.is_in_onnx_export()):
+        rec = compiled_cells()
+        if rec is None or not plain_eager() or use_composite(input, w_ih, w_hh, b_ih, b_hh, *state) \
+                or torch.is_autocast_enabled("cpu"):
             return None
-        state = state or tuple(input.new_zeros(B, H) for _ in range(self.state_count))
-        return self._step_compiled(rec, input, state, w_ih, w_hh, b_ih, b_hh, needs_grad(*tensors))
+        state = state or tuple(input.new_zeros(input.shape[0], self.hidden_size) for _ in range(self.state_count))
+        try:
+            return self._step_compiled(rec, input, state, w_ih, w_hh, b_ih, b_hh,
+                                       needs_grad(input, w_ih, w_hh, b_ih, b_hh, *state))
+        except RuntimeError:
+            return None                                     # refused by the C++ checks: the general path says why
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and state tensors as (B,H); whether the input was unbatched."""
