@@ -61,7 +61,7 @@ class _CellBase:
             return None                                     # parametrized, pruned or dropped: read as attributes
         if hx is None:
             state = ()
-        elif type(hx) is Tensor:
+        elif type(hx) is Tensor and self.state_count == 1:
             state = (hx,)
         elif type(hx) is tuple and len(hx) == self.state_count and all(type(t) is Tensor for t in hx):
             state = hx
