@@ -69,13 +69,13 @@ def _opt(default, help: str):
 class AblateSettings:
     """What ``lstmkit ablate`` trains; its options are generated from these fields."""
 
-    models: tuple[str, ...] = _opt(DEFAULT_MODELS, "lstm (standard), variants of lstmkit.variants, rnn")
+    models: tuple[str, ...] = _opt(DEFAULT_MODELS, "from " + ", ".join(MODELS) + " (lstm: the standard cell)")
     tasks: tuple[str, ...] = _opt(tuple(BUDGETS), "tasks, each with its own budget")
     seeds: tuple[int, ...] = _opt((0, 1, 2), "seeds, each a full set of runs")
     forget_bias: float = _opt(5.0, "added to the forget-gate bias at init (CIFG: taken from the input gate's)")
     patience: int = _opt(12, "stop after this many evaluations without a better val loss (0: never)")
     jobs: int = _opt(0, "training processes in parallel (0: one per CPU core)")
-    quick: bool = _opt(False, "tiny tasks and 60 steps: about a minute")
+    quick: bool = _opt(False, "tiny tasks, 60 steps, one seed: seconds")
 
     def check(self) -> None:
         """Raise ``UsageError`` naming the first setting out of range."""
