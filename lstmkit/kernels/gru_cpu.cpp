@@ -13,21 +13,29 @@
 #include "checks.h"
 #include "cpu_math.h"
 #include "team.h"
+#include "vec_math.h"
 
 namespace lstmkit {
 
 // One row, units [0, n): r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r ghn), h = (1 - z) n + z h_prev.
+// Whole vectors with vec_math.h, the ragged end as one vector of fewer lanes (load_n / store_n).
 template <typename T>
 inline void gru_cell_forward(const T* __restrict x, const T* __restrict gh, const T* __restrict hp,
                              T* __restrict gr, T* __restrict gz, T* __restrict gn, T* __restrict ghn,
                              T* __restrict h, int64_t H, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T r = sigmoid_(x[j] + gh[j]), z = sigmoid_(x[H + j] + gh[H + j]);
-    const T nn = tanh_(x[2 * H + j] + r * gh[2 * H + j]);
-    gr[j] = r, gz[j] = z, gn[j] = nn;
-    ghn[j] = gh[2 * H + j];
-    h[j] = (T(1) - z) * nn + z * hp[j];
-  }
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  auto units = [&](int64_t j, auto ld, auto st) {                              // the units j.. of one vector
+    const V r = vsigmoid<T>(ld(x + j) + ld(gh + j)), z = vsigmoid<T>(ld(x + H + j) + ld(gh + H + j));
+    const V hn = ld(gh + 2 * H + j);
+    const V nn = vtanh<T>(ld(x + 2 * H + j) + r * hn);
+    st(gr + j, r), st(gz + j, z), st(gn + j, nn), st(ghn + j, hn);
+    st(h + j, (T(1) - z) * nn + z * ld(hp + j));
+  };
+  int64_t j = 0;
+  for (; j + L <= n; j += L) units(j, [](const T* p) { return load(p); }, [](T* p, V v) { store(p, v); });
+  const int64_t m = n - j;
+  if (m > 0) units(j, [m](const T* p) { return load_n(p, m); }, [m](T* p, V v) { store_n(p, v, m); });
 }
 
 // The mirror, from dh (everything reaching h_t): the input-side and recurrent-side pre-activation
