@@ -14,8 +14,18 @@
 #include "checks.h"
 #include "cpu_math.h"
 #include "team.h"
+#include "vec_math.h"
 
 namespace lstmkit {
+
+// h[j] = tanh(h[j]) for j in [j0, j1): whole vectors (vec_math.h), the ragged end as one masked vector.
+template <typename T>
+inline void tanh_units(T* h, int64_t j0, int64_t j1) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t j = j0;
+  for (; j + L <= j1; j += L) store(h + j, vtanh<T>(load(h + j)));
+  if (j < j1) store_n(h + j, vtanh<T>(load_n(h + j, j1 - j)), j1 - j);
+}
 
 // One team for the whole loop (run_team); members split rows or units as team_split decides
 // (cpu_math.h): by rows they never wait, by units they meet once a step.
@@ -33,7 +43,7 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
         T* __restrict hb = h + b * H;
         if (len && t >= len[b]) std::copy(hp + b * H + j0, hp + b * H + j1, hb + j0);     // held
         else if (relu) for (int64_t j = j0; j < j1; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
-        else for (int64_t j = j0; j < j1; ++j) hb[j] = tanh_(hb[j]);
+        else tanh_units(hb, j0, j1);
       }
       if (!sp.by_rows) team_barrier();
     }
