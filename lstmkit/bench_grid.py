@@ -95,7 +95,7 @@ def grid_cases() -> list[Case]:
               Case("lstm", 50, 64, 256, 256, layers=2, bidirectional=True)]
     cases += [Case("lstm", 50, 20, 512, 512, proj=128), Case("lstm", 50, 1, 256, 1024, proj=256)]
     cases += [Case("lstm", 50, 20, 100, 100, dtype="float64"), Case("lstm", 50, 8, 256, 256, dtype="float64"),
-              Case("gru", 50, 20, 100, 100, dtype="float64")]
+              Case("gru", 50, 20, 100, 100, dtype="float64"), Case("rnn", 50, 20, 100, 100, dtype="float64")]
     for model in CELL_MODELS:                             # step by step from Python
         cases += [Case(model, 20, 1, 128, 128), Case(model, 20, 20, 200, 200), Case(model, 20, 64, 650, 650)]
     cases.append(Case("lstmcell", 20, 20, 100, 100, dtype="float64"))
