@@ -242,7 +242,6 @@ def test_the_compiled_entry_checks_every_tensor(fn, args):
 @pytest.mark.parametrize("fn,args", [
     ("lstm_cell_backward", lambda x, h, w, u, g: (h, h, x, h, h, w(4), u(4), g(4), h, 63, 0)),
     ("gru_cell_backward", lambda x, h, w, u, g: (h, x, h, w(3), u(3), g(3), h, h, 63)),
-    ("rnn_cell_backward", lambda x, h, w, u, g: (h, x, h, w(1), u(1), h, "tanh", 31)),
 ])
 def test_the_compiled_backward_checks_every_tensor(fn, args):
     require_cpp()
@@ -255,7 +254,5 @@ def test_the_compiled_backward_checks_every_tensor(fn, args):
                                  ("h", torch.rand(B + 1, H), "should have shape"),
                                  ("g", lambda g: torch.rand(B, g * H + 1), "should have shape|should be [34]H"),
                                  ("u", lambda g: torch.randn(g * H, H, dtype=torch.float64), "should have dtype")]:
-        if name == "g" and fn.startswith("rnn"):
-            continue                                                    # the RNN keeps no gates
         with pytest.raises(RuntimeError, match=message):
             getattr(ext, fn)(*args(**{**good, name: value}))

@@ -1,7 +1,8 @@
-"""One step of each cell as one compiled call, with autograd: what ``LSTMCell``, ``GRUCell`` and
-``RNNCell`` run step by step from Python where the C++ kernels are selected.
+"""One step of a gated cell as one compiled call, with autograd: what ``LSTMCell`` and ``GRUCell``
+run step by step from Python where the C++ kernels are selected (``RNNCell``'s node is C++ itself:
+``kernels.rnn_cell_step``, whose step is too small to carry a Python Function's bookkeeping).
 
-What it is: three autograd Functions over ``lstmkit.kernels``' cell entries (``kernels/cell_cpu.cpp``):
+What it is: two autograd Functions over ``lstmkit.kernels``' cell entries (``kernels/cell_cpu.cpp``):
 the forward keeps what the backward reads (the gates), the backward is one call that returns every
 wanted gradient. They compute what ``lstm_layer``/``gru_layer``/``rnn_layer`` compute over one step
 (the same recurrences and cell math); where the gradient must itself be differentiated
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional import ops
-from lstmkit.functional.composite import gru_layer_composite, lstm_layer_composite, rnn_layer_composite
+from lstmkit.functional.composite import gru_layer_composite, lstm_layer_composite
 
 
 def _bits(need) -> int:
@@ -75,27 +76,3 @@ class GRUCellStep(torch.autograd.Function):
         return (None, *ctx.rec.gru_cell_backward(dh, x, h, w_ih, w_hh, gates, ghn, h_new,
                                                  _bits((*need[:4], need[4] and b_ih is not None,
                                                         need[5] and b_hh is not None))))
-
-
-class RNNCellStep(torch.autograd.Function):
-    """(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h'."""
-
-    @staticmethod
-    def forward(ctx, rec, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
-        h_new = rec.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
-        ctx.rec, ctx.nonlinearity = rec, nonlinearity
-        ctx.save_for_backward(x, h, w_ih, w_hh, b_ih, b_hh, h_new)
-        return h_new
-
-    @staticmethod
-    def backward(ctx, dh):
-        x, h, w_ih, w_hh, b_ih, b_hh, h_new = ctx.saved_tensors
-        need = ctx.needs_input_grad[1:7]
-        if torch.is_grad_enabled():
-            return (None, *_composite(rnn_layer_composite, x, (h,), (w_ih, w_hh, b_ih, b_hh), (ctx.nonlinearity, None),
-                                      (dh,), need), None)
-        bias = b_ih is not None and (need[4] or need[5])
-        dx, dh0, dw_ih, dw_hh, db = ctx.rec.rnn_cell_backward(dh, x, h, w_ih, w_hh, h_new, ctx.nonlinearity,
-                                                              _bits((*need[:4], bias)))
-        return (None, dx, dh0, dw_ih, dw_hh, db if need[4] else None,
-                (db.clone() if need[4] else db) if need[5] else None, None)

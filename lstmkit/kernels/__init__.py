@@ -272,10 +272,11 @@ def rnn_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Ten
     return _ext.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
-def rnn_cell_backward(dh: Tensor, x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, h_new: Tensor, nonlinearity: str,
-                      need: int) -> list[Tensor | None]:
-    """-> [dx, dh, dw_ih, dw_hh, db]; bit k of need asks for the k-th."""
-    return _ext.rnn_cell_backward(dh, x, h, w_ih, w_hh, h_new, nonlinearity, need)
+def rnn_cell_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                  nonlinearity: str) -> Tensor:
+    """One RNNCell step for training: h' (B,H) carrying its autograd node, forward and backward in C++
+    (the backward in differentiable ATen operations: create_graph gives exact second derivatives)."""
+    return _ext.rnn_cell_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
 def _c(t: Tensor | None) -> Tensor | None:
@@ -286,7 +287,7 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
                   "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_backward")
+                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_step")
 
 
 def _cpp_namespace() -> types.SimpleNamespace:

@@ -36,6 +36,9 @@ std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& 
 at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                             const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
                             const std::string& nonlinearity);
+at::Tensor rnn_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                         const std::string& nonlinearity);
 std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& x,
                                            const at::Tensor& h, const at::Tensor& c0, const at::Tensor& w_ih,
                                            const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& c_new,
@@ -43,9 +46,6 @@ std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tenso
 std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
                                           const at::Tensor& ghn, const at::Tensor& h_new, int64_t need);
-std::vector<at::Tensor> rnn_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
-                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& h_new,
-                                          const std::string& nonlinearity, int64_t need);
 }  // namespace lstmkit
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -66,11 +66,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_cell_forward", &lstmkit::gru_cell_forward,
         "(x, h, w_ih, w_hh, b_ih, b_hh, cache) -> [h'] (cache: [h', gates, ghn])");
   m.def("rnn_cell_forward", &lstmkit::rnn_cell_forward, "(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h'");
+  m.def("rnn_cell_step", &lstmkit::rnn_cell_step,
+        "(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h' with its autograd node (the backward in C++)");
   m.def("lstm_cell_backward", &lstmkit::lstm_cell_backward,
         "(dh, dc, x, h, c, w_ih, w_hh, gates, c_new, need, path) -> [dx, dh, dc, dw_ih, dw_hh, db]");
   m.def("gru_cell_backward", &lstmkit::gru_cell_backward,
         "(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need) -> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]");
-  m.def("rnn_cell_backward", &lstmkit::rnn_cell_backward,
-        "(dh, x, h, w_ih, w_hh, h_new, nonlinearity, need) -> [dx, dh, dw_ih, dw_hh, db]");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

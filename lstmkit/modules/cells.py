@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
-from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep, RNNCellStep
+from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep
 from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
 from lstmkit.kernels import compiled_cells
 from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
@@ -152,6 +152,6 @@ class RNNCell(_CellBase, nn.RNNCell):
         return (h_new,)
 
     def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
-        if grad:
-            return RNNCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
+        if grad:                                            # its autograd node is C++'s (kernels.rnn_cell_step)
+            return rec.rnn_cell_step(x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
         return rec.rnn_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh, self.nonlinearity)
