@@ -37,7 +37,7 @@ from . import build as _build
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp")
-_HEADERS = ("checks.h", "cpu_math.h", "team.h", "vec_math.h")
+_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "team.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]

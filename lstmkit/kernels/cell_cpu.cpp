@@ -16,27 +16,9 @@
 #include <functional>
 
 #include "checks.h"
+#include "entries.h"
 
 namespace lstmkit {
-
-std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                           const c10::optional<at::Tensor>& bias,
-                                           const c10::optional<at::Tensor>& w_hr,
-                                           const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
-                                           int64_t chunk_elems, const c10::optional<at::Tensor>& gates_out);
-std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
-                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
-                                    bool cache);
-at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
-                       const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
-std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
-                                      const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
-                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
-                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool overwrite);
-std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& ghn,
-                                     const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
-                                     const c10::optional<at::Tensor>& lengths);
 
 // x (B,I) and w_ih (G,I) with G = gates * H, and the biases (G,) both or neither, checked (the
 // state and w_hh are checked by the recurrence called next).

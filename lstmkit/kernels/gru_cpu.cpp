@@ -12,6 +12,7 @@
 
 #include "checks.h"
 #include "cpu_math.h"
+#include "entries.h"
 #include "team.h"
 #include "vec_math.h"
 

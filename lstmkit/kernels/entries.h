@@ -1,0 +1,55 @@
+// entries.h: the compiled entry points, declared once: bindings.cpp names them for Python, and
+// cell_cpu.cpp composes the one-step cells from the sequence recurrences. Each is defined in the
+// file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+namespace lstmkit {
+std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
+                                     const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+                                     const c10::optional<at::Tensor>& lengths, int64_t path, bool cache);
+std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& dc_last, const at::Tensor& gates,
+                                      const at::Tensor& cs, const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
+                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool overwrite);
+std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                           const c10::optional<at::Tensor>& bias,
+                                           const c10::optional<at::Tensor>& w_hr,
+                                           const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
+                                           int64_t chunk_elems, const c10::optional<at::Tensor>& gates_out);
+std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
+                                    bool cache);
+std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& gates, const at::Tensor& ghn,
+                                     const at::Tensor& hs, const at::Tensor& h0, const at::Tensor& w_hh,
+                                     const c10::optional<at::Tensor>& lengths);
+at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
+                       const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,
+                                     const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
+std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                          const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                                          int64_t path, bool cache);
+std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
+                                         const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                                         const c10::optional<at::Tensor>& b_hh, bool cache);
+at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                            const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                            const std::string& nonlinearity);
+at::Tensor rnn_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                         const std::string& nonlinearity);
+std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tensor& dc, const at::Tensor& x,
+                                           const at::Tensor& h, const at::Tensor& c0, const at::Tensor& w_ih,
+                                           const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& c_new,
+                                           int64_t need, int64_t path);
+std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
+                                          const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
+                                          const at::Tensor& ghn, const at::Tensor& h_new, int64_t need);
+}  // namespace lstmkit
