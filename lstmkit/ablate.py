@@ -34,7 +34,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from lstmkit.demo import effective_backend
+from lstmkit.demo import effective_backend, ints
 from lstmkit.errors import UsageError
 from lstmkit.jobs import run_jobs
 from lstmkit.kernels import backend, get_backend
@@ -242,10 +242,7 @@ def settings(args: argparse.Namespace) -> AblateSettings:
         if name in given:
             given[name] = tuple(given[name].split(","))
     if "seeds" in given:
-        try:
-            given["seeds"] = tuple(int(v) for v in given["seeds"].split(","))
-        except ValueError:
-            raise UsageError(f"--seeds must be comma-separated integers, got {given['seeds']!r}") from None
+        given["seeds"] = ints("seeds", given["seeds"])
     if given.get("quick") and "seeds" not in given:
         given["seeds"] = (0,)
     return AblateSettings(**given)

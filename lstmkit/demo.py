@@ -177,14 +177,15 @@ def settings(args: argparse.Namespace) -> DemoSettings:
     given = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}
     for name in ("distances", "seeds"):
         if given[name] is not None:
-            given[name] = _ints(name, given[name])
+            given[name] = ints(name, given[name])
     for name in ("models", "init"):
         if given[name] is not None:
             given[name] = tuple(v for v in given[name].split(",") if v)
     return DemoSettings.make(args.quick, **given)
 
 
-def _ints(name: str, text: str) -> tuple[int, ...]:
+def ints(name: str, text: str) -> tuple[int, ...]:
+    """--NAME's comma-separated integers; UsageError naming the option otherwise."""
     try:
         return tuple(int(v) for v in str(text).split(","))
     except ValueError:

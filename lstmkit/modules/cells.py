@@ -16,7 +16,7 @@ from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
 from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep
 from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
 from lstmkit.kernels import compiled_cells
-from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
+from lstmkit.modules.checks import check_cell_input, check_flag, check_sizes, check_state
 
 
 class _CellBase:
@@ -80,17 +80,7 @@ class _CellBase:
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and state tensors as (B,H); whether the input was unbatched."""
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input should be a torch.Tensor, got {type(input).__name__}")
-        if input.dim() not in (1, 2):
-            raise ValueError(f"{type(self).__name__}: Expected input to be 1-D or 2-D but received "
-                             f"{input.dim()}-D tensor")
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                             f"got {input.shape[-1]}")
-        check_like(input, self.weight_ih, "input")
-        unbatched = input.dim() == 1
-        x = input.reshape(1, 1 if unbatched else input.shape[0], self.input_size)     # (1,B,I)
+        x, unbatched = check_cell_input(self, input)                                  # (1,B,I)
         B, H = x.shape[1], self.hidden_size
         if hx is None:
             return x, tuple(x.new_zeros(B, H) for _ in range(self.state_count)), unbatched

@@ -62,6 +62,20 @@ def check_input(x: object, input_size: int, weight: Tensor, batch_first: bool | 
     return x
 
 
+def check_cell_input(cell, input: object) -> tuple[Tensor, bool]:
+    """A cell's input (B,I) or (I,), checked as torch.nn's cells check it -> (x (1,B,I), unbatched)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input should be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{type(cell).__name__}: Expected input to be 1-D or 2-D but received {input.dim()}-D tensor")
+    if input.shape[-1] != cell.input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {cell.input_size}, "
+                           f"got {input.shape[-1]}")
+    check_like(input, cell.weight_ih, "input")
+    unbatched = input.dim() == 1
+    return input.reshape(1, 1 if unbatched else input.shape[0], cell.input_size), unbatched
+
+
 def check_steps(steps: int) -> None:
     """A sequence of at least one step (torch.nn says the same, with a RuntimeError)."""
     if steps == 0:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from lstmkit.functional.variant_lstm import variant_lstm_layer
 from lstmkit.modules.base import RecurrentBase
-from lstmkit.modules.checks import check_flag, check_like, check_sizes, check_state
+from lstmkit.modules.checks import check_cell_input, check_flag, check_sizes, check_state
 from lstmkit.modules.trace import VariantTrace
 from lstmkit.variants import NAMED, STANDARD, VariantSpec, variant_spec
 
@@ -258,16 +258,7 @@ class VariantLSTMCell(nn.Module):
 
     def _inputs(self, input: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """Checked input as (1,B,I) and the state tensors as (B,·); whether the input was unbatched."""
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input should be a torch.Tensor, got {type(input).__name__}")
-        if input.dim() not in (1, 2):
-            raise ValueError(f"VariantLSTMCell: Expected input to be 1-D or 2-D but received {input.dim()}-D tensor")
-        if input.shape[-1] != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {input.shape[-1]}")
-        check_like(input, self.weight_ih, "input")
-        unbatched = input.dim() == 1
-        x = input.reshape(1, 1 if unbatched else input.shape[0], self.input_size)  # (1,B,I)
+        x, unbatched = check_cell_input(self, input)                               # (1,B,I)
         B, sizes = x.shape[1], state_sizes(self.spec, self.hidden_size)
         if hx is None:
             return x, tuple(x.new_zeros(B, n) for n in sizes), unbatched
