@@ -10,13 +10,14 @@ package, which each model file registers here (every device, and the fallback of
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from lstmkit import kernels
 
-_torch_recurrences = types.SimpleNamespace(name="torch")
+_torch_recurrences = types.SimpleNamespace(name="torch", mm=torch.mm)
 
 
 def register_torch(**functions) -> None:
@@ -58,23 +59,26 @@ def _output_grads(dy: Tensor | None, dh_n: Tensor | None, hs: Tensor, lengths: T
     return dhs
 
 
-def _input_grads(dz: Tensor, x: Tensor, w_ih: Tensor, need_dx: bool, need_dw: bool) -> tuple[Tensor, Tensor]:
+def _input_grads(dz: Tensor, x: Tensor, w_ih: Tensor, need_dx: bool, need_dw: bool,
+                 mm: Callable[[Tensor, Tensor], Tensor] = torch.mm) -> tuple[Tensor, Tensor]:
     """dx (T,B,I) = dz W_ih and dW_ih (G,I) = sum_t dz_t^T x_t, one product each over all steps;
-    dz (T,B,G). An empty placeholder where not needed (an operator cannot return None)."""
+    dz (T,B,G). An empty placeholder where not needed (an operator cannot return None). mm: the
+    path's matrix product (``rec.mm``: the compiled path's takes oneDNN for float32)."""
     T, B, I = x.shape
     dz2 = dz.view(T * B, dz.shape[2])                                                   # (T*B,G)
-    dx = torch.mm(dz2, w_ih).view(T, B, I) if need_dx else x.new_empty(0)
-    dw_ih = torch.mm(dz2.t(), x.reshape(T * B, I)) if need_dw else x.new_empty(0)
+    dx = mm(dz2, w_ih).view(T, B, I) if need_dx else x.new_empty(0)
+    dw_ih = mm(dz2.t(), x.reshape(T * B, I)) if need_dw else x.new_empty(0)
     return dx, dw_ih
 
 
-def _recurrent_weight_grad(dz: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
+def _recurrent_weight_grad(dz: Tensor, h0: Tensor, hs: Tensor,
+                           mm: Callable[[Tensor, Tensor], Tensor] = torch.mm) -> Tensor:
     """dW_hh (G,P) = sum_t dz_t^T h_{t-1}, h_{-1} = h0: two products, h0 and hs never concatenated.
-    dz (T,B,G), h0 (B,P), hs (T,B,P)."""
+    dz (T,B,G), h0 (B,P), hs (T,B,P); mm as in ``_input_grads``."""
     T, B, P = hs.shape
-    dw_hh = torch.mm(dz[0].t(), h0)
+    dw_hh = mm(dz[0].t(), h0)
     if T > 1:
-        dw_hh.addmm_(dz[1:].reshape((T - 1) * B, dz.shape[2]).t(), hs[:-1].reshape((T - 1) * B, P))
+        dw_hh += mm(dz[1:].reshape((T - 1) * B, dz.shape[2]).t(), hs[:-1].reshape((T - 1) * B, P))
     return dw_hh
 
 

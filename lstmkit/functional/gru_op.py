@@ -64,11 +64,12 @@ def _inference_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
 def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, ghn, hs, need):
     """dzx, dgh from the recurrence's backward, then the weight and input gradients as products."""
     dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,H)
-    dzx, dgh, dh0 = recurrence_for(x, w_hh).gru_recurrence_backward(dhs, gates, ghn, hs, h0, w_hh, lengths)
-    dx, dw_ih = _input_grads(dzx, x, w_ih, need[0], need[2])
+    rec = recurrence_for(x, w_hh)
+    dzx, dgh, dh0 = rec.gru_recurrence_backward(dhs, gates, ghn, hs, h0, w_hh, lengths)
+    dx, dw_ih = _input_grads(dzx, x, w_ih, need[0], need[2], rec.mm)
     with_bias = b_ih is not None
     return (dx, dh0 if need[1] else ops.placeholder(x), dw_ih,
-            _recurrent_weight_grad(dgh, h0, hs) if need[3] else ops.placeholder(x),
+            _recurrent_weight_grad(dgh, h0, hs, rec.mm) if need[3] else ops.placeholder(x),
             dzx.flatten(0, 1).sum(0) if with_bias and need[4] else ops.placeholder(x),
             dgh.flatten(0, 1).sum(0) if with_bias and need[5] else ops.placeholder(x))
 

@@ -90,10 +90,10 @@ def _layer_backward(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, len
     r = gates[:, :, 3 * H:] * cs.tanh() if w_hr is not None and need[7] else None   # (T,B,H) before dz
     dz, dh0, dc0, dhtot = rec.lstm_recurrence_backward(dhs, dc_last, gates, cs, hs, h0, c0, w_hh, w_hr, lengths,
                                                        overwrite=overwrite or recompute)
-    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[3])
-    dw_hh = _recurrent_weight_grad(dz, h0, hs) if need[4] else ops.placeholder(x)
+    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[3], rec.mm)
+    dw_hh = _recurrent_weight_grad(dz, h0, hs, rec.mm) if need[4] else ops.placeholder(x)
     db = dz.flatten(0, 1).sum(0) if b_ih is not None and (need[5] or need[6]) else ops.placeholder(x)
-    dw_hr = torch.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else ops.placeholder(x)
+    dw_hr = rec.mm(dhtot.view(T * B, P).t(), r.reshape(T * B, H)) if r is not None else ops.placeholder(x)
     grads = (dx, dh0 if need[1] else ops.placeholder(x), dc0 if need[2] else ops.placeholder(x), dw_ih, dw_hh,
              db, db.clone(), dw_hr)
     if overwrite:

@@ -63,11 +63,12 @@ def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
 def _layer_backward(dy, dh_n, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, hs, need):
     """dz from the recurrence's backward, then the weight and input gradients as products."""
     dhs = _output_grads(dy, dh_n, hs, lengths)                                  # (T,B,H)
-    dz, dh0 = recurrence_for(x, w_hh).rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
-    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[2])
+    rec = recurrence_for(x, w_hh)
+    dz, dh0 = rec.rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)
+    dx, dw_ih = _input_grads(dz, x, w_ih, need[0], need[2], rec.mm)
     db = dz.flatten(0, 1).sum(0) if b_ih is not None and (need[4] or need[5]) else ops.placeholder(x)
     return (dx, dh0 if need[1] else ops.placeholder(x), dw_ih,
-            _recurrent_weight_grad(dz, h0, hs) if need[3] else ops.placeholder(x),
+            _recurrent_weight_grad(dz, h0, hs, rec.mm) if need[3] else ops.placeholder(x),
             db, db.clone())
 
 

@@ -36,8 +36,8 @@ from torch import Tensor
 from . import build as _build
 
 BACKENDS = ("auto", "cpp", "torch")
-_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp")
-_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "team.h", "vec_math.h")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "gemm.cpp")
+_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
@@ -287,7 +287,13 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
                   "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_step")
+                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_step", "mm")
+
+
+def mm(a: Tensor, b: Tensor) -> Tensor:
+    """a (M,K) b (K,N) for the large products around a recurrence (weight gradients): oneDNN's
+    matmul for float32 where this PyTorch has it in full precision, else ATen's (kernels/gemm.h)."""
+    return _ext.gemm(a, b)
 
 
 def _cpp_namespace() -> types.SimpleNamespace:

@@ -28,5 +28,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(dh, dc, x, h, c, w_ih, w_hh, gates, c_new, need, path) -> [dx, dh, dc, dw_ih, dw_hh, db]");
   m.def("gru_cell_backward", &lstmkit::gru_cell_backward,
         "(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need) -> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]");
+  m.def("gemm", &lstmkit::gemm, "(a, b) -> a b by gemm.h's choice (oneDNN or ATen)");
+  m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's choice now");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -17,6 +17,7 @@
 
 #include "checks.h"
 #include "entries.h"
+#include "gemm.h"
 
 namespace lstmkit {
 
@@ -38,8 +39,7 @@ static void check_cell(const Checks& c, const at::Tensor& x, const at::Tensor& w
 
 // zx (1,B,G) = x W_ih^T (+ bias): the input projection of the one step.
 static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10::optional<at::Tensor>& bias) {
-  const at::Tensor zx = bias ? at::addmm(*bias, x, w_ih.t()) : at::mm(x, w_ih.t());
-  return zx.unsqueeze(0);
+  return gemm_new(x, w_ih.t(), bias).unsqueeze(0);
 }
 
 // -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
@@ -114,9 +114,9 @@ std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tenso
   const auto r = lstm_backward(dh.contiguous().unsqueeze(0), dc.contiguous(), gates.unsqueeze(0), c_new.unsqueeze(0),
                                h, c0, w_hh, c10::nullopt, c10::nullopt, path, false);
   const at::Tensor dz = r[0][0];                                               // (B,4H)
-  return {wanted(need, 0, [&] { return dz.mm(w_ih); }), wanted(need, 1, [&] { return r[1]; }),
-          wanted(need, 2, [&] { return r[2]; }), wanted(need, 3, [&] { return dz.t().mm(x); }),
-          wanted(need, 4, [&] { return dz.t().mm(h); }), wanted(need, 5, [&] { return dz.sum(0); })};
+  return {wanted(need, 0, [&] { return gemm_new(dz, w_ih); }), wanted(need, 1, [&] { return r[1]; }),
+          wanted(need, 2, [&] { return r[2]; }), wanted(need, 3, [&] { return gemm_new(dz.t(), x); }),
+          wanted(need, 4, [&] { return gemm_new(dz.t(), h); }), wanted(need, 5, [&] { return dz.sum(0); })};
 }
 
 // inputs (x, h, w_ih, w_hh, b_ih, b_hh) -> {dx, dh, dW_ih, dW_hh, db_ih, db_hh}
@@ -128,8 +128,8 @@ std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor
   const auto r = gru_backward(dh.contiguous().unsqueeze(0), gates.unsqueeze(0), ghn.unsqueeze(0), h_new.unsqueeze(0),
                               h, w_hh, c10::nullopt);
   const at::Tensor dzx = r[0][0], dgh = r[1][0];                                // (B,3H) each
-  return {wanted(need, 0, [&] { return dzx.mm(w_ih); }), wanted(need, 1, [&] { return r[2]; }),
-          wanted(need, 2, [&] { return dzx.t().mm(x); }), wanted(need, 3, [&] { return dgh.t().mm(h); }),
+  return {wanted(need, 0, [&] { return gemm_new(dzx, w_ih); }), wanted(need, 1, [&] { return r[2]; }),
+          wanted(need, 2, [&] { return gemm_new(dzx.t(), x); }), wanted(need, 3, [&] { return gemm_new(dgh.t(), h); }),
           wanted(need, 4, [&] { return dzx.sum(0); }), wanted(need, 5, [&] { return dgh.sum(0); })};
 }
 

@@ -264,44 +264,49 @@ inline void transpose_stage(V* v) {
 
 // A (K, N) -> (ceil(N / NP), K, NP): each panel of NP columns contiguous, zero-padded. A is
 // row-major (each panel row a copy), or the transposed view of a row-major W (N, K), such as
-// W_hh^T: then L x L tiles are transposed in registers. Single-threaded and without ATen: ATen's
-// strided copy took 27-84 us for W_hh^T at H = 128, this ~5 us (config A packs on every call).
+// W_hh^T: then L x L tiles are transposed in registers. Without ATen's strided copy (27-84 us for
+// W_hh^T at H = 128, this ~5 us: config A packs on every call). Weights larger than one core's L2
+// stream from L3 or memory (W_hh at H = 650, 6.8 MB: 1.7 ms on one thread, 5% of an LSTM call at
+// B = 20), so their panels are shared among the threads (ATen's parallel_for, one region per call;
+// never called inside a team).
 template <typename T>
 inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
   const int64_t K = A.size(0), N = A.size(1), np = (N + NP - 1) / NP;
   at::Tensor out = at::empty({np, K, NP}, A.options());
   T* o = out.data_ptr<T>();
-  if (A.stride(1) == 1 || N == 1) {                                            // row-major rows of A
-    const T* a = A.data_ptr<T>();
-    const int64_t lda = A.stride(0);
-    for (int64_t p = 0; p < np; ++p) {
-      const int64_t w = std::min(NP, N - p * NP);
-      for (int64_t k = 0; k < K; ++k) {
-        T* dst = o + (p * K + k) * NP;
-        std::copy(a + k * lda + p * NP, a + k * lda + p * NP + w, dst);
-        std::fill(dst + w, dst + NP, T(0));
-      }
-    }
-    return out;
-  }
-  const T* w = A.data_ptr<T>();                                                // W (N, K): A(k, n) = w[n ldw + k]
-  const int64_t ldw = A.stride(1);
+  const T* a = A.data_ptr<T>();
+  const bool rowmajor = A.stride(1) == 1 || N == 1;
+  const int64_t lda = A.stride(0), ldw = A.stride(1);                          // W (N, K): A(k, n) = a[n ldw + k]
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>;
-  for (int64_t p = 0; p < np; ++p)
-    for (int64_t j0 = 0; j0 < NP; j0 += L) {                                   // L columns of the panel
-      const int64_t n0 = p * NP + j0;
-      int64_t k0 = 0;
-      if (n0 + L <= N)
-        for (; k0 + L <= K; k0 += L) {                                         // a full L x L tile
-          V v[L];
-          for (int64_t r = 0; r < L; ++r) v[r] = load(w + (n0 + r) * ldw + k0);
-          transpose_stage<V, L, L / 2>(v);
-          for (int64_t r = 0; r < L; ++r) store(o + (p * K + k0 + r) * NP + j0, v[r]);
+  auto panels = [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      if (rowmajor) {                                                          // row-major rows of A
+        const int64_t w = std::min(NP, N - p * NP);
+        for (int64_t k = 0; k < K; ++k) {
+          T* dst = o + (p * K + k) * NP;
+          std::copy(a + k * lda + p * NP, a + k * lda + p * NP + w, dst);
+          std::fill(dst + w, dst + NP, T(0));
         }
-      for (int64_t k = k0; k < K; ++k)                                         // ragged edges, zero past N
-        for (int64_t j = 0; j < L; ++j) o[(p * K + k) * NP + j0 + j] = n0 + j < N ? w[(n0 + j) * ldw + k] : T(0);
+        continue;
+      }
+      for (int64_t j0 = 0; j0 < NP; j0 += L) {                                 // L columns of the panel
+        const int64_t n0 = p * NP + j0;
+        int64_t k0 = 0;
+        if (n0 + L <= N)
+          for (; k0 + L <= K; k0 += L) {                                       // a full L x L tile
+            V v[L];
+            for (int64_t r = 0; r < L; ++r) v[r] = load(a + (n0 + r) * ldw + k0);
+            transpose_stage<V, L, L / 2>(v);
+            for (int64_t r = 0; r < L; ++r) store(o + (p * K + k0 + r) * NP + j0, v[r]);
+          }
+        for (int64_t k = k0; k < K; ++k)                                       // ragged edges, zero past N
+          for (int64_t j = 0; j < L; ++j) o[(p * K + k) * NP + j0 + j] = n0 + j < N ? a[(n0 + j) * ldw + k] : T(0);
+      }
     }
+  };
+  if (K * N * static_cast<int64_t>(sizeof(T)) > cache_bytes(2)) at::parallel_for(0, np, 1, panels);
+  else panels(0, np);
   return out;
 }
 

@@ -1,6 +1,6 @@
 // entries.h: the compiled entry points, declared once: bindings.cpp names them for Python, and
 // cell_cpu.cpp composes the one-step cells from the sequence recurrences. Each is defined in the
-// file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp).
+// file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp) or of its job (gemm.cpp).
 #pragma once
 
 #include <torch/extension.h>
@@ -9,6 +9,8 @@
 #include <vector>
 
 namespace lstmkit {
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
+std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t N);
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool cache);

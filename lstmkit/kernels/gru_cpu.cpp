@@ -13,6 +13,7 @@
 #include "checks.h"
 #include "cpu_math.h"
 #include "entries.h"
+#include "gemm.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -161,7 +162,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, 
   const bool one_step = T_ == 1 && B >= kOneStepGemmRows;                       // gh by ATen's GEMM (cpu_math.h)
   at::Tensor hs = at::empty({T_, B, H}, zx.options());
   at::Tensor gh = !one_step ? at::empty({B, 3 * H}, zx.options())
-                            : b_hh ? at::addmm(*b_hh, h0, w_hh.t()) : at::mm(h0, w_hh.t());
+                            : gemm_new(h0, w_hh.t(), b_hh);
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "gru_forward", [&] {
     gru_forward_impl<scalar_t>(zx.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), StepWeight<scalar_t>(w_hh.t(), B, T_),
                                b_hh ? b_hh->data_ptr<scalar_t>() : nullptr, len, gates.data_ptr<scalar_t>(),
@@ -196,7 +197,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
                                 len, dzx.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(),
                                 dh_buf.data_ptr<scalar_t>(), T_, B, H, one_step);
   });
-  if (one_step) dh0.addmm_(dgh[0], w_hh);                                       // + dgh_0 W_hh
+  if (one_step) gemm_out(dh0, dgh[0], w_hh, true);                              // + dgh_0 W_hh
   return {dzx, dgh, dh0};
 }
 

@@ -28,6 +28,7 @@
 #include "checks.h"
 #include "cpu_math.h"
 #include "entries.h"
+#include "gemm.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -168,7 +169,8 @@ struct ForwardLoop {
         pc(cs.data_ptr<T>()), ph(hs_.data_ptr<T>()), r_(W_.proj ? rbuf_.data_ptr<T>() : nullptr),
         pzx(px_ ? nullptr : zx_.data_ptr<T>()), ph0(h0_.data_ptr<T>()), pc0(c0.data_ptr<T>()) {}
 
-  int64_t zslot(int64_t t) const { return cache ? t : 0; }
+  // the gates row of step t: one scratch row, or (with the cache, or zx given as gates) row t
+  int64_t zslot(int64_t t) const { return gates.size(0) == 1 ? 0 : t; }
   int64_t cslot(int64_t t) const { return cache ? t : t & 1; }
   bool held(int64_t t, int64_t b) const { return len && t0 + t >= len[b]; }
 
@@ -232,15 +234,16 @@ struct ForwardLoop {
     }
   }
 
-  // BLAS per step: z_t = zx_t + h_{t-1} W_hh^T by MKL, then the cells by rows.
+  // BLAS per step: z_t = zx_t + h_{t-1} W_hh^T (gemm.h), then the cells by rows.
   void blas() const {
     for (int64_t t = 0; t < T_; ++t) {
       at::Tensor z_t = gates[zslot(t)];
-      at::addmm_out(z_t, inplace ? z_t : zx[t], t ? hs[t - 1] : h0, W.w_hhT);
+      if (!inplace) z_t.copy_(zx[t]);
+      gemm_out(z_t, t ? hs[t - 1] : h0, W.w_hhT, true);
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
       if (!proj) continue;
       at::Tensor h_t = hs[t];
-      at::mm_out(h_t, rbuf, W.w_hrT);
+      gemm_out(h_t, rbuf, W.w_hrT, false);
       hold_h(t, 0, P, 0, B);
     }
   }
@@ -363,16 +366,19 @@ struct BackwardLoop {
   void blas() const {
     for (int64_t t = T_ - 1; t >= 0; --t) {
       at::Tensor dh_t = dh_buf[t & 1];
-      if (t + 1 < T_) at::addmm_out(dh_t, dhs[t], dz[t + 1], w_hh);
+      if (t + 1 < T_) {
+        dh_t.copy_(dhs[t]);
+        gemm_out(dh_t, dz[t + 1], w_hh, true);
+      }
       dh_cols(t, 0, P, 0, B);
       if (proj) {
         at::Tensor dr = drbuf;
-        at::mm_out(dr, dh_t, *w_hr);
+        gemm_out(dr, dh_t, *w_hr, false);
       }
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
     }
     at::Tensor dh0_ = dh0;
-    at::mm_out(dh0_, dz[0], w_hh);                     // dh0 = dz_0 W_hh (step 0 runs)
+    gemm_out(dh0_, dz[0], w_hh, false);                // dh0 = dz_0 W_hh (step 0 runs)
   }
 };
 
@@ -463,7 +469,7 @@ static std::vector<at::Tensor> layer_forward_cached(const LayerCall& L, const c1
   at::Tensor cs = at::empty({L.T_, L.B, L.H}, L.x.options());
   if (!L.fuse) {
     at::Tensor zx2 = gates.view({L.T_ * L.B, L.G});
-    at::mm_out(zx2, L.x.view({L.T_ * L.B, L.I}), L.w_ih.t());
+    gemm_out(zx2, L.x.view({L.T_ * L.B, L.I}), L.w_ih.t(), false);
   }
   AT_DISPATCH_FLOATING_TYPES(L.x.scalar_type(), "lstm_layer_forward", [&] {
     const Recurrent<scalar_t> W(L.w_hh, L.w_hr, L.B, L.T_, L.small, L.fuse ? &L.w_ih : nullptr);
@@ -483,13 +489,14 @@ static std::vector<at::Tensor> layer_forward_fused(const LayerCall& L) {
   return {at::Tensor(), cs.narrow(0, last, 1), L.hs};                           // c_{T-1} as (1,B,H)
 }
 
-// Without the cache: zx in chunks of about chunk_elems elements into one reused buffer, each chunk's
-// states written straight into their place in hs (nothing concatenated, no whole-sequence zx).
+// Without the cache: zx in chunks of about chunk_elems elements into one reused buffer, which the
+// chunk's steps then overwrite with their gates; each chunk's states written straight into their
+// place in hs (nothing concatenated, no whole-sequence zx).
 static std::vector<at::Tensor> layer_forward_chunked(const LayerCall& L, int64_t chunk_elems) {
   const int64_t B = L.B, G = L.G;
   const int64_t steps = std::max<int64_t>(1, std::min<int64_t>(L.T_, chunk_elems / std::max<int64_t>(1, B * G)));
   at::Tensor zx = at::empty({steps, B, G}, L.x.options());                      // reused by every chunk
-  at::Tensor z = at::empty({1, B, G}, L.x.options()), cs = at::empty({2, B, L.H}, L.x.options());
+  at::Tensor cs = at::empty({2, B, L.H}, L.x.options());
   at::Tensor c_carry = L.c0;                                                     // (B,H) c before the chunk
   AT_DISPATCH_FLOATING_TYPES(L.x.scalar_type(), "lstm_layer_forward", [&] {
     const Recurrent<scalar_t> W(L.w_hh, L.w_hr, B, L.T_, L.small);
@@ -497,9 +504,9 @@ static std::vector<at::Tensor> layer_forward_chunked(const LayerCall& L, int64_t
       const int64_t n = std::min(steps, L.T_ - t0);
       at::Tensor zx_n = zx.narrow(0, 0, n);
       at::Tensor zx2 = zx_n.view({n * B, G});
-      at::mm_out(zx2, L.x.narrow(0, t0, n).view({n * B, L.I}), L.w_ih.t());
+      gemm_out(zx2, L.x.narrow(0, t0, n).view({n * B, L.I}), L.w_ih.t(), false);
       const at::Tensor h_before = t0 ? L.hs[t0 - 1] : L.h0;
-      const int64_t last = L.steps<scalar_t>(W, zx_n, h_before, c_carry, t0, z, cs, L.hs.narrow(0, t0, n), false,
+      const int64_t last = L.steps<scalar_t>(W, zx_n, h_before, c_carry, t0, zx_n, cs, L.hs.narrow(0, t0, n), false,
                                              false);
       c_carry = cs[last].clone();
     }

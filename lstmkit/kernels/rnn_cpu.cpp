@@ -14,6 +14,7 @@
 #include "checks.h"
 #include "cpu_math.h"
 #include "entries.h"
+#include "gemm.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -110,7 +111,7 @@ at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Ten
   const bool relu = is_relu(c, nonlinearity);
   const int64_t* len = c.lengths(lengths, T_, B);
   if (T_ == 1 && B >= kOneStepGemmRows) {                     // one step: the product by ATen's GEMM (cpu_math.h)
-    at::Tensor hs = at::addmm(zx[0], h0, w_hh.t());                             // (B,H), then act in place
+    at::Tensor hs = gemm_new(h0, w_hh.t(), zx[0]);                             // (B,H), then act in place
     return (relu ? hs.relu_() : hs.tanh_()).unsqueeze(0);
   }
   at::Tensor hs = at::empty_like(zx);
@@ -138,7 +139,7 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
       for (int64_t i = 0; i < B * H; ++i)
         d[i] = relu ? (h[i] > scalar_t(0) ? dh[i] : scalar_t(0)) : dh[i] * (scalar_t(1) - h[i] * h[i]);
     });
-    return {dz, at::mm(dz[0], w_hh)};
+    return {dz, gemm_new(dz[0], w_hh)};
   }
   at::Tensor dh_buf = at::empty({2, B, H}, hs.options());
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "rnn_backward", [&] {

@@ -1,0 +1,34 @@
+// gemm.cpp: gemm.h's choice and product for Python (the tests check both; the weight gradients
+// of the LSTM's backward take its product).
+#include <torch/extension.h>
+
+#include <string>
+
+#include "checks.h"
+#include "entries.h"
+#include "gemm.h"
+
+namespace lstmkit {
+
+// a (M,K) b (K,N) -> (M,N), a new tensor. a and b may have any strides (both GEMMs take views,
+// e.g. dz^T, as they are), so only their rank, sizes, dtype and device are checked here.
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
+  const Checks c("gemm", "a", a);
+  c.rank("a", a, 2, "(M, K)");
+  c.rank("b", b, 2, "(K, N)");
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "gemm: a and b should be on the CPU, got ", a.device(),
+              " and ", b.device());
+  TORCH_CHECK(b.scalar_type() == a.scalar_type(), "gemm: b should have dtype ", a.scalar_type(), " (as a), got ",
+              b.scalar_type());
+  TORCH_CHECK(b.size(0) == a.size(1), "gemm: b should have shape (K, N) with K = ", a.size(1), " (a's columns), got ",
+              shape_str(b.sizes()));
+  return gemm_new(a, b);
+}
+
+// "onednn" or "aten": which GEMM gemm() takes for these sizes and this dtype, now.
+std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t N) {
+  TORCH_CHECK(dtype == "float32" || dtype == "float64", "gemm_backend: dtype should be float32 or float64, got ", dtype);
+  return gemm_uses_onednn(dtype == "float32" ? at::kFloat : at::kDouble, M, K, N) ? "onednn" : "aten";
+}
+
+}  // namespace lstmkit

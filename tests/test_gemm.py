@@ -1,0 +1,153 @@
+"""The large products of the compiled path (kernels/gemm.h): oneDNN's matmul for float32 where this
+PyTorch has it in full precision, ATen's otherwise.
+
+Checked: the product against ``torch.mm`` (float32: max |a - b| <= 1e-5 * max(1, max |b|) * sqrt(K);
+float64: equal, since it is ATen's own call); which GEMM is chosen, and that every user setting that
+changes float32 products (oneDNN disabled, bf16/tf32 modes, ``set_float32_matmul_precision``) sends
+the product back to ATen; bad arguments; and whole LSTM/GRU/RNN layers and cells at sizes whose
+products do go to oneDNN, forward and every gradient, against ``torch.nn``.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
+                                reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
+
+BIG = (256, 650, 2600)          # a step of config "B=256, H=650": 433 M multiply-adds
+
+
+def ext():
+    return kernels.load_extension()
+
+
+def onednn_here() -> bool:
+    return ext().gemm_backend("float32", *BIG) == "onednn"
+
+
+@contextmanager
+def restored_precision():
+    mkldnn, matmul = torch.backends.mkldnn.matmul.fp32_precision, torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = mkldnn
+        torch.set_float32_matmul_precision(matmul)
+
+
+def assert_product(got, a, b):
+    want = torch.mm(a.double(), b.double())
+    scale = max(1.0, want.abs().max().item())
+    tol = (1e-5 * math.sqrt(a.shape[1]) if a.dtype == torch.float32 else 1e-12) * scale
+    assert got.dtype == a.dtype and got.shape == want.shape
+    assert (got.double() - want).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("M, K, N", [(3, 5, 7), (300, 200, 500), (97, 650, 1030)])
+@pytest.mark.parametrize("transposed", ["none", "a", "b", "both"])
+def test_gemm_equals_the_product(dtype, M, K, N, transposed):
+    g = torch.Generator().manual_seed(M + K + N)
+    a = torch.randn(M, K, generator=g, dtype=dtype)
+    b = torch.randn(K, N, generator=g, dtype=dtype)
+    if transposed in ("a", "both"):
+        a = a.t().contiguous().t()                        # the same values as a transposed view
+    if transposed in ("b", "both"):
+        b = b.t().contiguous().t()
+    got = ext().gemm(a, b)
+    assert_product(got, a, b)
+    if dtype == torch.float64:                            # ATen's own product: bit for bit
+        assert torch.equal(got, torch.mm(a, b))
+
+
+def test_gemm_chooses_onednn_only_for_large_float32():
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    assert onednn_here(), "a large float32 product should take oneDNN on this PyTorch"
+    assert ext().gemm_backend("float64", *BIG) == "aten"
+    assert ext().gemm_backend("float32", 8, 8, 8) == "aten"                  # the call would cost more
+
+
+def test_every_reduced_precision_setting_sends_float32_to_aten():
+    if not onednn_here():
+        pytest.skip("oneDNN's matmul is not used on this PyTorch")
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert ext().gemm_backend("float32", *BIG) == "aten"
+    assert onednn_here()
+    with restored_precision():
+        for mode in ("bf16", "tf32"):
+            torch.backends.mkldnn.matmul.fp32_precision = mode
+            assert ext().gemm_backend("float32", *BIG) == "aten", mode
+            torch.backends.mkldnn.matmul.fp32_precision = "none"
+        for mode in ("high", "medium"):
+            torch.set_float32_matmul_precision(mode)
+            assert ext().gemm_backend("float32", *BIG) == "aten", mode
+        torch.set_float32_matmul_precision("highest")
+        assert onednn_here()
+
+
+@pytest.mark.parametrize("a, b, message", [
+    (torch.ones(2, 3), torch.ones(4, 5), r"gemm: b should have shape \(K, N\) with K = 3"),
+    (torch.ones(2, 3), torch.ones(3, 5, dtype=torch.float64), "gemm: b should have dtype Float"),
+    (torch.ones(2, 3, 1), torch.ones(3, 5), r"gemm: a should have 2 dimensions \(M, K\)"),
+    (torch.ones(2, 3, dtype=torch.int64), torch.ones(3, 5, dtype=torch.int64), "gemm: a should be float32 or float64"),
+])
+def test_gemm_refuses_bad_arguments_by_name(a, b, message):
+    with pytest.raises(RuntimeError, match=message):
+        ext().gemm(a, b)
+
+
+def assert_near(got, want, what, tol):
+    scale = max(1.0, want.abs().max().item())
+    err = (got - want).abs().max().item()
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+def test_layers_whose_products_take_onednn_match_torch(cls):
+    """B = 160 (> 128: the LSTM's per-step BLAS path), H = 96: the products that go through gemm.h
+    (the LSTM's projection and per-step products, forward and backward; every model's input and
+    weight gradients) are each above oneDNN's size floor (asserted)."""
+    T, B, I, H = 5, 160, 64, 96
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[cls] * H
+    if onednn_here():
+        lstm_only = ((T * B, I, G), (B, H, G), (B, G, H)) if cls == "LSTM" else ()
+        for sizes in (*lstm_only, (G, T * B, I), (T * B, G, I)):
+            assert ext().gemm_backend("float32", *sizes) == "onednn", sizes
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cls)(I, H, num_layers=2)
+    mine = getattr(lstmkit, cls).from_torch(ref)
+    x = torch.randn(T, B, I)
+    with kernels.backend("cpp"):
+        y, state = mine(x)
+        y.square().sum().backward()
+    y_ref, _ = ref(x)
+    y_ref.square().sum().backward()
+    assert_near(y.detach(), y_ref.detach(), "output", 1e-5)
+    for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
+        assert_near(p.grad, q.grad, f"d{name}", 1e-4)
+
+
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_whose_products_take_onednn_match_torch(cls):
+    B, I, H = 64, 650, 650
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cls)(I, H)
+    mine = getattr(lstmkit, cls)(I, H)
+    mine.load_state_dict(ref.state_dict())
+    x = torch.randn(B, I)
+    out, out_ref = mine(x), ref(x)
+    out, out_ref = (out[0], out_ref[0]) if cls == "LSTMCell" else (out, out_ref)
+    out.square().sum().backward()
+    out_ref.square().sum().backward()
+    assert_near(out.detach(), out_ref.detach(), "output", 1e-5)
+    for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
+        assert_near(p.grad, q.grad, f"d{name}", 1e-4)
