@@ -28,7 +28,7 @@ from torch import nn
 from lstmkit import bench_grid
 from lstmkit.errors import UsageError
 from lstmkit.registry import NAMES, recurrent
-from lstmkit.timing import machine, median_ms
+from lstmkit.timing import busy_cores, describe, machine, median_ms
 
 # name: (T, B, I, H)
 CONFIGS: dict[str, tuple[int, int, int, int]] = {
@@ -146,7 +146,7 @@ def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
 def to_markdown(results: Sequence[Result], info: dict) -> str:
     several = len({r.model for r in results}) > 1
     twin = "torch.nn twin" if several else "nn.LSTM"
-    lines = [f"Machine: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
+    lines = [f"Machine: {describe(info)}, "
              f"lstmkit backend {info['backend']} (C++ kernel: {'yes' if info['cpp_kernel'] else 'no'}).",
              "", f"| {'model | ' if several else ''}config (T,B,I,H) | mode | lstmkit ms | {twin} ms | "
              f"{'cell' if several else 'LSTMCell'} loop ms | lstmkit / {twin} | lstmkit / cell loop |",
@@ -223,19 +223,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", action="store_true",
                    help="time the grid of sizes users pick (lstmkit/bench_grid.py; ~10 minutes) instead of the configs")
     p.add_argument("--no-onnxruntime", action="store_true", help="with --grid: skip onnxruntime's LSTM")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="keep N other processes spinning on the cores while timing, as another job would (default 0)")
 
 
 def run(a: argparse.Namespace) -> int:
     """Run ``lstmkit bench`` on parsed options; a bad option is a UsageError (one line from the CLI)."""
-    if a.repeats < 1 or a.threads < 1 or a.min_time <= 0:
-        raise UsageError("--repeats and --threads must be >= 1 and --min-time > 0")
-    if a.grid:
-        return _grid(a)
-    try:
-        run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
-                  a.markdown, a.json, models=a.models or ["lstm"])
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if a.repeats < 1 or a.threads < 1 or a.min_time <= 0 or a.busy < 0:
+        raise UsageError("--repeats and --threads must be >= 1, --min-time > 0 and --busy >= 0")
+    with busy_cores(a.busy):
+        if a.grid:
+            return _grid(a)
+        try:
+            run_bench(a.configs, a.modes, a.repeats, a.threads, not a.no_stream, not a.no_cell, a.min_time,
+                      a.markdown, a.json, models=a.models or ["lstm"])
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return 0
 
 

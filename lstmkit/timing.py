@@ -1,16 +1,20 @@
 """Side-by-side timing, shared by ``lstmkit bench`` (bench.py) and its grid (bench_grid.py).
 
 What it is: ``median_ms`` times contenders interleaved in one process (a busy machine slows them
-alike) and keeps each one's median; ``machine`` says where the numbers came from.
+alike) and keeps each one's median; ``machine`` says where the numbers came from; ``busy_cores``
+keeps cores busy meanwhile, as another job on the machine would.
 What it is not: a benchmark (no configs, no tables).
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -37,8 +41,29 @@ def median_ms(fns: dict[str, Callable[[], object]], repeats: int, min_s: float) 
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+@contextlib.contextmanager
+def busy_cores(n: int) -> Iterator[None]:
+    """n other processes, each spinning on a core for as long as the block runs (killed after it,
+    also on an error or Ctrl-C): the timing of a machine that something else is using."""
+    global _busy
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+             for _ in range(n)]
+    _busy += n
+    try:
+        yield
+    finally:
+        _busy -= n
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+_busy = 0                               # processes busy_cores keeps spinning now
+
+
 def machine() -> dict:
-    """Where the numbers came from."""
+    """Where the numbers came from (busy: how many other processes spun meanwhile)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -46,4 +71,11 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "backend": kernels.get_backend(), "cpp_kernel": kernels.cpp_available()}
+            "backend": kernels.get_backend(), "cpp_kernel": kernels.cpp_available(), "busy": _busy}
+
+
+def describe(info: dict) -> str:
+    """The machine line of a table: "CPU, 2 threads[, 1 other process spinning], torch 2.13.0"."""
+    busy = info.get("busy", 0)
+    spinning = f", {busy} other process{'es' if busy > 1 else ''} spinning" if busy else ""
+    return f"{info['cpu']}, {info['threads']} threads{spinning}, torch {info['torch']}"

@@ -112,3 +112,29 @@ def test_bench_command_line_runs_the_grid_and_refuses_unknown_models(capsys, mon
     with pytest.raises(SystemExit):
         bench.main(["--grid", "--models", "transformer"])
     assert "--models must be among" in capsys.readouterr().err
+
+
+def test_busy_cores_spin_while_the_block_runs_and_stop_after(monkeypatch):
+    """--busy N: N processes spin during the timing, the tables say so, and none outlives it."""
+    import subprocess
+
+    from lstmkit import timing
+
+    started = []
+    real = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    with timing.busy_cores(2):
+        assert len(started) == 2 and all(p.poll() is None for p in started)
+        info = timing.machine()
+        assert info["busy"] == 2 and "2 other processes spinning" in timing.describe(info)
+    assert all(p.poll() is not None for p in started)
+    assert timing.machine()["busy"] == 0 and "spinning" not in timing.describe(timing.machine())
+    with pytest.raises(KeyboardInterrupt), timing.busy_cores(1):
+        raise KeyboardInterrupt
+    assert started[-1].poll() is not None
+
+
+def test_bench_refuses_a_negative_busy(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--busy", "-1"])
+    assert "--busy >= 0" in capsys.readouterr().err
