@@ -36,10 +36,13 @@ namespace lstmkit {
 
 enum Path : int64_t { kAuto = 0, kSmall = 1, kBlas = 2 };
 
-// Rows up to which the hand-written product is at least as fast as a BLAS call per step (2 threads,
-// this machine, H = 256 and 512): forward, clearly faster to 64 rows, equal at 128; backward (whose
-// step product has K = 4H), faster to 48, equal at 64, BLAS ahead at 128.
-constexpr int64_t kSmallBatchForward = 128, kSmallBatchBackward = 64;
+// Rows up to which the hand-written product is taken rather than a BLAS call per step (oneDNN's
+// matmul, gemm.h). Measured side by side (2 threads, this AMD EPYC, 16 steps, time hand-written /
+// BLAS): forward 0.64-0.90 at 32 rows, 0.76-0.97 at 128, 0.89-1.01 at 256 (H = 128 ... 650: the
+// smaller H, the larger the lead); backward 0.71-0.94 at 32, 0.79-1.03 at 128, 0.92-1.00 at 256.
+// Past ~64 rows the two are within a few percent for H >= 256, so these limits decide little there;
+// below them the hand-written product is well ahead everywhere measured.
+constexpr int64_t kSmallBatchForward = 256, kSmallBatchBackward = 128;
 
 // One step of several rows (a cell called from Python) goes to BLAS: packing the weights for the
 // hand-written product costs more than the one product it serves (LSTMCell, B=64, H=650: 9.7 ms
