@@ -52,7 +52,11 @@ def _outside_grad(dy: Tensor, lengths: Tensor | None) -> Tensor:
 
 def _output_grads(dy: Tensor | None, dh_n: Tensor | None, hs: Tensor, lengths: Tensor | None) -> Tensor:
     """(T,B,P) the gradient reaching each h_t from outside the recurrence: the outputs' (zero on
-    padding) and, at the last step, h_n's (h_n is h_{T-1}, held past each length). A fresh tensor."""
+    padding) and, at the last step, h_n's (h_n is h_{T-1}, held past each length). Read only by
+    every recurrence backward: dy itself where nothing is added to it (no h_n gradient, no
+    lengths; a copy of 1 MB at T=50, B=20, H=256 was 2% of a training step), else a fresh tensor."""
+    if dy is not None and dh_n is None and lengths is None:
+        return dy
     dhs = hs.new_zeros(hs.shape) if dy is None else _outside_grad(dy, lengths)
     if dh_n is not None:
         dhs[-1] += dh_n
