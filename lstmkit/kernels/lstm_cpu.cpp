@@ -57,11 +57,11 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // L2 caches of the team's cores (cache_bytes(2) each, as the CPU reports it) and there are rows
 // enough to reuse them; else the projection is one BLAS call per chunk. Measured, 2 threads:
 // configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of weights) 3% and A (one row: the
-// step is bound by reading the weights) 40% slower fused. On one thread there is no barrier to
-// fill, and one large product per chunk is the faster way (T = 2000, B = 8, H = 128: 1.17 -> 1.11
-// of nn.LSTM's time; config B and B = 20, H = 200 unchanged).
+// step is bound by reading the weights) 40% slower fused. One thread, fused / not (time over
+// nn.LSTM's): T = 8, B = 8, H = 128 1.02 / 1.13, I = 32, H = 256 1.08 / 1.12, config B 1.05 / 1.07,
+// but T = 2000, B = 8, H = 128 1.16 / 1.11.
 constexpr int64_t kFuseMinBatch = 4;
-inline int64_t fuse_max_bytes() { return at::get_num_threads() > 1 ? cache_bytes(2) * at::get_num_threads() : 0; }
+inline int64_t fuse_max_bytes() { return cache_bytes(2) * at::get_num_threads(); }
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
