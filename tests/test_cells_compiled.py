@@ -1,8 +1,9 @@
 """The cells' compiled step (``kernels/cell_cpu.cpp``, taken by ``_CellBase._compiled_step``; with a
-gradient through ``functional/cell_step.py``): where it runs it gives exactly what the general path
-gives without a gradient (bit for bit), and torch.nn's outputs and every gradient within the stated
-tolerances; gradcheck, double backward and a retained graph; it runs only where nothing could tell
-it apart, and wrong arguments still get torch.nn's errors; the C++ entries check every tensor.
+gradient through the C++ autograd nodes of ``kernels/cell_autograd.cpp``): where it runs it gives
+exactly what the general path gives without a gradient (bit for bit), and torch.nn's outputs and
+every gradient within the stated tolerances; gradcheck, double backward and a retained graph; it
+runs only where nothing could tell it apart, and wrong arguments still get torch.nn's errors; the
+C++ entries check every tensor.
 """
 
 from __future__ import annotations
@@ -131,6 +132,30 @@ def test_gradcheck_double_backward_and_a_retained_graph(kind, calls):
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
     del step
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_second_derivatives_of_every_parameter_equal_torch_nn(kind, bias, calls):
+    """create_graph through the C++ nodes: the gradient of a function of the first gradients (of the
+    input, the state and every weight and bias) equals torch.nn's, float64, two chained steps."""
+    ours, theirs = make(kind, 3, 4, bias=bias, dtype=torch.float64)
+    x = [torch.randn(2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    hx = tuple(t.requires_grad_() for t in as_tuple(state(kind, 2, 4, torch.float64)))
+
+    def second(cell):
+        s = hx if kind == "lstm" else hx[0]
+        for x_t in x:
+            s = cell(x_t, s)
+        out = as_tuple(s)[0].square().sum()
+        wrt = (*x, *hx, *cell.parameters())
+        first = torch.autograd.grad(out, wrt, create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in first), wrt)
+
+    got, expected = second(ours), second(theirs)
+    assert calls["n"] == 2
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCE[torch.float64])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -60,6 +60,28 @@ def test_gradient_penalty_equals_torch(kind):
     close(penalty_grads(ours), penalty_grads(theirs))
 
 
+@pytest.mark.parametrize("kind", list(SEQUENCE) + list(CELLS))
+def test_gradient_penalty_through_a_module_used_three_times_equals_torch(kind):
+    """The same weights in several places of one graph (a cell called step by step; a sequence
+    module applied to its own output): a create_graph backward must not count the earlier uses
+    twice. d/dθ ‖∂(y²)/∂x‖² for the input and every parameter, three uses."""
+    sequence = kind in SEQUENCE
+    ours, theirs = pair(kind, 4, 4, **({"num_layers": 2} if sequence else {}))
+    x = torch.randn(*((5, 2, 4) if sequence else (2, 4)), dtype=torch.float64, requires_grad=True)
+
+    def penalty_grads(module):
+        y, state = x, None
+        for _ in range(3):
+            if sequence:
+                y = first(module(y))
+            else:
+                state = module(x, state)
+                y = first(state)
+        (dx,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(dx.pow(2).sum() + y.sum(), [x, *module.parameters()])
+    close(penalty_grads(ours), penalty_grads(theirs))
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "lstm_cell"])
 def test_second_order_maml_through_functional_call_equals_torch(kind):
     """One inner SGD step on fast weights (create_graph), the outer loss's meta-gradient."""

@@ -122,8 +122,14 @@ def cast(tensors: Sequence[Tensor | None], dtype: torch.dtype) -> list[Tensor | 
 def composite_vjp(forward: Callable, inputs: Sequence[Tensor | None], extra: Sequence, grads: Sequence[Tensor | None],
                   need: Sequence[bool]) -> list[Tensor | None]:
     """Gradients of forward(*inputs, *extra)'s first len(grads) outputs, as a graph (create_graph):
-    the backward of an operator when its gradient must itself be differentiated."""
+    the backward of an operator when its gradient must itself be differentiated. Taken with respect
+    to a view of each input that requires a gradient, so autograd stops there: with respect to the
+    inputs themselves it would also follow their history, and a tensor that earlier operators of
+    the same graph used too (a weight shared by the steps of a cell loop, tied weights) would get
+    those operators' contributions twice (the outer backward adds them as well). Through the views
+    the gradients still depend on the inputs, so higher derivatives reach them."""
     with torch.enable_grad():
+        inputs = [t.view_as(t) if t is not None and t.requires_grad else t for t in inputs]
         outs = forward(*inputs, *extra)[:len(grads)]
     pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
     wrt = [t for t, n in zip(inputs, need, strict=True) if n and t is not None]

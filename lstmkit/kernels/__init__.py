@@ -36,7 +36,8 @@ from torch import Tensor
 from . import build as _build
 
 BACKENDS = ("auto", "cpp", "torch")
-_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "gemm.cpp")
+_SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
+            "gemm.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
@@ -272,6 +273,20 @@ def rnn_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Ten
     return _ext.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+def lstm_cell_step(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                   b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One LSTMCell step for training: (h', c') carrying their autograd node, forward and backward in
+    C++ (kernels/cell_autograd.cpp; with create_graph the backward is a differentiable graph)."""
+    h_new, c_new = _ext.lstm_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh, _path)
+    return h_new, c_new
+
+
+def gru_cell_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+                  b_hh: Tensor | None) -> Tensor:
+    """One GRUCell step for training: h' carrying its autograd node (as ``lstm_cell_step``)."""
+    return _ext.gru_cell_step(x, h, w_ih, w_hh, b_ih, b_hh)
+
+
 def rnn_cell_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                   nonlinearity: str) -> Tensor:
     """One RNNCell step for training: h' (B,H) carrying its autograd node, forward and backward in C++
@@ -287,7 +302,8 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
                   "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_backward", "gru_cell_backward", "rnn_cell_step", "mm")
+                  "lstm_cell_backward", "gru_cell_backward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step",
+                  "mm")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

@@ -22,6 +22,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_cell_forward", &lstmkit::gru_cell_forward,
         "(x, h, w_ih, w_hh, b_ih, b_hh, cache) -> [h'] (cache: [h', gates, ghn])");
   m.def("rnn_cell_forward", &lstmkit::rnn_cell_forward, "(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h'");
+  m.def("lstm_cell_step", &lstmkit::lstm_cell_step,
+        "(x, h, c, w_ih, w_hh, b_ih, b_hh, path) -> [h', c'] with their autograd node (the backward in C++)");
+  m.def("gru_cell_step", &lstmkit::gru_cell_step,
+        "(x, h, w_ih, w_hh, b_ih, b_hh) -> h' with its autograd node (the backward in C++)");
   m.def("rnn_cell_step", &lstmkit::rnn_cell_step,
         "(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity) -> h' with its autograd node (the backward in C++)");
   m.def("lstm_cell_backward", &lstmkit::lstm_cell_backward,

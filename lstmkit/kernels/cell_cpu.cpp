@@ -6,8 +6,7 @@
 // bias sums and the weight gradients done here, so a cell called step by step from Python pays one
 // call each way instead of a layer's operator machinery. cache=false: only the new state
 // (inference); cache=true: also what the backward reads.
-// The RNN cell's autograd node is here too (RNNCellStep, at the end); the LSTM's and GRU's are
-// Python Functions over these entries (lstmkit/functional/cell_step.py).
+// The cells' autograd nodes, which call these, are in cell_autograd.cpp.
 // What it is not: a new recurrence; lstmkit/modules/cells.py takes these only where nothing
 // observes the operators.
 // Dimensions: B batch, I input, H hidden.
@@ -131,45 +130,6 @@ std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor
   return {wanted(need, 0, [&] { return gemm_new(dzx, w_ih); }), wanted(need, 1, [&] { return r[2]; }),
           wanted(need, 2, [&] { return gemm_new(dzx.t(), x); }), wanted(need, 3, [&] { return gemm_new(dgh.t(), h); }),
           wanted(need, 4, [&] { return dzx.sum(0); }), wanted(need, 5, [&] { return dgh.sum(0); })};
-}
-
-// ---- the RNN cell with its autograd in C++: its step costs less than a Python autograd Function's
-// bookkeeping, so the whole node lives here. The backward is written with differentiable ATen
-// operations on the saved inputs and output (as torch's own tanh backward reads its result), so a
-// gradient taken with create_graph is itself exact.
-struct RNNCellStep : public torch::autograd::Function<RNNCellStep> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& h,
-                            const at::Tensor& w_ih, const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-                            const c10::optional<at::Tensor>& b_hh, const std::string& nonlinearity) {
-    at::Tensor h_new = rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
-    ctx->save_for_backward({x, h, w_ih, w_hh, h_new});
-    ctx->saved_data["relu"] = nonlinearity == "relu";
-    ctx->saved_data["bias"] = b_ih.has_value();
-    return h_new;
-  }
-
-  // dz = dh act'(h'): tanh' = 1 - h'^2, relu' = [h' > 0]; then the products of the module comment.
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &h = saved[1], &w_ih = saved[2], &w_hh = saved[3], &h_new = saved[4];
-    const at::Tensor& dh = grads[0];
-    const at::Tensor dz = ctx->saved_data["relu"].toBool() ? dh * h_new.gt(0).to(dh.scalar_type())
-                                                            : dh * (1 - h_new * h_new);
-    auto need = [&](size_t k) { return ctx->needs_input_grad(k); };                 // (no bias: no edges 4, 5)
-    const bool bias = ctx->saved_data["bias"].toBool(), bi = bias && need(4), bh = bias && need(5);
-    const at::Tensor db = bi || bh ? dz.sum(0) : at::Tensor();
-    return {need(0) ? dz.mm(w_ih) : at::Tensor(), need(1) ? dz.mm(w_hh) : at::Tensor(),
-            need(2) ? dz.t().mm(x) : at::Tensor(), need(3) ? dz.t().mm(h) : at::Tensor(),
-            bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};
-  }
-};
-
-// One RNNCell step that autograd can differentiate (training): h' (B,H) with its backward node.
-at::Tensor rnn_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                         const std::string& nonlinearity) {
-  return RNNCellStep::apply(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
 }
 
 }  // namespace lstmkit

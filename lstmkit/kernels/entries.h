@@ -1,6 +1,7 @@
 // entries.h: the compiled entry points, declared once: bindings.cpp names them for Python, and
 // cell_cpu.cpp composes the one-step cells from the sequence recurrences. Each is defined in the
-// file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp) or of its job (gemm.cpp).
+// file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp) or of its job (cell_autograd.cpp,
+// gemm.cpp).
 #pragma once
 
 #include <torch/extension.h>
@@ -44,6 +45,12 @@ std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& 
 at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                             const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
                             const std::string& nonlinearity);
+std::vector<at::Tensor> lstm_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c,
+                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                       const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                                       int64_t path);
+at::Tensor gru_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh);
 at::Tensor rnn_cell_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                          const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
                          const std::string& nonlinearity);

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
-from lstmkit.functional.cell_step import GRUCellStep, LSTMCellStep
 from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
 from lstmkit.kernels import compiled_cells
 from lstmkit.modules.checks import check_cell_input, check_flag, check_sizes, check_state
@@ -44,14 +43,14 @@ class _CellBase:
 
     def _compiled_step(self, input: Tensor, hx):
         """The step as one compiled call (``kernels/cell_cpu.cpp``: the same recurrence as the layer
-        path, without its operator machinery; with a gradient, ``functional.cell_step``'s autograd
-        Functions, whose backward is one call too), where nothing could tell the two apart: batched
-        CPU float input, plain tensors and parameters, the C++ kernels selected and built, and no
-        transform, tracer, compiler, exporter, autocast or mode watching. The C++ entry checks every
-        tensor (shapes, dtypes, devices, layout) before it computes anything; where it refuses one,
-        or anywhere else, this returns None and the general path runs (and raises torch.nn's error
-        for what is wrong). A cell called step by step pays these checks on every call: they are
-        ordered cheapest first."""
+        path, without its operator machinery; with a gradient, the C++ autograd nodes of
+        ``kernels/cell_autograd.cpp``, whose backward is one call too), where nothing could tell the
+        two apart: batched CPU float input, plain tensors and parameters, the C++ kernels selected
+        and built, and no transform, tracer, compiler, exporter, autocast or mode watching. The C++
+        entry checks every tensor (shapes, dtypes, devices, layout) before it computes anything;
+        where it refuses one, or anywhere else, this returns None and the general path runs (and
+        raises torch.nn's error for what is wrong). A cell called step by step pays these checks on
+        every call: they are ordered cheapest first."""
         if type(input) is not Tensor or input.dim() != 2 or input.device.type != "cpu" \
                 or (input.dtype is not torch.float32 and input.dtype is not torch.float64):
             return None
@@ -110,7 +109,7 @@ class LSTMCell(_CellBase, nn.LSTMCell):
 
     def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
         if grad:
-            return LSTMCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh)
+            return rec.lstm_cell_step(x, *state, w_ih, w_hh, b_ih, b_hh)          # its autograd node is C++'s
         return tuple(rec.lstm_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh))
 
 
@@ -123,7 +122,7 @@ class GRUCell(_CellBase, nn.GRUCell):
 
     def _step_compiled(self, rec, x, state, w_ih, w_hh, b_ih, b_hh, grad: bool):
         if grad:
-            return GRUCellStep.apply(rec, x, *state, w_ih, w_hh, b_ih, b_hh)
+            return rec.gru_cell_step(x, *state, w_ih, w_hh, b_ih, b_hh)           # its autograd node is C++'s
         return rec.gru_cell_forward(x, *state, w_ih, w_hh, b_ih, b_hh)[0]
 
 
