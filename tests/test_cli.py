@@ -66,7 +66,7 @@ def test_bench_is_a_command_like_the_others():
     p = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--repeats", "0"], capture_output=True, text=True,
                        env=ENV, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "lstmkit: error: --repeats and --threads must be >= 1 and --min-time > 0"]
+        "lstmkit: error: --repeats and --threads must be >= 1, --min-time > 0 and --busy >= 0"]
 
 
 def test_explain_writes_a_report_of_a_run(runs_dir, tmp_path):
