@@ -48,8 +48,19 @@ inline int64_t cache_bytes(int level) {
   return level == 1 ? l1 : l2;
 }
 
-// 1 / k!, the Taylor coefficients of e^r.
-constexpr double inv_fact(int k) { return k == 0 ? 1.0 : inv_fact(k - 1) / k; }
+// 1 / k!, the Taylor coefficients of e^r, as a table built at compile time: a constexpr function
+// called with a loop's k is not folded unless the loop is unrolled, and the double polynomial's
+// (degree 13) was not: each coefficient was a recursive call at run time, and float64 cell math
+// ran 3-6x slower than float32 (RNN, B = 20, H = 100: 33 us a step against 5.7).
+struct InvFactorials {
+  double v[16];
+  constexpr InvFactorials() : v() {
+    v[0] = 1.0;
+    for (int k = 1; k < 16; ++k) v[k] = v[k - 1] / k;
+  }
+};
+inline constexpr InvFactorials kInvFact{};
+constexpr double inv_fact(int k) { return kInvFact.v[k]; }
 
 // exp(x) = 2^n * e^r, n = round(x / ln2), |r| <= ln2/2; e^r by its Taylor polynomial.
 template <typename T>
@@ -59,6 +70,7 @@ inline T exp_(T x) {
   const T n = __builtin_floor(x * T(1.4426950408889634) + T(0.5));
   const T r = (x - n * T(0.693145751953125)) - n * T(1.428606820309417232e-06);   // ln2 hi + lo
   T p = T(inv_fact(C::degree));
+#pragma GCC unroll 16
   for (int k = C::degree - 1; k >= 0; --k) p = p * r + T(inv_fact(k));   // Horner on sum r^k / k!
   const typename C::int_t bits = (static_cast<typename C::int_t>(n) + C::bias) << C::mant;
   T scale;
