@@ -13,6 +13,7 @@ from lstmkit.functional import lstm_layer
 from lstmkit.modules.base import RecurrentBase, padding_mask
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.init import check_chrono, check_keep_bias, init_keep_gate
+from lstmkit.modules.lstm_inference import compiled_inference
 from lstmkit.modules.trace import LSTMTrace
 
 
@@ -59,6 +60,17 @@ class LSTM(RecurrentBase, nn.LSTM):
         if self.forget_bias or self.chrono:
             init_keep_gate(self, 1, self.forget_bias, self.chrono, opposite=0)
 
+    def forward(self, input, hx=None, lengths=None, return_trace: bool = False):
+        """See the class docstring. A call with nothing to record first tries the compiled
+        inference path (``modules/lstm_inference.py``: the same kernel calls, less Python)."""
+        cls = type(self)                                  # (a subclass that changes how a layer runs: its way)
+        if lengths is None and not return_trace and cls._run_direction is LSTM._run_direction \
+                and cls._run_layers is RecurrentBase._run_layers:
+            out = compiled_inference(self, input, hx)
+            if out is not None:
+                return out
+        return super().forward(input, hx, lengths, return_trace)
+
     def _state_shapes(self, batch: int):
         LD = self.num_layers * self.num_directions
         return ((LD, batch, self.output_size), (LD, batch, self.hidden_size))
@@ -104,3 +116,4 @@ class LSTM(RecurrentBase, nn.LSTM):
     def to_torch(self) -> nn.LSTM:
         """A torch.nn.LSTM with this configuration and a copy of these weights."""
         return torch_twin(nn.LSTM, self, type(self))
+

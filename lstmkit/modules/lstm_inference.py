@@ -1,0 +1,84 @@
+"""The LSTM's forward with nothing to record, as one compiled call per layer and no operator machinery.
+
+What it is: ``compiled_inference(module, input, hx)``, what ``lstmkit.LSTM.forward`` tries first. For
+a short call the Python around the kernel cost more than the kernel (T=1, B=8, H=128: 43 us in
+C++, 116 us for the module call; onnxruntime's whole call 49 us): checks, state, the operator's
+dispatch decisions and stacking, each a microsecond or two. Here they are done once, cheapest
+first, and each layer is the very call the general path makes (``kernels.lstm_layer_forward``
+with the same arguments, so the results are the same bit for bit, tested).
+What it is not: a second implementation. It returns None, and the general path runs (and raises
+torch.nn's errors), wherever anything could tell the two apart or anything is out of the
+ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input, bidirectional,
+dropout while training, a parametrized or pruned weight, hx not two plain tensors of the exact
+shapes, a dtype or device the kernel does not take, the kernel not built or not selected, a
+tracer, compiler, exporter, transform, autocast or mode watching.
+Dimensions: T time, B batch, I input, H hidden, P projection (H without one), L layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.functional.ops import plain_eager, use_composite
+from lstmkit.kernels import compiled_cells
+from lstmkit.modules.base import _weight_names
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _state(hx, L: int, B: int, P: int, H: int, like: Tensor) -> tuple[list, list] | None:
+    """Each layer's (h_0 (B,P), c_0 (B,H)): from hx when it is two plain tensors of the exact shapes
+    (L,B,P), (L,B,H), dtype and device; zeros for None (one pair, read by every layer); None where
+    the general path must look at hx."""
+    if hx is None:
+        h, c = like.new_zeros(B, P), like.new_zeros(B, H)
+        return [h] * L, [c] * L
+    if type(hx) is not tuple or len(hx) != 2:
+        return None
+    h, c = hx
+    if type(h) is not Tensor or type(c) is not Tensor or tuple(h.shape) != (L, B, P) or tuple(c.shape) != (L, B, H) \
+            or h.dtype is not like.dtype or c.dtype is not like.dtype or h.device != like.device \
+            or c.device != like.device or h.requires_grad or c.requires_grad:
+        return None
+    return list(h), list(c)
+
+
+def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]] | None:
+    """output, (h_n, c_n) of ``module(input, hx)`` where nothing needs a gradient or a trace; None
+    where the general path must run (see the module docstring)."""
+    if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS \
+            or module.bidirectional or (module.dropout and module.training) or input.requires_grad:
+        return None
+    params = module._parameters
+    layers = []
+    for layer in range(module.num_layers):
+        weights = tuple(params.get(name) for name in _weight_names(module._suffix(layer, 0)))
+        w_ih, w_hh, b_ih, b_hh, w_hr = weights
+        if w_ih is None or w_hh is None or (module.bias and (b_ih is None or b_hh is None)) \
+                or (module.proj_size and w_hr is None):
+            return None                                   # parametrized, pruned or dropped: read as attributes
+        layers.append(weights)
+    grad = torch.is_grad_enabled()
+    if any(w is not None and (w.dtype is not input.dtype or (grad and w.requires_grad))
+           for weights in layers for w in weights):
+        return None
+    x = input.transpose(0, 1) if module.batch_first else input                  # (T,B,I)
+    T, B, I = x.shape
+    if T == 0 or B == 0 or I != module.input_size:
+        return None
+    rec = compiled_cells()
+    if rec is None or not plain_eager() or torch.is_autocast_enabled("cpu") or use_composite(input):
+        return None
+    state = _state(hx, module.num_layers, B, module.output_size, module.hidden_size, x)
+    if state is None:
+        return None
+    h0, c0 = state
+    h_n, c_n = [], []
+    for layer, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(layers):
+        bias = None if b_ih is None else b_ih + b_hh
+        _, c_last, x = rec.lstm_layer_forward(x, h0[layer], c0[layer], w_ih, w_hh, bias, w_hr, None, cache=False)
+        h_n.append(x[-1])                                                        # (B,P)
+        c_n.append(c_last[0])                                                    # (B,H)
+    y = x.transpose(0, 1) if module.batch_first else x
+    return y, (torch.stack(h_n), torch.stack(c_n))                              # stack copies: h_n is not y

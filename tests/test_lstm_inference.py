@@ -1,0 +1,146 @@
+"""lstmkit.LSTM's compiled inference path (``modules/lstm_inference.py``): where it runs it returns
+exactly (bit for bit) what the general path returns, and it steps aside (returns None, the general
+path runs and raises torch.nn's errors) wherever anything could tell the two apart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils import parametrize
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+from lstmkit import kernels
+from lstmkit.modules.base import RecurrentBase
+from lstmkit.modules.lstm_inference import compiled_inference
+
+pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
+                                reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
+
+
+def general(module, x, hx=None):
+    """The general path (operators, checks, layouts), which forward takes when this one steps aside."""
+    return RecurrentBase.forward(module, x, hx)
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return lstmkit.LSTM(5, 7, **kw).eval()
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 3}, {"proj_size": 3}, {"batch_first": True}, {"bias": False},
+                                {"num_layers": 2, "proj_size": 4, "dropout": 0.5},
+                                {"dtype": torch.float64, "num_layers": 2}])
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("grad_mode", ["no_grad", "frozen"])
+def test_equals_the_general_path_bit_for_bit(kw, with_hx, grad_mode):
+    m = make(**kw)
+    dtype = kw.get("dtype", torch.float32)
+    x = torch.randn(6, 3, 5, dtype=dtype)                       # (B,T,I) with batch_first: B=6, T=3
+    B = 3 if not kw.get("batch_first") else 6
+    L, P = kw.get("num_layers", 1), kw.get("proj_size") or 7
+    hx = (torch.randn(L, B, P, dtype=dtype), torch.randn(L, B, 7, dtype=dtype)) if with_hx else None
+    if grad_mode == "frozen":                                   # grad enabled, nothing requires it
+        m.requires_grad_(False)
+        fast = compiled_inference(m, x, hx)
+        want = general(m, x, hx)
+    else:
+        with torch.no_grad():
+            fast = compiled_inference(m, x, hx)
+            want = general(m, x, hx)
+    assert fast is not None, "the compiled inference path should run here"
+    y, (h, c) = fast
+    assert torch.equal(y, want[0]) and torch.equal(h, want[1][0]) and torch.equal(c, want[1][1])
+    assert h.data_ptr() != y.data_ptr()                         # h_n is its own tensor, as torch.nn's
+    with torch.no_grad():
+        out = m(x, hx)                                           # forward takes it
+    assert torch.equal(out[0], want[0])
+
+
+def test_matches_torch_nn_lstm():
+    ref = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3).double().eval()
+    m = lstmkit.LSTM.from_torch(ref)
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    with torch.no_grad():
+        assert compiled_inference(m, x, None) is not None
+        y, (h, c) = m(x)
+        y_ref, (h_ref, c_ref) = ref(x)
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def _parametrized():
+    m = make()
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+    parametrize.register_parametrization(m, "weight_hh_l0", Double())
+    return m
+
+
+class _OwnLayers(lstmkit.LSTM):
+    def _run_direction(self, x, state, layer, direction, lengths, want_trace):
+        y, s, t = super()._run_direction(x, state, layer, direction, lengths, want_trace)
+        return y + 1, s, t
+
+
+@pytest.mark.parametrize("case", ["grad", "bidirectional", "dropout_training", "unbatched", "packed", "hx_list",
+                                  "hx_shape", "hx_grad", "parametrized", "float16", "torch_backend", "input_size",
+                                  "empty_batch", "autocast", "tracing"])
+def test_steps_aside_where_anything_could_tell(case):
+    m, x, hx = make(), torch.randn(4, 3, 5), None
+    grad = case == "grad"
+    if case == "bidirectional":
+        m = make(bidirectional=True)
+    elif case == "dropout_training":
+        m = make(num_layers=2, dropout=0.5).train()
+    elif case == "unbatched":
+        x = torch.randn(4, 5)
+    elif case == "packed":
+        x = pack_padded_sequence(x, [4, 3, 2])
+    elif case == "hx_list":
+        hx = [torch.zeros(1, 3, 7), torch.zeros(1, 3, 7)]
+    elif case == "hx_shape":
+        hx = (torch.zeros(1, 2, 7), torch.zeros(1, 3, 7))
+    elif case == "hx_grad":
+        hx = (torch.zeros(1, 3, 7, requires_grad=True), torch.zeros(1, 3, 7))
+    elif case == "parametrized":
+        m = _parametrized()
+    elif case == "float16":
+        x = x.half()
+    elif case == "input_size":
+        x = torch.randn(4, 3, 6)
+    elif case == "empty_batch":
+        x = torch.randn(4, 0, 5)
+    with torch.set_grad_enabled(grad):
+        if case == "torch_backend":
+            with kernels.backend("torch"):
+                assert compiled_inference(m, x, hx) is None
+        elif case == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert compiled_inference(m, x, hx) is None
+        elif case == "tracing":
+            seen = []
+            torch.jit.trace(lambda t: seen.append(compiled_inference(m, t, None)) or t.sum(), (x,), check_trace=False)
+            assert seen == [None]
+        else:
+            assert compiled_inference(m, x, hx) is None
+
+
+def test_wrong_arguments_still_get_torch_nn_errors():
+    m = make()
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size"):
+            m(torch.randn(4, 3, 6))
+        with pytest.raises(RuntimeError, match="Expected hidden"):
+            m(torch.randn(4, 3, 5), (torch.zeros(1, 2, 7), torch.zeros(1, 3, 7)))
+
+
+def test_a_subclass_that_changes_a_layer_keeps_its_way():
+    torch.manual_seed(0)
+    m = _OwnLayers(5, 7).eval()
+    x = torch.randn(4, 3, 5)
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], general(m, x)[0])
+        assert torch.equal(m(x)[0], RecurrentBase.forward(lstmkit.LSTM.from_torch(m.to_torch()), x)[0] + 1)
