@@ -9,10 +9,11 @@
 // How it finds oneDNN: at::native::mkldnn_matmul (what torch's own addmm calls in its oneDNN
 // modes) is exported by libtorch_cpu but not in PyTorch's public headers, so it is declared here
 // as a weak symbol: a PyTorch without it still loads this extension and takes ATen's GEMM. It is
-// used only where (1) it exists, (2) this is PyTorch 2.13 or newer (where the float32 precision
-// it reads is the one checked here), (3) oneDNN is enabled (torch.backends.mkldnn.enabled) and not
-// set to compute float32 in bf16 or tf32, and (4) its first call gave the exact product of a small
-// test; otherwise ATen's, so no setting of the user's is bypassed and no result is approximated.
+// used only where (1) it exists (Linux), (2) this is PyTorch 2.13 or newer (where the float32
+// precision it reads is the one checked here), (3) oneDNN is enabled (torch.backends.mkldnn) and
+// not set to compute float32 in bf16 or tf32, nor torch.set_float32_matmul_precision below
+// "highest", and (4) its first call gave the exact product of a small test; otherwise ATen's, so
+// no setting of the user's is bypassed and no result is approximated.
 // What it is not: a BLAS of its own. Products small enough that the call itself costs more take
 // ATen's too (kOneDnnMinWork).
 #pragma once
@@ -20,11 +21,17 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+// A weak reference is an ELF feature (GCC and Clang on Linux); elsewhere (MSVC, Mach-O) oneDNN's
+// matmul is not looked for and every product is ATen's.
+#if defined(__linux__) && defined(__GNUC__) && \
+    (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13))
+#define LSTMKIT_ONEDNN_MATMUL 1
 namespace at::native {
 // (mat1, mat2, result, beta, alpha): result = beta result + alpha mat1 mat2, by oneDNN.
 __attribute__((weak)) void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result,
                                          float beta, float alpha);
 }  // namespace at::native
+#endif
 
 namespace lstmkit {
 
@@ -34,7 +41,7 @@ constexpr int64_t kOneDnnMinWork = int64_t(1) << 22;
 // Whether oneDNN may compute float32 products now (the user's settings read on every call; the
 // existence and exactness test once).
 inline bool onednn_usable() {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
+#ifdef LSTMKIT_ONEDNN_MATMUL
   if (!at::native::mkldnn_matmul) return false;
   auto& ctx = at::globalContext();
   if (!ctx.userEnabledMkldnn()) return false;
@@ -64,10 +71,12 @@ inline bool gemm_uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t
 
 // out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N).
 inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+#ifdef LSTMKIT_ONEDNN_MATMUL
   if (gemm_uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
     at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
     return;
   }
+#endif
   if (accumulate) out.addmm_(a, b);
   else at::mm_out(out, a, b);
 }
