@@ -103,6 +103,19 @@ def use_composite(*tensors: Tensor | None) -> bool:
     return any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
 
 
+def compiled_unobserved(*tensors: Tensor | None):
+    """The compiled CPU namespace (``kernels.compiled_cells()``) where a direct call of it could not
+    be told from the operators: kernels built and selected, nothing watching (``plain_eager``), no
+    ``torch.func`` transform or forward-mode tangent among the tensors, no CPU autocast; else None.
+    What the modules' shortcuts ask (the cells' compiled step, the LSTM's compiled inference)."""
+    from lstmkit.kernels import compiled_cells
+
+    rec = compiled_cells()
+    if rec is None or not plain_eager() or torch.is_autocast_enabled("cpu") or use_composite(*tensors):
+        return None
+    return rec
+
+
 def compute_dtype(x: Tensor, *tensors: Tensor | None) -> torch.dtype | None:
     """float32 where x or any tensor is float16/bfloat16 (computed in float32, cast back), else None.
     The common case is decided on x and one weight (tensors[2]) alone: any other tensor of

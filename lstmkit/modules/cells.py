@@ -13,8 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.functional import NONLINEARITIES, gru_layer, lstm_layer, rnn_layer
-from lstmkit.functional.ops import needs_grad, plain_eager, use_composite
-from lstmkit.kernels import compiled_cells
+from lstmkit.functional.ops import compiled_unobserved, needs_grad
 from lstmkit.modules.checks import check_cell_input, check_flag, check_sizes, check_state
 
 
@@ -66,9 +65,8 @@ class _CellBase:
             state = hx
         else:
             return None
-        rec = compiled_cells()
-        if rec is None or not plain_eager() or use_composite(input, w_ih, w_hh, b_ih, b_hh, *state) \
-                or torch.is_autocast_enabled("cpu"):
+        rec = compiled_unobserved(input, w_ih, w_hh, b_ih, b_hh, *state)
+        if rec is None:
             return None
         state = state or tuple(input.new_zeros(input.shape[0], self.hidden_size) for _ in range(self.state_count))
         try:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.functional.ops import plain_eager, use_composite
-from lstmkit.kernels import compiled_cells
+from lstmkit.functional.lstm_op import _bias
+from lstmkit.functional.ops import compiled_unobserved
 from lstmkit.modules.base import _weight_names
 
 _FLOATS = (torch.float32, torch.float64)
@@ -50,7 +50,7 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
     if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS \
             or module.bidirectional or (module.dropout and module.training) or input.requires_grad:
         return None
-    params = module._parameters
+    params, grad = module._parameters, torch.is_grad_enabled()
     layers = []
     for layer in range(module.num_layers):
         weights = tuple(params.get(name) for name in _weight_names(module._suffix(layer, 0)))
@@ -58,17 +58,16 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
         if w_ih is None or w_hh is None or (module.bias and (b_ih is None or b_hh is None)) \
                 or (module.proj_size and w_hr is None):
             return None                                   # parametrized, pruned or dropped: read as attributes
+        for w in weights:                                 # (a training call leaves at its first weight)
+            if w is not None and (w.dtype is not input.dtype or (grad and w.requires_grad)):
+                return None
         layers.append(weights)
-    grad = torch.is_grad_enabled()
-    if any(w is not None and (w.dtype is not input.dtype or (grad and w.requires_grad))
-           for weights in layers for w in weights):
-        return None
     x = input.transpose(0, 1) if module.batch_first else input                  # (T,B,I)
     T, B, I = x.shape
     if T == 0 or B == 0 or I != module.input_size:
         return None
-    rec = compiled_cells()
-    if rec is None or not plain_eager() or torch.is_autocast_enabled("cpu") or use_composite(input):
+    rec = compiled_unobserved(input)
+    if rec is None:
         return None
     state = _state(hx, module.num_layers, B, module.output_size, module.hidden_size, x)
     if state is None:
@@ -76,8 +75,8 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
     h0, c0 = state
     h_n, c_n = [], []
     for layer, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(layers):
-        bias = None if b_ih is None else b_ih + b_hh
-        _, c_last, x = rec.lstm_layer_forward(x, h0[layer], c0[layer], w_ih, w_hh, bias, w_hr, None, cache=False)
+        _, c_last, x = rec.lstm_layer_forward(x, h0[layer], c0[layer], w_ih, w_hh, _bias(b_ih, b_hh), w_hr, None,
+                                              cache=False)
         h_n.append(x[-1])                                                        # (B,P)
         c_n.append(c_last[0])                                                    # (B,H)
     y = x.transpose(0, 1) if module.batch_first else x
