@@ -248,23 +248,11 @@ def lstm_cell_forward(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tenso
     return _ext.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, _path, cache)
 
 
-def lstm_cell_backward(dh: Tensor, dc: Tensor, x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor,
-                       gates: Tensor, c_new: Tensor, need: int) -> list[Tensor | None]:
-    """-> [dx, dh, dc, dw_ih, dw_hh, db]; bit k of need asks for the k-th (None where not asked)."""
-    return _ext.lstm_cell_backward(dh, dc, x, h, c, w_ih, w_hh, gates, c_new, need, _path)
-
-
 def gru_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
                      cache: bool = False) -> list[Tensor]:
     """One GRUCell step: w_ih (3H,I), w_hh (3H,H), b_ih, b_hh (3H,) or None -> [h'] (cache: [h', gates
     (B,3H), ghn (B,H)])."""
     return _ext.gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, cache)
-
-
-def gru_cell_backward(dh: Tensor, x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, gates: Tensor, ghn: Tensor,
-                      h_new: Tensor, need: int) -> list[Tensor | None]:
-    """-> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]; bit k of need asks for the k-th."""
-    return _ext.gru_cell_backward(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need)
 
 
 def rnn_cell_forward(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
@@ -302,8 +290,7 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
                   "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_backward", "gru_cell_backward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step",
-                  "mm")
+                  "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
