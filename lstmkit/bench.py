@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lstmkit import bench_grid
+from lstmkit import bench_grid, kernels
 from lstmkit.errors import UsageError
 from lstmkit.registry import NAMES, recurrent
-from lstmkit.timing import busy_cores, describe, machine, median_ms
+from lstmkit.timing import busy_cores, describe, describe_limits, machine, median_ms
 
 # name: (T, B, I, H)
 CONFIGS: dict[str, tuple[int, int, int, int]] = {
@@ -148,6 +148,7 @@ def to_markdown(results: Sequence[Result], info: dict) -> str:
     twin = "torch.nn twin" if several else "nn.LSTM"
     lines = [f"Machine: {describe(info)}, "
              f"lstmkit backend {info['backend']} (C++ kernel: {'yes' if info['cpp_kernel'] else 'no'}).",
+             *(["", describe_limits(info)] if describe_limits(info) else []),
              "", f"| {'model | ' if several else ''}config (T,B,I,H) | mode | lstmkit ms | {twin} ms | "
              f"{'cell' if several else 'LSTMCell'} loop ms | lstmkit / {twin} | lstmkit / cell loop |",
              "|---|---|---|---|---|---|---|" + ("---|" if several else "")]
@@ -225,12 +226,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-onnxruntime", action="store_true", help="with --grid: skip onnxruntime's LSTM")
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="keep N other processes spinning on the cores while timing, as another job would (default 0)")
+    p.add_argument("--tune", action="store_true",
+                   help="only measure the kernels' path limits anew at --threads (cached beside the built kernel; "
+                        "done by itself on first use) and show them")
 
 
 def run(a: argparse.Namespace) -> int:
     """Run ``lstmkit bench`` on parsed options; a bad option is a UsageError (one line from the CLI)."""
     if a.repeats < 1 or a.threads < 1 or a.min_time <= 0 or a.busy < 0:
         raise UsageError("--repeats and --threads must be >= 1, --min-time > 0 and --busy >= 0")
+    if a.tune:
+        return _tune(a.threads)
+    kernels.tune(a.threads)                # limits measured (once) before any process spins beside them
     with busy_cores(a.busy):
         if a.grid:
             return _grid(a)
@@ -239,6 +246,21 @@ def run(a: argparse.Namespace) -> int:
                       a.markdown, a.json, models=a.models or ["lstm"])
         except ValueError as e:
             raise UsageError(str(e)) from None
+    return 0
+
+
+def _tune(threads: int) -> int:
+    if not kernels.cpp_available():
+        raise UsageError(f"--tune needs the C++ kernel, which is unavailable: {kernels._build_error}")
+    entry = kernels.tune(threads, again=True)
+    print(f"Path limits at {threads} thread{'s' if threads > 1 else ''}, measured in {entry['seconds']} s "
+          f"(cached in {kernels.tuning_file()}; each ratio: time of the path the limit admits / the other's, "
+          f"a path keeps its built-in side unless {kernels.tuning.TOLERANCE:.0%} faster or slower):")
+    defaults = kernels.default_limits()
+    for name, value in sorted(entry["limits"].items()):
+        ratios = entry["ratios"].get(name)
+        measured = ", ".join(f"{k}: {v}" for k, v in ratios.items()) if ratios else "not measured here"
+        print(f"  {name:20s} {value:>20d}  (built-in {defaults[name]}; {measured})")
     return 0
 
 

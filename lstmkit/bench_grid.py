@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lstmkit.registry import NAMES, recurrent
-from lstmkit.timing import describe, machine, median_ms
+from lstmkit.timing import describe, describe_limits, machine, median_ms
 
 SEQUENCE_MODELS = NAMES                                     # lstmkit.registry's models
 CELL_MODELS = tuple(name + "cell" for name in NAMES)       # their cells, called step by step
@@ -223,6 +223,7 @@ def meets_targets(results: Sequence[GridResult]) -> list[str]:
 
 def to_markdown(results: Sequence[GridResult], info: dict) -> str:
     lines = [f"Machine: {describe(info)}, lstmkit backend {info['backend']}.", "",
+             *([describe_limits(info), ""] if describe_limits(info) else []),
              "| model | mode | cases | geometric mean | worst | worst case |", "|---|---|---|---|---|---|"]
     for (model, mode), s in summary(results).items():
         lines.append(f"| {model} | {mode} | {s['cases']} | **{s['geomean']:.2f}** | {s['worst']:.2f} | "

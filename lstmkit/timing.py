@@ -70,8 +70,20 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    built = kernels.cpp_available()
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "backend": kernels.get_backend(), "cpp_kernel": kernels.cpp_available(), "busy": _busy}
+            "backend": kernels.get_backend(), "cpp_kernel": built, "busy": _busy,
+            "limits": kernels.limits() if built else None,
+            "limits_from": kernels.tuning.mode() if built else None}
+
+
+def describe_limits(info: dict) -> str:
+    """The kernels' path limits in force ("" without the kernel): measured here, or built in."""
+    if not info.get("limits"):
+        return ""
+    measured = info.get("limits_from") == "measure"
+    source = "measured on this machine" if measured else "built-in (LSTMKIT_TUNING=defaults)"
+    return f"Path limits, {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(info["limits"].items())) + "."
 
 
 def describe(info: dict) -> str:

@@ -16,6 +16,10 @@ non-CPU) tensors, dtypes other than float32/float64 and empty tensors always tak
 (``lstm_layer_forward``, ``lstm_recurrence_forward/backward``, ``gru_recurrence_*``,
 ``rnn_recurrence_*``, with the contract of ``lstmkit.functional``), or None where the PyTorch path runs.
 
+Where a kernel has two correct paths (the hand-written step product or a GEMM per step, ...), the
+limit between them is measured on this machine the first time a thread count calls a kernel and
+cached beside the build (``tune``, ``limits``; ``lstmkit.kernels.tuning``, ``LSTMKIT_TUNING``).
+
 What it is not: autograd or operators. This package is a leaf: it imports nothing of lstmkit;
 the operators of ``lstmkit.functional`` choose between these functions and their own.
 """
@@ -34,11 +38,12 @@ import torch
 from torch import Tensor
 
 from . import build as _build
+from . import tuning as _tuning
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
-            "gemm.cpp")
-_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "vec_math.h")
+            "gemm.cpp", "tuning.cpp")
+_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "tuning.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 _CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
@@ -47,6 +52,8 @@ _LDFLAGS = ["-fopenmp"]
 _backend: str | None = None          # set_backend(); None: read LSTMKIT_BACKEND
 _ext = None                          # the loaded extension module
 _build_error: str | None = None      # why it could not be built (then we never try again)
+_ext_dir: Path | None = None         # the build's cache folder (tuning.json lives there)
+_tuned: set[int] = set()             # thread counts whose path limits are this machine's (tuning.py)
 
 # Which batched product each call uses: 0 auto, 1 the hand-written small-batch one, 2 BLAS per step.
 # Tests set it to check both paths against the same oracle.
@@ -112,7 +119,7 @@ def load_extension(verbose: bool = False):
     """The compiled module, built on first call (about a minute, once per machine); None if it fails.
     Never waits forever: a build held by another live process is waited for at most
     ``$LSTMKIT_BUILD_WAIT`` seconds (default 600), then the PyTorch path runs."""
-    global _ext, _build_error
+    global _ext, _build_error, _ext_dir
     if _ext is not None or _build_error is not None:
         return _ext
     with _load_lock:
@@ -120,12 +127,55 @@ def load_extension(verbose: bool = False):
             return _ext
         here = Path(__file__).parent
         try:
-            _ext = _build.load_cached("lstmkit_cpu", [here / s for s in _SOURCES], [here / h for h in _HEADERS],
+            ext = _build.load_cached("lstmkit_cpu", [here / s for s in _SOURCES], [here / h for h in _HEADERS],
                                       _CFLAGS, _LDFLAGS, _cache_root(), verbose=verbose)
+            _ext_dir = _build_dir()
+            _ext = ext
         except Exception as e:  # noqa: BLE001 (no compiler, no ninja, a compile error, a timeout: "fall back")
             lines = [ln for ln in str(e).splitlines() if "error" in ln.lower()] or [str(e)]
             _build_error = f"{type(e).__name__}: {lines[0].strip()}"
     return _ext
+
+
+def tune(threads: int | None = None, again: bool = False) -> dict | None:
+    """Give the kernels' path limits for this thread count (torch's now, by default) this machine's
+    values: from the cache beside the built kernel, or measured once (~1 s) and cached there; with
+    again, measured anew. Returns the entry ({"limits", "ratios", "seconds", "when"}), or None where
+    nothing is measured (LSTMKIT_TUNING=defaults, without again; or no kernel). Runs by itself the
+    first time a thread count calls a kernel; see ``lstmkit.kernels.tuning``."""
+    n = torch.get_num_threads() if threads is None else threads
+    if load_extension() is None or torch.compiler.is_compiling():
+        return None
+    with _load_lock:
+        entry = _tuning.ensure(_ext, _ext_dir, n, again=again)
+        _tuned.add(n)
+    return entry
+
+
+def _tune_if_new() -> None:
+    """tune() the first time a thread count calls a kernel (not while torch.compile traces: the
+    compiled program calls the kernels, and tunes, when it runs)."""
+    if not torch.compiler.is_compiling() and torch.get_num_threads() not in _tuned:
+        tune()
+
+
+def limits(threads: int | None = None) -> dict[str, int]:
+    """The path limits the kernels use now at this thread count (torch's now, by default)."""
+    if load_extension() is None:
+        raise RuntimeError(f"the CPU kernel is unavailable: {_build_error}")
+    return dict(_ext.get_tuning(torch.get_num_threads() if threads is None else threads))
+
+
+def default_limits() -> dict[str, int]:
+    """The built-in path limits (measured on the machine lstmkit was written on, 2 threads)."""
+    if load_extension() is None:
+        raise RuntimeError(f"the CPU kernel is unavailable: {_build_error}")
+    return dict(_ext.default_tuning())
+
+
+def tuning_file() -> Path | None:
+    """Where the measured limits are cached (beside the built kernel), or None without a kernel."""
+    return None if load_extension() is None else _ext_dir / _tuning.FILE
 
 
 def cpp_available() -> bool:
@@ -147,6 +197,7 @@ def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace | None:
                                "Install a C++ compiler (g++) and ninja, or use LSTMKIT_BACKEND=torch.")
         _warn_fallback()
         return None
+    _tune_if_new()
     return _cpp_namespace()
 
 
@@ -155,7 +206,10 @@ def compiled_cells() -> types.SimpleNamespace | None:
     the cells' general path runs, which builds them or says why not). Cheap: a cell step asks it
     every call; the tensors' device and dtype are the caller's to check."""
     name = _backend if _backend is not None else get_backend()
-    return _cpp_namespace() if _ext is not None and name != "torch" else None
+    if _ext is None or name == "torch":
+        return None
+    _tune_if_new()
+    return _cpp_namespace()
 
 
 _warned = False

@@ -34,5 +34,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need) -> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]");
   m.def("gemm", &lstmkit::gemm, "(a, b) -> a b by gemm.h's choice (oneDNN or ATen)");
   m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's choice now");
+  m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");
+  m.def("set_tuning", &lstmkit::set_tuning, "(threads, limit, value): set one of tuning.h's limits");
+  m.def("default_tuning", &lstmkit::default_tuning, "() -> {limit: value}: the built-in defaults");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -176,6 +176,25 @@ inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* 
   }
 }
 
+// The groups of rows small_gemm passes over each block of the weights together: 6 at a time, then
+// 4, 2, 1 (two 4s where a 2 would be left: +6-18%). f(first row, rows) for each group in order.
+template <typename F>
+inline void for_each_row_group(int64_t B, const F& f) {
+  int64_t b = 0;
+  const int64_t six = B % 6 == 2 && B >= 8 ? B - 8 : B;
+  for (; b + 6 <= six; b += 6) f(b, 6);
+  for (; b + 4 <= B; b += 4) f(b, 4);
+  for (; b + 2 <= B; b += 2) f(b, 2);
+  for (; b < B; ++b) f(b, 1);
+}
+
+// How many times small_gemm reads its weights for B rows (one pass per group of rows).
+inline int64_t weight_passes(int64_t B) {
+  int64_t n = 0;
+  for_each_row_group(B, [&](int64_t, int64_t) { ++n; });
+  return n;
+}
+
 // Columns of A per panel: four vector registers, the width of the register-blocked kernel.
 template <typename T> constexpr int64_t kPanel = 4 * kLanes<T>;
 
@@ -184,8 +203,8 @@ template <typename T> constexpr int64_t kPanel = 4 * kLanes<T>;
 // + n % kPanel. Row-major A is lda = N, ps = kPanel; panel-packed A (pack_panels) is lda = kPanel,
 // ps = K * kPanel, where a panel is contiguous: its rows do not collide in L1 the way rows 4 KiB
 // apart do. Cache blocking: kKc rows of a panel (32 KiB) stay in L1 while every group of rows of x
-// (6, 4, 2, then 1; two 4s where a 2 would be left: +6-18%) passes over them; after the first K
-// block the panel accumulates into out. reverse: the panels last to first (same results; see
+// (for_each_row_group) passes over them; after the first K
+// block the panel accumulates into out (rows grouped by for_each_row_group). reverse: the panels last to first (same results; see
 // StepWeight::product for why).
 template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
@@ -202,16 +221,16 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
       const bool first = k == 0;
       auto src = [&](int64_t b) { return first ? (init ? init + b * ldi + n : nullptr) : out + b * ldo + n; };
       const int64_t ldsrc = first ? ldi : ldo;
-      int64_t b = 0;
-      const int64_t six = B % 6 == 2 && B >= 8 ? B - 8 : B;
-      for (; b + 6 <= six; b += 6)
-        gemm_rows<T, 6, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
-      for (; b + 4 <= B; b += 4)
-        gemm_rows<T, 4, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
-      for (; b + 2 <= B; b += 2)
-        gemm_rows<T, 2, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
-      for (; b < B; ++b)
-        gemm_rows<T, 1, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda, kc, 0, w);
+      for_each_row_group(B, [&](int64_t b, int64_t rows) {
+        auto rows_of = [&](auto R) {
+          gemm_rows<T, decltype(R)::value, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda,
+                                              kc, 0, w);
+        };
+        if (rows == 6) rows_of(std::integral_constant<int, 6>{});
+        else if (rows == 4) rows_of(std::integral_constant<int, 4>{});
+        else if (rows == 2) rows_of(std::integral_constant<int, 2>{});
+        else rows_of(std::integral_constant<int, 1>{});
+      });
     }
   };
   if (!reverse) {

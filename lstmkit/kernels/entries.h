@@ -1,15 +1,19 @@
 // entries.h: the compiled entry points, declared once: bindings.cpp names them for Python, and
 // cell_cpu.cpp composes the one-step cells from the sequence recurrences. Each is defined in the
 // file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp) or of its job (cell_autograd.cpp,
-// gemm.cpp).
+// gemm.cpp, tuning.cpp).
 #pragma once
 
 #include <torch/extension.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
 namespace lstmkit {
+std::map<std::string, int64_t> get_tuning(int64_t threads);
+void set_tuning(int64_t threads, const std::string& name, int64_t value);
+std::map<std::string, int64_t> default_tuning();
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
 std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t N);
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,

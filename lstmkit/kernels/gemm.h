@@ -15,11 +15,13 @@
 // "highest", and (4) its first call gave the exact product of a small test; otherwise ATen's, so
 // no setting of the user's is bypassed and no result is approximated.
 // What it is not: a BLAS of its own. Products small enough that the call itself costs more take
-// ATen's too (kOneDnnMinWork).
+// ATen's too (limit(kOneDnnMinWork), tuning.h).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <torch/version.h>
+
+#include "tuning.h"
 
 // A weak reference is an ELF feature (GCC and Clang on Linux); elsewhere (MSVC, Mach-O) oneDNN's
 // matmul is not looked for and every product is ATen's.
@@ -35,8 +37,8 @@ __attribute__((weak)) void mkldnn_matmul(const at::Tensor& mat1, const at::Tenso
 
 namespace lstmkit {
 
-// Multiply-adds below which ATen's GEMM is taken: a oneDNN call costs ~10 us of set-up.
-constexpr int64_t kOneDnnMinWork = int64_t(1) << 22;
+// Multiply-adds below which ATen's GEMM is taken (a oneDNN call costs ~10 us of set-up): the
+// limit kOneDnnMinWork of tuning.h, 4 M by default, measured on the user's machine.
 
 // Whether oneDNN may compute float32 products now (the user's settings read on every call; the
 // existence and exactness test once).
@@ -66,7 +68,7 @@ inline bool onednn_usable() {
 
 // Whether gemm_out takes oneDNN for out (M,N) = a (M,K) b (K,N) of this dtype, now.
 inline bool gemm_uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
-  return dtype == at::kFloat && M * K * N >= kOneDnnMinWork && onednn_usable();
+  return dtype == at::kFloat && M * K * N >= limit(kOneDnnMinWork) && onednn_usable();
 }
 
 // out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N).

@@ -9,7 +9,7 @@
 // What it is not: a module. No directions, layers or packing; no autograd.
 //
 // Per step, two ways to take the recurrent product h_{t-1} W_hh^T:
-// - up to kSmallBatchForward rows (kSmallBatchBackward in backward), hand-written (StepWeight and
+// - up to limit(kSmallForwardRows) rows (kSmallBackwardRows in backward; tuning.h), hand-written (StepWeight and
 //   small_gemm in cpu_math.h), fused with the gate math (vec_math.h): one team of threads for the
 //   whole call, each member owning a slice of the hidden units (all four gates of its units, so the
 //   cell needs nothing from the others), a barrier per step (two with a projection). Results do not
@@ -30,6 +30,7 @@
 #include "entries.h"
 #include "gemm.h"
 #include "team.h"
+#include "tuning.h"
 #include "vec_math.h"
 
 namespace lstmkit {
@@ -37,13 +38,11 @@ namespace lstmkit {
 enum Path : int64_t { kAuto = 0, kSmall = 1, kBlas = 2 };
 
 // Rows up to which the hand-written product is taken rather than a BLAS call per step (oneDNN's
-// matmul, gemm.h). Measured side by side (2 threads, this AMD EPYC, 16 steps, time hand-written /
-// BLAS): forward 0.64-0.90 at 32 rows, 0.76-0.97 at 128, 0.89-1.01 at 256 (H = 128 ... 650: the
-// smaller H, the larger the lead); backward 0.71-0.94 at 32, 0.79-1.03 at 128, 0.92-1.00 at 256.
-// Past ~64 rows the two are within a few percent for H >= 256, so these limits decide little there;
-// below them the hand-written product is well ahead everywhere measured.
-constexpr int64_t kSmallBatchForward = 256, kSmallBatchBackward = 128;
-
+// matmul, gemm.h): limit(kSmallForwardRows) and limit(kSmallBackwardRows), measured on the user's
+// machine (lstmkit/kernels/tuning.py). Their defaults, 256 and 128, were measured side by side here
+// (2 threads, this AMD EPYC, 16 steps, time hand-written / BLAS): forward 0.64-0.90 at 32 rows,
+// 0.76-0.97 at 128, 0.89-1.01 at 256 (H = 128 ... 650: the smaller H, the larger the lead);
+// backward 0.71-0.94 at 32, 0.79-1.03 at 128, 0.92-1.00 at 256.
 // One step of several rows (a cell called from Python) goes to BLAS: packing the weights for the
 // hand-written product costs more than the one product it serves (LSTMCell, B=64, H=650: 9.7 ms
 // packed, 2.8 ms by MKL on the weights as stored, 3.0 ms nn.LSTMCell). One row keeps the
@@ -55,12 +54,11 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
 // input part of step t+1 fills the wait at step t's barrier) when W_ih and W_hh together fit in the
 // L2 caches of the team's cores (cache_bytes(2) each, as the CPU reports it) and there are rows
-// enough to reuse them; else the projection is one BLAS call per chunk. Measured, 2 threads:
+// enough to reuse them (limit(kFuseMinRows), default 4, measured as below; tuning.h); else the projection is one BLAS call per chunk. Measured, 2 threads:
 // configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of weights) 3% and A (one row: the
 // step is bound by reading the weights) 40% slower fused. One thread, fused / not (time over
 // nn.LSTM's): T = 8, B = 8, H = 128 1.02 / 1.13, I = 32, H = 256 1.08 / 1.12, config B 1.05 / 1.07,
 // but T = 2000, B = 8, H = 128 1.16 / 1.11.
-constexpr int64_t kFuseMinBatch = 4;
 inline int64_t fuse_max_bytes() { return cache_bytes(2) * at::get_num_threads(); }
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
@@ -443,7 +441,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0,
   const at::Tensor bias = at::zeros({4 * H}, zx.options());
   int64_t last = 0;
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(zx.scalar_type(), "lstm_forward", [&] {
-    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, kSmallBatchForward, T_));
+    const Recurrent<scalar_t> W(w_hh, w_hr, B, T_, use_small(path, B, limit(kSmallForwardRows), T_));
     last = forward_steps<scalar_t>(W, zx, bias.data_ptr<scalar_t>(), h0, c0, len, 0, gates, cs, hs, rbuf, cache);
   });
   if (!cache) return {at::Tensor(), cs.narrow(0, last, 1), hs};                // c_{T-1} as (1,B,H)
@@ -565,10 +563,10 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
     return {cache ? (gates_out ? *gates_out : at::empty({T_, 0, G}, x.options())) : at::Tensor(),
             at::empty({cache ? T_ : 1, 0, H}, x.options()), at::empty({T_, 0, P}, x.options())};
   const int64_t weight_bytes = G * (I + P) * static_cast<int64_t>(x.element_size());
-  const bool small = use_small(path, B, kSmallBatchForward, T_);
+  const bool small = use_small(path, B, limit(kSmallForwardRows), T_);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
-  const bool fuse = small && I > 0 && (T_ == 1 || (B >= kFuseMinBatch && weight_bytes <= fuse_max_bytes()));
+  const bool fuse = small && I > 0 && (T_ == 1 || (B >= limit(kFuseMinRows) && weight_bytes <= fuse_max_bytes()));
   const LayerCall L{x, h0, c0, w_ih, w_hh, bias ? *bias : at::zeros({G}, x.options()), w_hr, len, T_, B, I, G, H, P,
                     small, fuse, at::empty({T_, B, P}, x.options()),
                     w_hr ? at::empty({B, H}, x.options()) : at::Tensor()};
@@ -603,7 +601,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
   at::Tensor dhtot = w_hr ? at::empty_like(dhs) : at::Tensor();
   if (B > 0) AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     backward_impl<scalar_t>(dhs, dc_last, gates, cs, h0, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot,
-                            use_small(path, B, kSmallBatchBackward, T_));
+                            use_small(path, B, limit(kSmallBackwardRows), T_));
   });
   return {dz, dh0, dc0, dhtot};
 }

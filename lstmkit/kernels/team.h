@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "cpu_math.h"
+#include "tuning.h"
 
 namespace lstmkit {
 
@@ -62,6 +63,9 @@ struct SpinBarrier {
 };
 
 inline thread_local SpinBarrier* tls_barrier = nullptr;
+// The running call's split (set by Job for its members): every member splits as the call chose,
+// even if the limit that chose it is set anew while the call runs.
+inline thread_local bool tls_by_rows = false;
 
 inline void team_barrier() {
   if (tls_barrier) tls_barrier->wait();
@@ -98,6 +102,7 @@ struct Job {
     barrier.size = team_size;
     go.store(true, std::memory_order_release);
     tls_barrier = &barrier;
+    tls_by_rows = false;
     run(body, 0, team_size);
     tls_barrier = nullptr;
   }
@@ -105,13 +110,16 @@ struct Job {
   // Any other thread's part: shares until none is left; or, by units, a rank if the roll call is open.
   void help() {
     if (by_rows) {                           // (the region's end waits for shares in progress)
+      tls_by_rows = true;
       for (int r; (r = next.fetch_add(1)) < size;) run(body, r, size);
+      tls_by_rows = false;
       return;
     }
     const int r = next.fetch_add(1);
     if (r >= size) return;                                   // the roll call is over
     spin_until([&] { return go.load(std::memory_order_acquire); });
     tls_barrier = &barrier;
+    tls_by_rows = false;
     run(body, r, team_size);
     tls_barrier = nullptr;
   }
@@ -136,21 +144,23 @@ struct Split {
   int64_t b0, b1, j0, j1, p0, p1;
 };
 
-// Rows per member from which the team splits by rows (tunable: LSTMKIT_ROWS_PER_THREAD).
-inline int64_t rows_per_member() {
-  static const int64_t n = [] {
-    const char* v = std::getenv("LSTMKIT_ROWS_PER_THREAD");
-    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(4);
-  }();
-  return n;
+// Whether a team of size members takes whole rows (see Split): from limit(kRowsPerMember) rows a
+// member (default 4, measured on configs B and C of lstmkit bench; tuning.h), and where that reads
+// the weights no more often: by rows a member passes over all of W once per group of its rows, by
+// units over its 1/size of W once per group of all B rows (small_gemm's groups, weight_passes).
+// Measured, 2 threads, T = 50, H = 128 and 256, time by rows / by units: B = 10 (5 = 4+1 rows a
+// member: 2 passes of W against 6+4: 2 of W/2) 1.06-1.07, B = 16 (4+4: 2 against 6+6+4: 1.5)
+// 1.05-1.10, B = 28 1.01-1.04; where the passes are equal, by rows (no barrier) 0.91-0.97
+// (B = 8, 12, 20, 24, 32). The exception measured: B = 14 (6+1 against 6+4+4) 0.90 by rows.
+inline bool split_by_rows(int64_t B, int size) {
+  if (size <= 1 || B < limit(kRowsPerMember, size) * size) return false;
+  const int64_t per = (B + size - 1) / size;
+  return weight_passes(per) * size <= weight_passes(B);
 }
-
-// Whether a team of size members takes whole rows (see Split).
-inline bool split_by_rows(int64_t B, int size) { return size > 1 && B >= rows_per_member() * size; }
 
 template <typename T>
 inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
-  if (split_by_rows(B, size)) {
+  if (size > 1 && tls_by_rows) {
     const int64_t per = (B + size - 1) / size;
     return {true, std::min(B, rank * per), std::min(B, (rank + 1) * per), 0, H, 0, P};
   }
