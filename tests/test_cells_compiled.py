@@ -281,3 +281,24 @@ def test_the_compiled_backward_checks_every_tensor(fn, args):
                                  ("u", lambda g: torch.randn(g * H, H, dtype=torch.float64), "should have dtype")]:
         with pytest.raises(RuntimeError, match=message):
             getattr(ext, fn)(*args(**{**good, name: value}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_row_through_large_weights_equals_torch_nn_and_leaves_the_parameters(kind):
+    """Regression (B = 1, H = 1200: weights past one core's L2, a projection past oneDNN's work
+    floor): the GRUCell's step once wrote its result into bias_ih and corrupted the heap (see
+    tests/test_gemm.py). Inference twice and a training step: outputs and every gradient equal
+    torch.nn's, and no parameter changes."""
+    ours, theirs = make(kind, 1200, 1200)
+    before = {n: p.detach().clone() for n, p in ours.named_parameters()}
+    x, hx = torch.randn(1, 1200), state(kind, 1, 1200)
+    with torch.no_grad():
+        for _ in range(2):
+            for a, b in zip(as_tuple(ours(x, hx)), as_tuple(theirs(x, hx)), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    weights = [torch.randn(1, 1200) for _ in as_tuple(hx)]
+    got, expected = grads_of(ours, kind, x, hx, weights), grads_of(theirs, kind, x, hx, weights)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for n, p in ours.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n

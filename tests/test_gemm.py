@@ -11,6 +11,8 @@ products do go to oneDNN, forward and every gradient, against ``torch.nn``.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
@@ -66,6 +68,54 @@ def test_gemm_equals_the_product(dtype, M, K, N, transposed):
     assert_product(got, a, b)
     if dtype == torch.float64:                            # ATen's own product: bit for bit
         assert torch.equal(got, torch.mm(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("M", [1, 2])
+@pytest.mark.parametrize("K, N", [(7, 13), (128, 512), (100, 300)])
+@pytest.mark.parametrize("layout", ["row-major", "transposed"])
+@pytest.mark.parametrize("init", [None, "bias", "full"])
+def test_one_or_two_rows_by_hand_equal_the_product_and_never_write_init(dtype, M, K, N, layout, init):
+    """A cell's step from Python (gemm.h's few_rows): rows of a apart in memory (a slice), b
+    row-major or the transpose of a row-major W, init a bias (N,) or (M,N), which stays as it was."""
+    g = torch.Generator().manual_seed(M * K + N)
+    a = torch.randn(M, K + 3, generator=g, dtype=dtype)[:, :K]                 # rows K + 3 apart
+    b = torch.randn(K, N, generator=g, dtype=dtype) if layout == "row-major" else \
+        torch.randn(N, K, generator=g, dtype=dtype).t()
+    c = None if init is None else torch.randn((N,) if init == "bias" else (M, N), generator=g, dtype=dtype)
+    before = None if c is None else c.clone()
+    got = ext().gemm(a, b, c)
+    want = torch.mm(a.double(), b.double()) + (0 if c is None else c.double())
+    tol = (1e-5 * math.sqrt(K) if dtype == torch.float32 else 1e-12) * max(1.0, want.abs().max().item())
+    assert got.dtype == dtype and got.shape == (M, N)
+    assert (got.double() - want).abs().max().item() <= tol
+    if c is not None:
+        assert torch.equal(c, before)
+
+
+def test_one_row_times_a_transposed_matrix_plus_a_bias_is_right_at_sizes_past_onednns_floor():
+    """Regression: oneDNN's matmul (torch 2.13) corrupted the heap for one row times a transposed
+    view, accumulated (a GRUCell at B = 1, H = 1200: glibc aborted), and gemm_new once wrote the
+    result into the bias itself (expand().contiguous() of one row is the tensor). Run apart: a heap
+    corruption ends the process."""
+    script = (
+        "import torch\n"
+        "from lstmkit import kernels\n"
+        "e = kernels.load_extension()\n"
+        "for M in (1, 2, 3, 8):\n"
+        "    for K, N in ((1200, 3600), (2048, 2048), (4096, 1024)):\n"
+        "        for _ in range(3):\n"
+        "            a, w, b = torch.randn(M, K), torch.randn(N, K), torch.randn(N)\n"
+        "            b0 = b.clone()\n"
+        "            got = e.gemm(a, w.t(), b)\n"
+        "            want = torch.addmm(b.double(), a.double(), w.t().double())\n"
+        "            assert (got.double() - want).abs().max().item() < 1e-3, (M, K, N)\n"
+        "            assert torch.equal(b, b0), (M, K, N)\n"
+        "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+    assert ext().gemm_backend("float32", 1, 1200, 3600) == "aten"
+    assert ext().gemm_backend("float32", 7, 1200, 3600) == "aten"
 
 
 def test_gemm_chooses_onednn_only_for_large_float32():

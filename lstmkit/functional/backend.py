@@ -17,7 +17,13 @@ from torch import Tensor
 
 from lstmkit import kernels
 
-_torch_recurrences = types.SimpleNamespace(name="torch", mm=torch.mm)
+
+def _project(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """x (M,I) W^T (+ bias) -> (M,G): one product (the compiled namespace has its own, ``kernels.project``)."""
+    return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+
+
+_torch_recurrences = types.SimpleNamespace(name="torch", mm=torch.mm, project=_project)
 
 
 def register_torch(**functions) -> None:
@@ -91,6 +97,13 @@ def _alias(t: Tensor) -> Tensor:
     gates through it leaves the saved tensor's version unchanged, so a retained graph can still
     unpack it (and recomputes the gates rather than reading them: see LSTMLayerFunction)."""
     return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def _project_steps(rec: types.SimpleNamespace, x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
+    """zx (T,B,G) = x W_ih^T + bias for every step at once by the path's product (``rec.project``:
+    the compiled one takes one or two rows by hand, as the cells' one-call step does)."""
+    T, B, I = x.shape
+    return rec.project(x.reshape(T * B, I), w_ih, bias).view(T, B, w_ih.shape[0])
 
 
 def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:

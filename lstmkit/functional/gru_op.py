@@ -19,8 +19,8 @@ from torch import Tensor
 from lstmkit.functional import ops
 from lstmkit.functional.backend import (
     _input_grads,
-    _input_projection,
     _output_grads,
+    _project_steps,
     _recurrent_weight_grad,
     _valid_steps,
     recurrence_for,
@@ -32,8 +32,8 @@ _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
-    gates, ghn, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh,
-                                                             lengths)
+    rec = recurrence_for(x, w_hh)
+    gates, ghn, hs = rec.gru_recurrence_forward(_project_steps(rec, x, w_ih, b_ih), h0, w_hh, b_hh, lengths)
     y = hs.clone() if lengths is None else hs * _valid_steps(lengths, T, hs)  # (T,B,H), not hs itself
     return y, hs[-1].clone(), gates, ghn, hs
 
@@ -46,8 +46,8 @@ def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
 
 def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     T = x.shape[0]
-    _, _, hs = recurrence_for(x, w_hh).gru_recurrence_forward(_input_projection(x, w_ih, b_ih), h0, w_hh, b_hh, lengths,
-                                                        cache=False)
+    rec = recurrence_for(x, w_hh)
+    _, _, hs = rec.gru_recurrence_forward(_project_steps(rec, x, w_ih, b_ih), h0, w_hh, b_hh, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
     return y, hs[-1]                                        # a view: the operator copies it
 

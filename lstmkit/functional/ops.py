@@ -65,20 +65,25 @@ def needs_cache(*tensors: Tensor | None) -> bool:
     return needs_grad(*tensors) or torch.jit.is_tracing()
 
 
-_MODE_KEYS = (torch._C._TorchDispatchModeKey.FAKE, torch._C._TorchDispatchModeKey.PROXY)
-_PLAIN = (Tensor, torch.nn.Parameter)
+_FAKE_MODE, _PROXY_MODE = torch._C._TorchDispatchModeKey.FAKE, torch._C._TorchDispatchModeKey.PROXY
+_get_dispatch_mode, _is_tracing = torch._C._get_dispatch_mode, torch._C._is_tracing
+_Parameter = torch.nn.Parameter
 
 
 def plain_eager(*tensors: Tensor | None) -> bool:
     """True where nothing can observe whether an operator was dispatched: eager mode with no
     tracer, compiler, exporter, torch-function or dispatch mode, or profiler, and tensors of the
-    plain types (no subclass, no fake tensor)."""
-    if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    plain types (no subclass, no fake tensor). (A cell called step by step asks every step: the
+    checks are written out, ~0.6 us in all.)"""
+    if (_is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
             or torch.autograd.profiler._is_profiler_enabled or torch._C._is_torch_function_mode_enabled()
             or torch._C._len_torch_dispatch_stack() > 0
-            or any(torch._C._get_dispatch_mode(key) is not None for key in _MODE_KEYS)):
+            or _get_dispatch_mode(_FAKE_MODE) is not None or _get_dispatch_mode(_PROXY_MODE) is not None):
         return False
-    return all(t is None or type(t) in _PLAIN for t in tensors)
+    for t in tensors:
+        if t is not None and type(t) is not Tensor and type(t) is not _Parameter:
+            return False
+    return True
 
 
 def eager_function(name: str, forward: Callable, setup_context: Callable, backward: Callable) -> type:

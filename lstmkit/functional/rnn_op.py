@@ -20,6 +20,7 @@ from lstmkit.functional import ops
 from lstmkit.functional.backend import (
     _input_grads,
     _output_grads,
+    _project_steps,
     _recurrent_weight_grad,
     _valid_steps,
     recurrence_for,
@@ -31,11 +32,9 @@ _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? 
 
 def _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     """hs (T,B,H): the input projection in one product, then the recurrence."""
-    T, B, I = x.shape
-    x2 = x.reshape(T * B, I)
-    zx = x2 @ w_ih.t() if b_ih is None else torch.addmm(b_ih + b_hh, x2, w_ih.t())  # (T*B,H)
-    return recurrence_for(x, w_hh).rnn_recurrence_forward(zx.view(T, B, w_ih.shape[0]), h0, w_hh, nonlinearity,
-                                                          lengths)
+    rec = recurrence_for(x, w_hh)
+    zx = _project_steps(rec, x, w_ih, None if b_ih is None else b_ih + b_hh)            # (T,B,H)
+    return rec.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):

@@ -75,11 +75,27 @@ def _check_name(name: str, where: str) -> str:
     return name
 
 
+# os.environ.get costs ~0.7 us where the variable is unset (a KeyError raised and caught inside),
+# and a cell called step by step asks every step: CPython keeps the process environment in
+# os.environ._data, a dict of encoded names, which is read directly where it is one (else the
+# public mapping). Both see every change made through os.environ.
+_ENV_DATA = getattr(os.environ, "_data", None)
+_ENV_KEY = os.environ.encodekey("LSTMKIT_BACKEND") if hasattr(os.environ, "encodekey") else None
+
+
+def _env_backend() -> str:
+    if type(_ENV_DATA) is dict and _ENV_KEY is not None:
+        raw = _ENV_DATA.get(_ENV_KEY)
+        return "auto" if raw is None else os.environ.decodevalue(raw)
+    return os.environ.get("LSTMKIT_BACKEND", "auto")
+
+
 def get_backend() -> str:
     """The selected backend: ``set_backend``'s choice, else ``$LSTMKIT_BACKEND``, else 'auto'."""
     if _backend is not None:
         return _backend
-    return _check_name(os.environ.get("LSTMKIT_BACKEND", "auto"), "LSTMKIT_BACKEND")
+    name = _env_backend()
+    return name if name in BACKENDS else _check_name(name, "LSTMKIT_BACKEND")
 
 
 def set_backend(name: str) -> None:
@@ -344,13 +360,20 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
                   "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
                   "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm")
+                  "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:
     """a (M,K) b (K,N) for the large products around a recurrence (weight gradients): oneDNN's
     matmul for float32 where this PyTorch has it in full precision, else ATen's (kernels/gemm.h)."""
     return _ext.gemm(a, b)
+
+
+def project(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """x (M,I) W^T (+ bias (G,)) -> (M,G): the input projection of GRU/RNN layers and cells, by the
+    product the cells' one-call step takes too (kernels/gemm.h: by hand for one or two rows), so the
+    two give the same bits."""
+    return _ext.gemm(x, w.t(), bias)
 
 
 def _cpp_namespace() -> types.SimpleNamespace:

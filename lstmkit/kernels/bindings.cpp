@@ -32,7 +32,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(dh, dc, x, h, c, w_ih, w_hh, gates, c_new, need, path) -> [dx, dh, dc, dw_ih, dw_hh, db]");
   m.def("gru_cell_backward", &lstmkit::gru_cell_backward,
         "(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need) -> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]");
-  m.def("gemm", &lstmkit::gemm, "(a, b) -> a b by gemm.h's choice (oneDNN or ATen)");
+  m.def("gemm", &lstmkit::gemm, "(a, b, init=None) -> (init +) a b by gemm.h's choice (by hand, oneDNN or ATen)",
+        py::arg("a"), py::arg("b"), py::arg("init") = py::none());
   m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's choice now");
   m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");
   m.def("set_tuning", &lstmkit::set_tuning, "(threads, limit, value): set one of tuning.h's limits");

@@ -10,9 +10,10 @@
 
 namespace lstmkit {
 
-// a (M,K) b (K,N) -> (M,N), a new tensor. a and b may have any strides (both GEMMs take views,
-// e.g. dz^T, as they are), so only their rank, sizes, dtype and device are checked here.
-at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
+// (init +) a (M,K) b (K,N) -> (M,N), a new tensor; init (N,) or (M,N), e.g. a bias. a and b may
+// have any strides (every GEMM here takes views, e.g. dz^T, as they are), so only their rank, sizes,
+// dtype and device are checked here.
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& init) {
   const Checks c("gemm", "a", a);
   c.rank("a", a, 2, "(M, K)");
   c.rank("b", b, 2, "(K, N)");
@@ -22,7 +23,15 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
               b.scalar_type());
   TORCH_CHECK(b.size(0) == a.size(1), "gemm: b should have shape (K, N) with K = ", a.size(1), " (a's columns), got ",
               shape_str(b.sizes()));
-  return gemm_new(a, b);
+  if (init) {
+    TORCH_CHECK(init->device().is_cpu() && init->scalar_type() == a.scalar_type(), "gemm: init should be a CPU tensor of dtype ",
+                a.scalar_type(), " (as a), got ", init->scalar_type(), " on ", init->device());
+    TORCH_CHECK((init->dim() == 1 && init->size(0) == b.size(1)) ||
+                    (init->dim() == 2 && init->size(0) == a.size(0) && init->size(1) == b.size(1)),
+                "gemm: init should have shape (N,) or (M, N) = (", a.size(0), ", ", b.size(1), "), got ",
+                shape_str(init->sizes()));
+  }
+  return gemm_new(a, b, init);
 }
 
 // "onednn" or "aten": which GEMM gemm() takes for these sizes and this dtype, now.

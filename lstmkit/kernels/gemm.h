@@ -14,6 +14,9 @@
 // not set to compute float32 in bf16 or tf32, nor torch.set_float32_matmul_precision below
 // "highest", and (4) its first call gave the exact product of a small test; otherwise ATen's, so
 // no setting of the user's is bypassed and no result is approximated.
+// Products of one or two rows whose weights fit in one core's L2 (a cell's step from Python, its
+// backward's dx) are taken by hand (cpu_math.h's step products, on the operands as stored): a GEMM
+// call's set-up is ~3 us at (1,128)x(128,128), ten times the product.
 // What it is not: a BLAS of its own. Products small enough that the call itself costs more take
 // ATen's too (limit(kOneDnnMinWork), tuning.h).
 #pragma once
@@ -21,6 +24,7 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include "cpu_math.h"
 #include "tuning.h"
 
 // A weak reference is an ELF feature (GCC and Clang on Linux); elsewhere (MSVC, Mach-O) oneDNN's
@@ -66,13 +70,53 @@ inline bool onednn_usable() {
 #endif
 }
 
+// Rows from which a product may go to oneDNN. Measured, torch 2.13: mkldnn_matmul corrupts the
+// heap (glibc aborts: "double free or corruption") for one row times a transposed view,
+// accumulated (beta = 1), e.g. a GRUCell's projection at B = 1, H = 1200: x (1,1200) W_ih^T + b_ih
+// (2-16 rows, the same shapes, were right). PyTorch itself never calls it for full-precision
+// float32, so only shapes tested here are given to it; a product of fewer rows is a GEMV, where it
+// gains nothing anyway.
+constexpr int64_t kOneDnnMinRows = 8;
+
 // Whether gemm_out takes oneDNN for out (M,N) = a (M,K) b (K,N) of this dtype, now.
 inline bool gemm_uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t N) {
-  return dtype == at::kFloat && M * K * N >= limit(kOneDnnMinWork) && onednn_usable();
+  return dtype == at::kFloat && M >= kOneDnnMinRows && M * K * N >= limit(kOneDnnMinWork) && onednn_usable();
+}
+
+// Rows up to which a product may be taken by hand (few_rows).
+constexpr int64_t kFewRows = 2;
+
+// out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N) by hand, where it is a product of at most
+// kFewRows rows, in float32 or float64, of operands read in place (rows of a and out contiguous; b
+// row-major, or the transpose of a row-major W) and b within one core's L2: a row-major b by the
+// register-blocked product (small_gemm), W's rows by dot products (gemv_dot). Returns false
+// (nothing done) otherwise.
+inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  const auto dtype = out.scalar_type();
+  if (M > kFewRows || M < 1 || K < 1 || N < 1 || (dtype != at::kFloat && dtype != at::kDouble)) return false;
+  if (a.scalar_type() != dtype || b.scalar_type() != dtype) return false;
+  if (K * N * static_cast<int64_t>(out.element_size()) > cache_bytes(2)) return false;
+  if (a.stride(1) != 1 || out.stride(1) != 1 || (b.stride(1) != 1 && b.stride(0) != 1)) return false;
+  const bool rowmajor = b.stride(1) == 1;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "few_rows", [&] {
+    using T = scalar_t;
+    T* o = out.data_ptr<T>();
+    const T *x = a.data_ptr<T>(), *w = b.data_ptr<T>();
+    const int64_t ldo = out.stride(0), ldx = a.stride(0);
+    if (rowmajor) {
+      small_gemm<T>(o, ldo, accumulate ? o : nullptr, ldo, x, ldx, w, b.stride(0), kPanel<T>, M, K, 0, N);
+    } else {                                                 // b = W^T, W (N,K) row-major with rows b.stride(1) apart
+      for (int64_t m = 0; m < M; ++m)
+        gemv_dot<T>(o + m * ldo, accumulate ? o + m * ldo : nullptr, x + m * ldx, w, b.stride(1), K, 0, N);
+    }
+  });
+  return true;
 }
 
 // out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N).
 inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if (few_rows(out, a, b, accumulate)) return;
 #ifdef LSTMKIT_ONEDNN_MATMUL
   if (gemm_uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
     at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
@@ -87,8 +131,12 @@ inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, 
 inline at::Tensor gemm_new(const at::Tensor& a, const at::Tensor& b,
                            const c10::optional<at::Tensor>& init = c10::nullopt) {
   const int64_t M = a.size(0), N = b.size(1);
-  if (!gemm_uses_onednn(a.scalar_type(), M, a.size(1), N)) return init ? at::addmm(*init, a, b) : at::mm(a, b);
-  at::Tensor out = init ? init->expand({M, N}).contiguous() : at::empty({M, N}, a.options());
+  const bool by_hand = M <= kFewRows;                        // (few_rows decides; else ATen's below)
+  if (!by_hand && !gemm_uses_onednn(a.scalar_type(), M, a.size(1), N))
+    return init ? at::addmm(*init, a, b) : at::mm(a, b);
+  // a new tensor always (expand(...).contiguous() of one row is init itself: its storage would be written)
+  at::Tensor out = at::empty({M, N}, a.options());
+  if (init) out.copy_(init->expand({M, N}));
   gemm_out(out, a, b, init.has_value());
   return out;
 }
