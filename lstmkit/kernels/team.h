@@ -1,6 +1,6 @@
 // team.h: the threads that share one call's loop over time, and how they split its rows and units.
 //
-// What it is: run_team(work, steps, B, body) runs body(rank, size) once per member. Members
+// What it is: run_team<T>(work, steps, B, H, body) runs body(rank, size) once per member. Members
 // either take whole rows (split_by_rows: independent sequences, no waiting between them) or slices
 // of the units of every row and meet at team_barrier() between the phases of a step (~0.2 us,
 // where a fork and a join per step would cost several).
@@ -145,17 +145,21 @@ struct Split {
 };
 
 // Whether a team of size members takes whole rows (see Split): from limit(kRowsPerMember) rows a
-// member (default 4, measured on configs B and C of lstmkit bench; tuning.h), and where that reads
-// the weights no more often: by rows a member passes over all of W once per group of its rows, by
-// units over its 1/size of W once per group of all B rows (small_gemm's groups, weight_passes).
-// Measured, 2 threads, T = 50, H = 128 and 256, time by rows / by units: B = 10 (5 = 4+1 rows a
-// member: 2 passes of W against 6+4: 2 of W/2) 1.06-1.07, B = 16 (4+4: 2 against 6+6+4: 1.5)
-// 1.05-1.10, B = 28 1.01-1.04; where the passes are equal, by rows (no barrier) 0.91-0.97
-// (B = 8, 12, 20, 24, 32). The exception measured: B = 14 (6+1 against 6+4+4) 0.90 by rows.
-inline bool split_by_rows(int64_t B, int size) {
+// member (default 4, measured on configs B and C of lstmkit bench; tuning.h), unless that reads the
+// weights clearly more often than splitting the units would, and there are units enough to split
+// (a panel of kPanel columns a member): by rows a member passes over all of W once per group of its
+// rows, by units over its 1/size of W once per group of all B rows (small_gemm's groups,
+// weight_passes). Measured, 2 threads, T = 50, H = 128 and 256, time by rows / by units: B = 10
+// (5 = 4+1 rows a member: 2 passes of W against 6+4: 2 of W/2) 1.06-1.07, B = 16 (4+4 against
+// 6+6+4) 1.05-1.10; where the passes differ by less than a quarter, by rows (no barrier per step)
+// is level or ahead: B = 28 1.01-1.04, B = 64 0.96-1.00 (1.2-1.3 by units at H = 50-256 in the
+// grid), B = 8, 12, 20, 24, 32 0.91-0.97.
+template <typename T>
+inline bool split_by_rows(int64_t B, int64_t H, int size) {
   if (size <= 1 || B < limit(kRowsPerMember, size) * size) return false;
+  if (H < size * kPanel<T>) return true;
   const int64_t per = (B + size - 1) / size;
-  return weight_passes(per) * size <= weight_passes(B);
+  return 4 * weight_passes(per) * size < 5 * weight_passes(B);
 }
 
 template <typename T>
@@ -170,11 +174,11 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
 }
 
 
-// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows):
+// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows, H: units):
 // body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
 // thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
-template <typename F>
-inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
+template <typename T, typename F>
+inline void run_team(int64_t work, int64_t steps, int64_t B, int64_t H, const F& body) {
   const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
   const int n = worth ? at::get_num_threads() : 1;
 #ifdef _OPENMP
@@ -183,7 +187,7 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
     job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
     job.body = &body;
     job.size = n;
-    job.by_rows = split_by_rows(B, n);
+    job.by_rows = split_by_rows<T>(B, H, n);
     job.next = job.by_rows ? 0 : 1;
 #pragma omp parallel num_threads(n)
     {
