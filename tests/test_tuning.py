@@ -249,6 +249,34 @@ def test_the_first_call_at_a_thread_count_applies_the_cached_limits(tmp_path, mo
     assert tuning.read(tmp_path)[threads]["limits"]["fuse_min_rows"] == 9
 
 
+def test_a_dispatch_mode_never_sees_the_measurement(tmp_path, monkeypatch, restore_limits):
+    """The first call at a thread count measures (really, here) where nothing records it: a mode
+    watching the call sees the same operations as on a call after it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setenv("LSTMKIT_TUNING", "measure")
+    monkeypatch.setattr(kernels, "_ext_dir", tmp_path)
+    kernels._tuned.clear()
+    m, x = lstmkit.LSTM(8, 16), torch.randn(5, 3, 8)
+
+    def logged():
+        with torch.no_grad(), Log() as log:
+            m(x)
+        return log.ops
+    first = logged()
+    assert torch.get_num_threads() in kernels._tuned and tuning.read(tmp_path)   # it did measure
+    assert first == logged() and first                                         # and the mode never saw it
+
+
 def test_bench_tune_shows_the_measured_table():
     p = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--tune", "--threads", "1"],
                        capture_output=True, text=True, timeout=300)

@@ -169,10 +169,15 @@ def tune(threads: int | None = None, again: bool = False) -> dict | None:
 
 
 def _tune_if_new() -> None:
-    """tune() the first time a thread count calls a kernel (not while torch.compile traces: the
-    compiled program calls the kernels, and tunes, when it runs)."""
-    if not torch.compiler.is_compiling() and torch.get_num_threads() not in _tuned:
-        tune()
+    """tune() the first time a thread count calls a kernel where nothing records what runs: not
+    while torch.compile or torch.jit.trace traces, nor under a torch-function or dispatch mode (a
+    FLOP counter, a logger), which would see the measurement's own operations. Such a call runs on
+    the limits in force, and a later one measures."""
+    if torch.compiler.is_compiling() or torch.get_num_threads() in _tuned:
+        return
+    if torch._C._is_tracing() or torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack():
+        return
+    tune()
 
 
 def limits(threads: int | None = None) -> dict[str, int]:
