@@ -153,7 +153,8 @@ struct Split {
 // (5 = 4+1 rows a member: 2 passes of W against 6+4: 2 of W/2) 1.06-1.07, B = 16 (4+4 against
 // 6+6+4) 1.05-1.10; where the passes differ by less than a quarter, by rows (no barrier per step)
 // is level or ahead: B = 28 1.01-1.04, B = 64 0.96-1.00 (1.2-1.3 by units at H = 50-256 in the
-// grid), B = 8, 12, 20, 24, 32 0.91-0.97.
+// grid), B = 8, 12, 20, 24, 32 0.91-0.97. The exception measured: B = 14 (6+1 against 6+4+4, by
+// units here) 0.90 by rows.
 template <typename T>
 inline bool split_by_rows(int64_t B, int64_t H, int size) {
   if (size <= 1 || B < limit(kRowsPerMember, size) * size) return false;

@@ -4,21 +4,23 @@ What it is: each of the C++ kernels' path choices that a constant used to make i
 ``tuning.h``, one table per thread count. ``ensure(ext, folder, threads)`` gives the table for a
 thread count the values this machine measured: read from ``tuning.json`` beside the built kernel
 (``folder``, the build's cache folder: one per source, compiler, CPU and torch), or, the first time
-a thread count is seen, measured (about a second) and written there (a temporary file, then a
+a thread count is seen, measured (about 1.5 s) and written there (a temporary file, then a
 rename: a reader never sees half of one). ``measure(ext, threads)`` times each choice side by
-side, the two paths interleaved in one process (the median of per-round ratios):
+side, the two paths interleaved in one process (the median of per-round ratios). At each candidate
+a path keeps the side the built-in value gives it unless the other is more than TOLERANCE (5%)
+faster ("won" below): near-ties keep the built-in value, and measuring twice gives the same table.
 
 - ``small_forward_rows`` / ``small_backward_rows``: rows up to which a step takes the hand-written
   product rather than a GEMM per step (forward; backward). The largest of 32, 64, 128, 256 up to
-  which the hand-written one was no slower (16 if it lost at 32), H = 256, 16 steps.
+  which the hand-written one won (16 if it lost at 32), H = 256, 16 steps.
 - ``fuse_min_rows``: rows from which inference takes each step's input projection in the step
   (where the weights fit in L2) rather than one GEMM per chunk: the smallest of 1, 2, 4, 8, 16 from
-  which the fused one was no slower (never, if it lost at 16), H = 128, I = 64.
+  which the fused one won (never, if it lost at 16), H = 128, I = 64, 48 steps.
 - ``rows_per_member``: rows a thread from which a team splits by rows (no barrier per step, all of
-  W read by each thread) rather than by units, where that reads W no more often (team.h): as
-  fuse_min_rows, over 4, 6, 12 (24 if it lost at 12). Not measured at one thread (nothing to split).
+  W read by each thread) rather than by units, where team.h's rule on weight passes allows it: as
+  fuse_min_rows, over 4, 6, 12 (24 if it lost at 12), H = 256. Not measured at one thread.
 - ``onednn_min_work``: multiply-adds from which a float32 product goes to oneDNN rather than ATen:
-  the smallest of 1 M, 4 M, 16 M, 64 M from which oneDNN was no slower (never, if it lost at 64 M).
+  the smallest of 1 M, 4 M, 16 M, 64 M from which oneDNN won (never, if it lost at 64 M).
   Not measured where oneDNN is not usable.
 
 ``LSTMKIT_TUNING``: ``measure`` (default) as above; ``defaults`` keeps the built-in values (those
@@ -26,6 +28,8 @@ measured on the machine lstmkit was written on, 2 threads) and measures and read
 suite runs so, for paths that do not depend on the machine). ``lstmkit bench --tune`` measures anew
 and shows the table.
 
+Measured only where nothing records what runs (``kernels._tune_if_new``), on generators of its own
+(the user's random stream untouched), with real tensors whatever mode the asking call is in.
 What it is not: a correctness switch. Both sides of every limit are the same function, tested
 against the same oracle; a limit moves only where one path stops and the other starts.
 """
