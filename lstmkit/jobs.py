@@ -26,6 +26,9 @@ def run_jobs(work: Callable[[dict], dict], jobs: list[dict], processes: int, qui
             rows[k] = work({**job, "progress": not quiet})
             bar.update(1)
     else:
+        from lstmkit import kernels
+
+        kernels.tune(1)      # the kernels' path limits at one thread, measured here once, not by every worker at once
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(work, {**job, "progress": False}): k for k, job in enumerate(jobs)}
             for future in as_completed(futures):

@@ -286,3 +286,18 @@ def test_bench_tune_shows_the_measured_table():
     for name in tuning.LIMITS:
         assert name in out
     assert "rows_per_member" in out and "not measured here" in out   # nothing to split at one thread
+
+
+def test_parallel_jobs_measure_once_in_the_parent_before_their_workers_start(monkeypatch):
+    """lstmkit demo/ablate run jobs in spawned one-thread workers: the limits at one thread are measured
+    (or read) once, before any worker starts, so the workers read them rather than measure at once."""
+    from lstmkit import jobs
+
+    asked = []
+    monkeypatch.setattr(kernels, "tune", lambda threads=None, again=False: asked.append(threads))
+    rows = jobs.run_jobs(abs_of_value, [{"value": -2}, {"value": 3}], processes=2, quiet=True, desc="t")
+    assert asked == [1] and rows == [{"abs": 2}, {"abs": 3}]
+
+
+def abs_of_value(job: dict) -> dict:
+    return {"abs": abs(job["value"])}
