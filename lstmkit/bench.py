@@ -148,7 +148,7 @@ def to_markdown(results: Sequence[Result], info: dict) -> str:
     twin = "torch.nn twin" if several else "nn.LSTM"
     lines = [f"Machine: {describe(info)}, "
              f"lstmkit backend {info['backend']} (C++ kernel: {'yes' if info['cpp_kernel'] else 'no'}).",
-             *(["", describe_limits(info)] if describe_limits(info) else []),
+             *(["", limits] if (limits := describe_limits(info)) else []),
              "", f"| {'model | ' if several else ''}config (T,B,I,H) | mode | lstmkit ms | {twin} ms | "
              f"{'cell' if several else 'LSTMCell'} loop ms | lstmkit / {twin} | lstmkit / cell loop |",
              "|---|---|---|---|---|---|---|" + ("---|" if several else "")]

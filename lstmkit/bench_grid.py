@@ -223,7 +223,7 @@ def meets_targets(results: Sequence[GridResult]) -> list[str]:
 
 def to_markdown(results: Sequence[GridResult], info: dict) -> str:
     lines = [f"Machine: {describe(info)}, lstmkit backend {info['backend']}.", "",
-             *([describe_limits(info), ""] if describe_limits(info) else []),
+             *([limits, ""] if (limits := describe_limits(info)) else []),
              "| model | mode | cases | geometric mean | worst | worst case |", "|---|---|---|---|---|---|"]
     for (model, mode), s in summary(results).items():
         lines.append(f"| {model} | {mode} | {s['cases']} | **{s['geomean']:.2f}** | {s['worst']:.2f} | "

@@ -18,9 +18,10 @@ from torch import Tensor
 from lstmkit import kernels
 
 
-def _project(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
-    """x (M,I) W^T (+ bias) -> (M,G): one product (the compiled namespace has its own, ``kernels.project``)."""
-    return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+def _project(x: Tensor, w: Tensor, bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """x (M,I) W^T (+ bias) -> (M,G): one product, into out where given (the compiled namespace has
+    its own, ``kernels.project``)."""
+    return torch.mm(x, w.t(), out=out) if bias is None else torch.addmm(bias, x, w.t(), out=out)
 
 
 _torch_recurrences = types.SimpleNamespace(name="torch", mm=torch.mm, project=_project)
@@ -112,8 +113,4 @@ def _input_projection(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor 
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)                                # (T*B,I)
     out2 = None if out is None else out.view(out.shape[0] * B, out.shape[2])[:T * B]            # (T*B,G)
-    if bias is None:
-        zx = torch.mm(x2, w_ih.t(), out=out2)                                      # (T*B,G)
-    else:
-        zx = torch.addmm(bias, x2, w_ih.t(), out=out2)                            # (T*B,G)
-    return zx.view(T, B, w_ih.shape[0])
+    return _project(x2, w_ih, bias, out2).view(T, B, w_ih.shape[0])

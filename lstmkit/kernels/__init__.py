@@ -180,18 +180,21 @@ def _tune_if_new() -> None:
     tune()
 
 
-def limits(threads: int | None = None) -> dict[str, int]:
-    """The path limits the kernels use now at this thread count (torch's now, by default)."""
+def _built():
+    """The extension, or a RuntimeError saying why there is none."""
     if load_extension() is None:
         raise RuntimeError(f"the CPU kernel is unavailable: {_build_error}")
-    return dict(_ext.get_tuning(torch.get_num_threads() if threads is None else threads))
+    return _ext
+
+
+def limits(threads: int | None = None) -> dict[str, int]:
+    """The path limits the kernels use now at this thread count (torch's now, by default)."""
+    return dict(_built().get_tuning(torch.get_num_threads() if threads is None else threads))
 
 
 def default_limits() -> dict[str, int]:
     """The built-in path limits (measured on the machine lstmkit was written on, 2 threads)."""
-    if load_extension() is None:
-        raise RuntimeError(f"the CPU kernel is unavailable: {_build_error}")
-    return dict(_ext.default_tuning())
+    return dict(_built().default_tuning())
 
 
 def tuning_file() -> Path | None:

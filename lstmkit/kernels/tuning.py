@@ -120,18 +120,16 @@ def _smallest_won(candidates: list[int], wins: Callable[[int], float], above: in
     return best
 
 
-class _Limit:
-    """Set a limit of the table for one measurement, restore it after."""
-
-    def __init__(self, ext, threads: int, name: str, value: int):
-        self.ext, self.threads, self.name, self.value = ext, threads, name, value
-
-    def __enter__(self):
-        self.old = self.ext.get_tuning(self.threads)[self.name]
-        self.ext.set_tuning(self.threads, self.name, self.value)
-
-    def __exit__(self, *exc):
-        self.ext.set_tuning(self.threads, self.name, self.old)
+def _under_limit(ext, threads: int, name: str, value: int, run: Callable[[], object]) -> Callable[[], None]:
+    """A call of run with the limit `name` set to value for this thread count, restored after."""
+    def call():
+        old = ext.get_tuning(threads)[name]
+        ext.set_tuning(threads, name, value)
+        try:
+            run()
+        finally:
+            ext.set_tuning(threads, name, old)
+    return call
 
 
 def _lstm_case(B: int, H: int, T: int = 16, I: int | None = None) -> dict:
@@ -164,22 +162,13 @@ def _small_backward(ext, threads: int, log: dict) -> int:
     return _largest_won([32, 64, 128, 256], wins, 16, ext.default_tuning()["small_backward_rows"], log)
 
 
-def _layer_inference(ext, c: dict):
-    return lambda: ext.lstm_layer_forward(c["x"], c["h0"], c["c0"], c["w_ih"], c["w_hh"], c["b"], None, None, 0,
-                                          False, 1 << 20, None)
-
-
 def _fuse_min(ext, threads: int, log: dict) -> int:
     def wins(B):
         c = _lstm_case(B, 128, T=48, I=64)
-        run = _layer_inference(ext, c)
-
-        def at(limit):
-            def call():
-                with _Limit(ext, threads, "fuse_min_rows", limit):
-                    run()
-            return call
-        return ratio(at(B), at(B + 1))
+        run = lambda: ext.lstm_layer_forward(c["x"], c["h0"], c["c0"], c["w_ih"], c["w_hh"], c["b"], None,  # noqa: E731
+                                             None, 0, False, 1 << 20, None)
+        return ratio(_under_limit(ext, threads, "fuse_min_rows", B, run),
+                     _under_limit(ext, threads, "fuse_min_rows", B + 1, run))
     return _smallest_won([1, 2, 4, 8, 16], wins, NEVER, ext.default_tuning()["fuse_min_rows"], log)
 
 
@@ -187,13 +176,8 @@ def _rows_per_member(ext, threads: int, log: dict) -> int:
     def wins(k):
         c = _lstm_case(k * threads, 256)
         run = lambda: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 1, False)  # noqa: E731
-
-        def at(limit):
-            def call():
-                with _Limit(ext, threads, "rows_per_member", limit):
-                    run()
-            return call
-        return ratio(at(k), at(k + 1))
+        return ratio(_under_limit(ext, threads, "rows_per_member", k, run),
+                     _under_limit(ext, threads, "rows_per_member", k + 1, run))
     # (rows a member that small_gemm takes in one pass each: with fewer, or 8 = 4+4, the team splits
     # by units anyway, as team.h's split_by_rows reads the weights fewer times so)
     return _smallest_won([4, 6, 12], wins, 24, ext.default_tuning()["rows_per_member"], log)
@@ -206,13 +190,9 @@ def _onednn_min(ext, threads: int, log: dict) -> int:
         M, K, N = shapes[work]
         g = torch.Generator().manual_seed(0)                     # (the user's random stream untouched)
         a, b = torch.rand(M, K, generator=g), torch.rand(K, N, generator=g)
-
-        def at(limit):
-            def call():
-                with _Limit(ext, threads, "onednn_min_work", limit):
-                    ext.gemm(a, b)
-            return call
-        return ratio(at(0), at(NEVER))
+        run = lambda: ext.gemm(a, b)  # noqa: E731
+        return ratio(_under_limit(ext, threads, "onednn_min_work", 0, run),
+                     _under_limit(ext, threads, "onednn_min_work", NEVER, run))
     return _smallest_won(list(shapes), wins, NEVER, ext.default_tuning()["onednn_min_work"], log)
 
 
