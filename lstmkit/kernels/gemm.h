@@ -88,21 +88,28 @@ constexpr int64_t kFewRows = 2;
 
 // out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N) by hand, where it is a product of at most
 // kFewRows rows, in float32 or float64, of operands read in place (rows of a and out contiguous; b
-// contiguous, or the transpose of a contiguous W) and b within one core's L2: the step product of
-// cpu_math.h on one step (StepWeight packs nothing then: a row-major b by the register-blocked
-// product, W's rows by dot products). Returns false (nothing done) otherwise.
+// row-major, or the transpose of a row-major W) and b within one core's L2: a row-major b by the
+// register-blocked product (small_gemm), W's rows by dot products (gemv_dot). Returns false
+// (nothing done) otherwise.
 inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = out.scalar_type();
   if (M > kFewRows || M < 1 || K < 1 || N < 1 || (dtype != at::kFloat && dtype != at::kDouble)) return false;
   if (a.scalar_type() != dtype || b.scalar_type() != dtype) return false;
   if (K * N * static_cast<int64_t>(out.element_size()) > cache_bytes(2)) return false;
-  if (a.stride(1) != 1 || out.stride(1) != 1 || !(b.is_contiguous() || b.t().is_contiguous())) return false;
+  if (a.stride(1) != 1 || out.stride(1) != 1 || (b.stride(1) != 1 && b.stride(0) != 1)) return false;
+  const bool rowmajor = b.stride(1) == 1;
   AT_DISPATCH_FLOATING_TYPES(dtype, "few_rows", [&] {
     using T = scalar_t;
     T* o = out.data_ptr<T>();
-    const StepWeight<T> w(b, M, 1);
-    w.product(o, out.stride(0), accumulate ? o : nullptr, out.stride(0), a.data_ptr<T>(), a.stride(0), M, 0, N);
+    const T *x = a.data_ptr<T>(), *w = b.data_ptr<T>();
+    const int64_t ldo = out.stride(0), ldx = a.stride(0);
+    if (rowmajor) {
+      small_gemm<T>(o, ldo, accumulate ? o : nullptr, ldo, x, ldx, w, b.stride(0), kPanel<T>, M, K, 0, N);
+    } else {                                                 // b = W^T, W (N,K) row-major with rows b.stride(1) apart
+      for (int64_t m = 0; m < M; ++m)
+        gemv_dot<T>(o + m * ldo, accumulate ? o + m * ldo : nullptr, x + m * ldx, w, b.stride(1), K, 0, N);
+    }
   });
   return true;
 }
