@@ -40,7 +40,7 @@ def _checkout(tmp_path: Path, name: str) -> Path:
 
 def _args(src: Path, root: Path):
     return ("lstmkit_cpu", [src / s for s in kernels._SOURCES], [src / h for h in kernels._HEADERS],
-            kernels._CFLAGS, ["-fopenmp"], root)
+            kernels._cflags(), ["-fopenmp"], root)
 
 
 class FakeCompiler:
@@ -137,7 +137,7 @@ def test_kernels_build_dir_is_the_content_key(monkeypatch, tmp_path):
     monkeypatch.setenv("LSTMKIT_CACHE", str(tmp_path))
     src = KERNELS
     assert kernels._build_dir() == build.build_dir(tmp_path, "lstmkit_cpu", {
-        n: (src / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}, kernels._CFLAGS, ["-fopenmp"])
+        n: (src / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}, kernels._cflags(), ["-fopenmp"])
 
 
 # ---- failed builds, leftovers -------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_failed_build_leaves_nothing_and_falls_back_with_one_line(tmp_path, monk
 def test_leftovers_of_a_killed_build_are_removed_and_never_loaded(tmp_path, fake):
     root = tmp_path / "cache"
     final = build.build_dir(root, *_args(KERNELS, root)[:1], {
-        n: (KERNELS / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}, kernels._CFLAGS, ["-fopenmp"])
+        n: (KERNELS / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}, kernels._cflags(), ["-fopenmp"])
     stale = root / f".{final.name}.tmp-{socket.gethostname()}-999999-deadbeef"
     alive = root / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-cafecafe"  # another live builder's
     alive.mkdir(parents=True)
@@ -197,7 +197,7 @@ def _hold_lock(lock: Path, *pid: str) -> subprocess.Popen:
 
 def _lock_of(root: Path) -> Path:
     files = {n: (KERNELS / n).read_bytes() for n in kernels._SOURCES + kernels._HEADERS}
-    final = build.build_dir(root, "lstmkit_cpu", files, kernels._CFLAGS, ["-fopenmp"])
+    final = build.build_dir(root, "lstmkit_cpu", files, kernels._cflags(), ["-fopenmp"])
     root.mkdir(parents=True, exist_ok=True)
     return root / f"{final.name}.lock"
 
@@ -302,7 +302,7 @@ KILLED_BUILDER = textwrap.dedent("""
     build._compile = slow
     src = Path(kernels.__file__).parent
     build.load_cached("lstmkit_cpu", [src / s for s in kernels._SOURCES], [src / h for h in kernels._HEADERS],
-                      kernels._CFLAGS, ["-fopenmp"], Path(sys.argv[1]))
+                      kernels._cflags(), ["-fopenmp"], Path(sys.argv[1]))
 """)
 
 

@@ -3,8 +3,8 @@
 What it is: the loader of the C++ CPU kernels in this folder (``lstm_cpu.cpp``, ``gru_cpu.cpp``,
 ``rnn_cpu.cpp``), built with ``torch.utils.cpp_extension.load`` on first use into the user's cache
 (``$LSTMKIT_CACHE`` or ``~/.cache/lstmkit``; one folder per content key, built by one process at a
-time, a wait bounded by ``$LSTMKIT_BUILD_WAIT`` seconds: see ``lstmkit.kernels.build``), and the one
-switch that picks a backend:
+time, a wait bounded by ``$LSTMKIT_BUILD_WAIT`` seconds: see ``lstmkit.kernels.build``; for this
+CPU's instructions, or ``$LSTMKIT_MARCH``'s), and the one switch that picks a backend:
 
 - ``LSTMKIT_BACKEND=auto`` (default): the C++ kernels for CPU tensors when they build, else PyTorch;
 - ``LSTMKIT_BACKEND=cpp``: the C++ kernels, an error if they cannot be built;
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import types
 import warnings
@@ -46,8 +47,16 @@ _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "tuning.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
-_CFLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
+
+
+def _cflags() -> list[str]:
+    """The compiler's flags: ``-march`` from ``$LSTMKIT_MARCH`` (default ``native``, this CPU's
+    instructions; e.g. ``x86-64-v3`` builds for any AVX2 machine, such as a cluster's mix)."""
+    march = os.environ.get("LSTMKIT_MARCH", "native")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", march):
+        raise ValueError(f"LSTMKIT_MARCH must name a -march target such as native or x86-64-v3; got {march!r}")
+    return ["-O3", f"-march={march}", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 
 _backend: str | None = None          # set_backend(); None: read LSTMKIT_BACKEND
 _ext = None                          # the loaded extension module
@@ -125,7 +134,7 @@ def _build_dir() -> Path:
     not portable). See ``lstmkit.kernels.build``."""
     here = Path(__file__).parent
     files = {name: (here / name).read_bytes() for name in _SOURCES + _HEADERS}
-    return _build.build_dir(_cache_root(), "lstmkit_cpu", files, _CFLAGS, _LDFLAGS)
+    return _build.build_dir(_cache_root(), "lstmkit_cpu", files, _cflags(), _LDFLAGS)
 
 
 _load_lock = threading.Lock()
@@ -144,7 +153,7 @@ def load_extension(verbose: bool = False):
         here = Path(__file__).parent
         try:
             ext = _build.load_cached("lstmkit_cpu", [here / s for s in _SOURCES], [here / h for h in _HEADERS],
-                                      _CFLAGS, _LDFLAGS, _cache_root(), verbose=verbose)
+                                      _cflags(), _LDFLAGS, _cache_root(), verbose=verbose)
             _ext_dir = _build_dir()
             _ext = ext
         except Exception as e:  # noqa: BLE001 (no compiler, no ninja, a compile error, a timeout: "fall back")

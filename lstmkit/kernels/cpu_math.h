@@ -93,10 +93,21 @@ inline T tanh_(T x) {
   return a < T(0.0625) ? s : (x < T(0) ? -q : q);
 }
 
-// One 64-byte vector (AVX-512 register; two or four narrower ones elsewhere), GCC/Clang vector extension.
-template <typename T> struct Vec { typedef T type __attribute__((vector_size(64))); };
+// One vector register of the CPU the kernel is built for (-march=native), GCC/Clang vector
+// extension: 64 bytes with AVX-512, 32 with AVX/AVX2, 16 elsewhere (SSE, NEON). A vector wider than
+// the registers is not split into registers but spilled through the stack piece by piece: with
+// 64-byte vectors an AVX2 build ran the step product at 3-4 GFLOP/s on one core, ~30x below the
+// same CPU's AVX2 peak.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+template <typename T> struct Vec { typedef T type __attribute__((vector_size(kVectorBytes))); };
 template <typename T> using vec_t = typename Vec<T>::type;
-template <typename T> constexpr int64_t kLanes = 64 / sizeof(T);
+template <typename T> constexpr int64_t kLanes = kVectorBytes / sizeof(T);
 template <typename T> inline vec_t<T> load(const T* p) { vec_t<T> v; std::memcpy(&v, p, sizeof v); return v; }
 template <typename T> inline void store(T* p, vec_t<T> v) { std::memcpy(p, &v, sizeof v); }
 
@@ -105,7 +116,7 @@ template <typename T> inline void store(T* p, vec_t<T> v) { std::memcpy(p, &v, s
 // With AVX-512 a masked load or store, which touches (and may fault on) only the m lanes.
 template <typename T>
 inline vec_t<T> load_n(const T* p, int64_t m) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
   const auto mask = static_cast<__mmask16>((1u << m) - 1);
   if constexpr (std::is_same_v<T, float>) return (vec_t<T>)_mm512_maskz_loadu_ps(mask, p);
   else return (vec_t<T>)_mm512_maskz_loadu_pd(static_cast<__mmask8>(mask), p);
@@ -117,7 +128,7 @@ inline vec_t<T> load_n(const T* p, int64_t m) {
 }
 template <typename T>
 inline void store_n(T* p, vec_t<T> v, int64_t m) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
   const auto mask = static_cast<__mmask16>((1u << m) - 1);
   if constexpr (std::is_same_v<T, float>) _mm512_mask_storeu_ps(p, mask, (__m512)v);
   else _mm512_mask_storeu_pd(p, static_cast<__mmask8>(mask), (__m512d)v);
@@ -126,10 +137,27 @@ inline void store_n(T* p, vec_t<T> v, int64_t m) {
 #endif
 }
 
+// The register block of the step product: up to kMaxRows rows of x by kPanelVectors vectors of
+// columns, the accumulators in registers with the loaded vectors of A and a broadcast of x beside
+// them. AVX-512 has 32 registers: 8 x 4 accumulators. AVX2, SSE (16 registers): 4 x 3. Measured on
+// one core here (AMD EPYC, H = 200-512, GFLOP/s of the product), AVX-512: 8, 7 or 5 rows a pass
+// 113-116, 4 rows 92, 2 rows 85; 4 x 4 blocks where 8 x 4 fit (B = 8) 86 against 114. Built for
+// AVX2 (x86-64-v3): 4 x 3 110-111 from B = 4 (75 at B = 2, 40 at B = 1), the BLAS kernels' 6 x 2
+// 103-113 (58 and 31).
+#if defined(__AVX512F__)
+constexpr int kMaxRows = 8;
+constexpr int kPanelVectors = 4;
+#else
+constexpr int kMaxRows = 4;
+constexpr int kPanelVectors = 3;
+#endif
+
 // R rows of out[r, n0:n1] = (init ? init[r, n0:n1] : 0) + sum_k x[r, k] * A[k, n0:n1]; the
 // accumulators (R rows x NV vectors) stay in registers, each loaded column of A serves R rows.
+// Never inlined: inlined into its callers, GCC allocated the same loop's registers differently in
+// each (the same 6 x 4 block ran at 86 or 110 GFLOP/s depending on the function around it).
 template <typename T, int R, int NV>
-inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
+__attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
                       const T* A, int64_t lda, int64_t K, int64_t n0, int64_t n1) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>;
@@ -176,42 +204,56 @@ inline void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* 
   }
 }
 
-// The groups of rows small_gemm passes over each block of the weights together: 6 at a time, then
-// 4, 2, 1 (two 4s where a 2 would be left: +6-18%). f(first row, rows) for each group in order.
+// The groups of rows small_gemm passes over each block of the weights together: as few groups as
+// kMaxRows allows, of sizes as equal as can be (B = 20: 6, 7, 7; B = 9: 4, 5), since a group of
+// few rows loads a vector of A for few multiply-adds (measured: 6/4/2/1 rows at a time, B = 20,
+// H = 512, 100 GFLOP/s; 6, 7, 7 115). f(first row, rows) for each group in order.
 template <typename F>
 inline void for_each_row_group(int64_t B, const F& f) {
-  int64_t b = 0;
-  const int64_t six = B % 6 == 2 && B >= 8 ? B - 8 : B;
-  for (; b + 6 <= six; b += 6) f(b, 6);
-  for (; b + 4 <= B; b += 4) f(b, 4);
-  for (; b + 2 <= B; b += 2) f(b, 2);
-  for (; b < B; ++b) f(b, 1);
+  const int64_t groups = (B + kMaxRows - 1) / kMaxRows;
+  for (int64_t g = 0, b = 0; g < groups; ++g) {
+    const int64_t rows = (B - b) / (groups - g);
+    f(b, rows);
+    b += rows;
+  }
 }
 
-// How many times small_gemm reads its weights for B rows (one pass per group of rows).
-inline int64_t weight_passes(int64_t B) {
-  int64_t n = 0;
-  for_each_row_group(B, [&](int64_t, int64_t) { ++n; });
-  return n;
+// f(std::integral_constant<int, rows>) for rows in 1 .. kMaxRows.
+template <typename F>
+inline void with_rows(int64_t rows, const F& f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+  }
+  if constexpr (kMaxRows > 4) {
+    if (rows == 5) return f(std::integral_constant<int, 5>{});
+    if (rows == 6) return f(std::integral_constant<int, 6>{});
+    if (rows == 7) return f(std::integral_constant<int, 7>{});
+    if (rows == 8) return f(std::integral_constant<int, 8>{});
+  }
 }
 
-// Columns of A per panel: four vector registers, the width of the register-blocked kernel.
-template <typename T> constexpr int64_t kPanel = 4 * kLanes<T>;
+// Columns of A per panel: the width of the register block.
+template <typename T> constexpr int64_t kPanel = kPanelVectors * kLanes<T>;
 
 // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + sum_k x[b, k] * A[k, n0:n1], for b < B.
 // A (K, N) is read in panels of kPanel columns: element (k, n) at A + (n / kPanel) * ps + k * lda
 // + n % kPanel. Row-major A is lda = N, ps = kPanel; panel-packed A (pack_panels) is lda = kPanel,
 // ps = K * kPanel, where a panel is contiguous: its rows do not collide in L1 the way rows 4 KiB
-// apart do. Cache blocking: kKc rows of a panel (32 KiB) stay in L1 while every group of rows of x
-// (for_each_row_group) passes over them; after the first K
-// block the panel accumulates into out (rows grouped by for_each_row_group). reverse: the panels last to first (same results; see
+// apart do. Cache blocking: kKc rows of a panel (a quarter of one core's L2) stay in L2 while
+// every group of rows of x (for_each_row_group) passes over them; after the first K block the panel
+// accumulates into out (every element's sum is taken in the same order whatever the blocks). Blocks
+// the size of L1 (128 rows here) were 3-5% slower: each block stores and reloads the accumulators,
+// and the panel streams from L2 fast enough. reverse: the panels last to first (same results; see
 // StepWeight::product for why).
 template <typename T>
 inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
                        const T* A, int64_t lda, int64_t ps, int64_t B, int64_t K, int64_t n0, int64_t n1,
                        bool reverse = false) {
   constexpr int64_t NP = kPanel<T>;
-  static const int64_t kKc = std::max<int64_t>(16, cache_bytes(1) / static_cast<int64_t>(NP * sizeof(T)));
+  static const int64_t kKc = std::max<int64_t>(16, cache_bytes(2) / 4 / static_cast<int64_t>(NP * sizeof(T)));
   auto panel = [&](int64_t n, int64_t ne) {                                     // columns [n, ne) of one panel
     const int64_t p = n / NP, w = ne - n;
     const T* ap = A + p * ps + (n - p * NP);                                     // (k, n) at ap + k * lda
@@ -222,14 +264,10 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
       auto src = [&](int64_t b) { return first ? (init ? init + b * ldi + n : nullptr) : out + b * ldo + n; };
       const int64_t ldsrc = first ? ldi : ldo;
       for_each_row_group(B, [&](int64_t b, int64_t rows) {
-        auto rows_of = [&](auto R) {
-          gemm_rows<T, decltype(R)::value, 4>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k, ldx, a, lda,
-                                              kc, 0, w);
-        };
-        if (rows == 6) rows_of(std::integral_constant<int, 6>{});
-        else if (rows == 4) rows_of(std::integral_constant<int, 4>{});
-        else if (rows == 2) rows_of(std::integral_constant<int, 2>{});
-        else rows_of(std::integral_constant<int, 1>{});
+        with_rows(rows, [&](auto R) {
+          gemm_rows<T, decltype(R)::value, kPanelVectors>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k,
+                                                          ldx, a, lda, kc, 0, w);
+        });
       });
     }
   };

@@ -1,5 +1,5 @@
 // gemm.cpp: gemm.h's choice and product for Python (the tests check both; the weight gradients
-// of the LSTM's backward take its product).
+// of the LSTM's backward take its product), and the vector width the kernel was built for.
 #include <torch/extension.h>
 
 #include <string>
@@ -39,5 +39,8 @@ std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t
   TORCH_CHECK(dtype == "float32" || dtype == "float64", "gemm_backend: dtype should be float32 or float64, got ", dtype);
   return gemm_uses_onednn(dtype == "float32" ? at::kFloat : at::kDouble, M, K, N) ? "onednn" : "aten";
 }
+
+// Bytes of one vector register the kernel was built for (cpu_math.h): 64 AVX-512, 32 AVX2, 16 else.
+int64_t vector_bytes() { return kVectorBytes; }
 
 }  // namespace lstmkit

@@ -62,7 +62,7 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
                       T* ghn, T* hs, T* gh, int64_t T_, int64_t B, int64_t H, bool cache, bool gh_given) {
   const int64_t G = 3 * H;
   auto slot = [&](int64_t t) { return cache ? t : 0; };                        // without the cache: one scratch row
-  run_team<T>(B * G * H, T_, B, H, [&](int rank, int size) {
+  run_team(B * G * H, T_, B, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = 0; t < T_; ++t) {
@@ -98,7 +98,7 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, 
                        const int64_t* len, T* dzx, T* dgh, T* dh0, T* dh_buf, int64_t T_, int64_t B, int64_t H,
                        bool dh0_product_later) {
   const int64_t G = 3 * H;
-  run_team<T>(B * G * H, T_, B, H, [&](int rank, int size) {
+  run_team(B * G * H, T_, B, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = T_ - 1; t >= 0; --t) {

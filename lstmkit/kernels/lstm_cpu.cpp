@@ -267,7 +267,7 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
   TORCH_CHECK(!px || (W.small && W.wih), "the input part in the step needs the hand-written product");
   const ForwardLoop<T> loop(W, zx, bias, h0, c0, len, t0, gates, cs, hs, rbuf, cache, px, I);
   if (W.small)
-    run_team<T>(loop.B * loop.G * (loop.P + I), loop.T_, loop.B, loop.H, [&](int rank, int size) { loop.member(rank, size); });
+    run_team(loop.B * loop.G * (loop.P + I), loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
   else
     loop.blas();
   return loop.cslot(loop.T_ - 1);
@@ -393,7 +393,7 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   dc0.copy_(dc_last);                                                           // dc runs in place
   const BackwardLoop<T> loop(dhs, gates, cs, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot, small);
   if (small)
-    run_team<T>(loop.B * loop.G * loop.P, loop.T_, loop.B, loop.H, [&](int rank, int size) { loop.member(rank, size); });
+    run_team(loop.B * loop.G * loop.P, loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
   else
     loop.blas();
 }

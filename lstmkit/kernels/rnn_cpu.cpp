@@ -34,7 +34,7 @@ inline void tanh_units(T* h, int64_t j0, int64_t j1) {
 template <typename T>
 void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const int64_t* len, bool relu, T* hs,
                       int64_t T_, int64_t B, int64_t H) {
-  run_team<T>(B * H * H, T_, B, H, [&](int rank, int size) {
+  run_team(B * H * H, T_, B, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = 0; t < T_; ++t) {
@@ -57,7 +57,7 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
 template <typename T>
 void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const int64_t* len, bool relu, T* dz, T* dh0,
                        T* dh_buf, int64_t T_, int64_t B, int64_t H) {
-  run_team<T>(B * H * H, T_, B, H, [&](int rank, int size) {
+  run_team(B * H * H, T_, B, [&](int rank, int size) {
     const Split sp = team_split<T>(B, H, H, rank, size);
     const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
     for (int64_t t = T_ - 1; t >= 0; --t) {

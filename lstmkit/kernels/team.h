@@ -1,6 +1,6 @@
 // team.h: the threads that share one call's loop over time, and how they split its rows and units.
 //
-// What it is: run_team<T>(work, steps, B, H, body) runs body(rank, size) once per member. Members
+// What it is: run_team(work, steps, B, body) runs body(rank, size) once per member. Members
 // either take whole rows (split_by_rows: independent sequences, no waiting between them) or slices
 // of the units of every row and meet at team_barrier() between the phases of a step (~0.2 us,
 // where a fork and a join per step would cost several).
@@ -125,10 +125,13 @@ struct Job {
   }
 };
 
-// Member rank's share [lo, hi) of n units, cut at whole panels (kPanel columns).
+// Member rank's share [lo, hi) of n units, cut at whole vectors (kLanes units). Cut at whole panels
+// (kPanel), the shares of H = 300 were 192 and 108 units, of H = 650 384 and 266: the larger share
+// sets the step's time (1.2-1.3x the even split's). A panel cut in two costs each member one
+// narrower pass over it.
 template <typename T>
 inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
-  constexpr int64_t L = kPanel<T>;
+  constexpr int64_t L = kLanes<T>;
   const int64_t per = ((n + L - 1) / L + size - 1) / size * L;
   return {std::min(n, rank * per), std::min(n, (rank + 1) * per)};
 }
@@ -145,22 +148,15 @@ struct Split {
 };
 
 // Whether a team of size members takes whole rows (see Split): from limit(kRowsPerMember) rows a
-// member (default 4, measured on configs B and C of lstmkit bench; tuning.h), unless that reads the
-// weights clearly more often than splitting the units would, and there are units enough to split
-// (a panel of kPanel columns a member): by rows a member passes over all of W once per group of its
-// rows, by units over its 1/size of W once per group of all B rows (small_gemm's groups,
-// weight_passes). Measured, 2 threads, T = 50, H = 128 and 256, time by rows / by units: B = 10
-// (5 = 4+1 rows a member: 2 passes of W against 6+4: 2 of W/2) 1.06-1.07, B = 16 (4+4 against
-// 6+6+4) 1.05-1.10; where the passes differ by less than a quarter, by rows (no barrier per step)
-// is level or ahead: B = 28 1.01-1.04, B = 64 0.96-1.00 (1.2-1.3 by units at H = 50-256 in the
-// grid), B = 8, 12, 20, 24, 32 0.91-0.97. The exception measured: B = 14 (6+1 against 6+4+4, by
-// units here) 0.90 by rows.
-template <typename T>
-inline bool split_by_rows(int64_t B, int64_t H, int size) {
-  if (size <= 1 || B < limit(kRowsPerMember, size) * size) return false;
-  if (H < size * kPanel<T>) return true;
-  const int64_t per = (B + size - 1) / size;
-  return 4 * weight_passes(per) * size < 5 * weight_passes(B);
+// member (tuning.h; default 5, the fewest rows small_gemm takes in one efficient pass: 4 rows run at
+// ~80% of the speed of 5-8). Measured, 2 threads, T = 50, I = H, LSTM inference, time by rows / by
+// units: B = 10-64 0.80-1.00 at H = 128-650 (by rows: no barrier per step, and each member's groups
+// are as full as the whole batch's); B = 8 (4 rows a member) 1.00 at H = 128-300, 1.08-1.10 at
+// H = 512 and 650. A model of how often each reads the weights (by rows all of W per group of a
+// member's rows, by units 1/size of W per group of all rows) was tried and chose units at B = 20,
+// 1.05-1.10 slower.
+inline bool split_by_rows(int64_t B, int size) {
+  return size > 1 && B >= limit(kRowsPerMember, size) * size;
 }
 
 template <typename T>
@@ -175,11 +171,11 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
 }
 
 
-// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows, H: units):
+// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows):
 // body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
 // thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
-template <typename T, typename F>
-inline void run_team(int64_t work, int64_t steps, int64_t B, int64_t H, const F& body) {
+template <typename F>
+inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
   const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
   const int n = worth ? at::get_num_threads() : 1;
 #ifdef _OPENMP
@@ -188,7 +184,7 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, int64_t H, const F&
     job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
     job.body = &body;
     job.size = n;
-    job.by_rows = split_by_rows<T>(B, H, n);
+    job.by_rows = split_by_rows(B, n);
     job.next = job.by_rows ? 0 : 1;
 #pragma omp parallel num_threads(n)
     {

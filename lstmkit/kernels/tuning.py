@@ -17,8 +17,8 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
   (where the weights fit in L2) rather than one GEMM per chunk: the smallest of 1, 2, 4, 8, 16 from
   which the fused one won (never, if it lost at 16), H = 128, I = 64, 48 steps.
 - ``rows_per_member``: rows a thread from which a team splits by rows (no barrier per step, all of
-  W read by each thread) rather than by units, where team.h's rule on weight passes allows it: as
-  fuse_min_rows, over 4, 6, 12 (24 if it lost at 12), H = 256. Not measured at one thread.
+  W read by each thread) rather than by units: as fuse_min_rows, over 3, 4, 5, 6, 8 (16 if it lost
+  at 8), H = 512, 8 steps. Not measured at one thread.
 - ``onednn_min_work``: multiply-adds from which a float32 product goes to oneDNN rather than ATen:
   the smallest of 1 M, 4 M, 16 M, 64 M from which oneDNN won (never, if it lost at 64 M).
   Not measured where oneDNN is not usable.
@@ -174,13 +174,13 @@ def _fuse_min(ext, threads: int, log: dict) -> int:
 
 def _rows_per_member(ext, threads: int, log: dict) -> int:
     def wins(k):
-        c = _lstm_case(k * threads, 256)
+        c = _lstm_case(k * threads, 512, T=8)
         run = lambda: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 1, False)  # noqa: E731
         return ratio(_under_limit(ext, threads, "rows_per_member", k, run),
                      _under_limit(ext, threads, "rows_per_member", k + 1, run))
-    # (rows a member that small_gemm takes in one pass each: with fewer, or 8 = 4+4, the team splits
-    # by units anyway, as team.h's split_by_rows reads the weights fewer times so)
-    return _smallest_won([4, 6, 12], wins, 24, ext.default_tuning()["rows_per_member"], log)
+    # (at H = 512: where the two splits differ, at 4 rows a member, by units wins there by 8-10% and
+    # ties at H <= 300; team.h's split_by_rows)
+    return _smallest_won([3, 4, 5, 6, 8], wins, 16, ext.default_tuning()["rows_per_member"], log)
 
 
 def _onednn_min(ext, threads: int, log: dict) -> int:
