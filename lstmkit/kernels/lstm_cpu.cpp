@@ -52,14 +52,24 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 }
 
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
-// input part of step t+1 fills the wait at step t's barrier) when W_ih and W_hh together fit in the
-// L2 caches of the team's cores (cache_bytes(2) each, as the CPU reports it) and there are rows
-// enough to reuse them (limit(kFuseMinRows), default 4, measured as below; tuning.h); else the projection is one BLAS call per chunk. Measured, 2 threads:
-// configs B and C of lstmkit bench 3-5% faster fused; D (8 MB of weights) 3% and A (one row: the
-// step is bound by reading the weights) 40% slower fused. One thread, fused / not (time over
-// nn.LSTM's): T = 8, B = 8, H = 128 1.02 / 1.13, I = 32, H = 256 1.08 / 1.12, config B 1.05 / 1.07,
-// but T = 2000, B = 8, H = 128 1.16 / 1.11.
-inline int64_t fuse_max_bytes() { return cache_bytes(2) * at::get_num_threads(); }
+// input part of step t+1 fills the wait at step t's barrier) when there are rows enough to reuse
+// the weights (limit(kFuseMinRows), default 4; tuning.h) and W_ih and W_hh together fit in the L2
+// caches of the team's cores, or, where each member owns whole rows (one thread, or split_by_rows),
+// in half the cache the cores share (cache_bytes(2), cache_bytes(3), as the CPU reports them); else
+// the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
+// 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
+// 1.05-1.06; H = 512 (8.4 MB) B = 20 0.92-0.96 / 1.00-1.01, B = 64 1.01-1.08 / 1.08-1.13, B = 256
+// 0.96 / 1.02-1.03; H = 650 (13.5 MB) B = 20 0.98-1.02 / 1.03, B = 64 1.04-1.10 / 1.03-1.07; one
+// thread, H = 300-650, B = 8-256: 0.84-0.98 / 0.89-1.04. Not so by units (2 threads, B = 5-8, H = 512
+// and 650: 1.03 / 0.99, 0.92 / 0.87: each member reads its share of both weights every step, then
+// waits at the barrier), nor where the weights fill the shared cache (H = 1000, 32 MB, this
+// machine's whole L3: B = 8 0.76 / 0.65, B = 64 0.95 / 0.92). One row (config A of lstmkit bench)
+// is bound by reading the weights: 40% slower fused.
+inline int64_t fuse_max_bytes(int64_t B) {
+  const int n = at::get_num_threads();
+  const bool own_rows = n == 1 || split_by_rows(B, n);
+  return std::max(cache_bytes(2) * n, own_rows ? cache_bytes(3) / 2 : int64_t(0));
+}
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
 
@@ -566,7 +576,7 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   const bool small = use_small(path, B, limit(kSmallForwardRows), T_);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
-  const bool fuse = small && I > 0 && (T_ == 1 || (B >= limit(kFuseMinRows) && weight_bytes <= fuse_max_bytes()));
+  const bool fuse = small && I > 0 && (T_ == 1 || (B >= limit(kFuseMinRows) && weight_bytes <= fuse_max_bytes(B)));
   const LayerCall L{x, h0, c0, w_ih, w_hh, bias ? *bias : at::zeros({G}, x.options()), w_hr, len, T_, B, I, G, H, P,
                     small, fuse, at::empty({T_, B, P}, x.options()),
                     w_hr ? at::empty({B, H}, x.options()) : at::Tensor()};
