@@ -74,7 +74,8 @@ def machine() -> dict:
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "backend": kernels.get_backend(), "cpp_kernel": built, "busy": _busy,
             "limits": kernels.limits() if built else None,
-            "limits_from": kernels.tuning.mode() if built else None}
+            "limits_from": kernels.tuning.mode() if built else None,
+            "vector_bytes": kernels.load_extension().vector_bytes() if built else None}
 
 
 def describe_limits(info: dict) -> str:
@@ -87,7 +88,9 @@ def describe_limits(info: dict) -> str:
 
 
 def describe(info: dict) -> str:
-    """The machine line of a table: "CPU, 2 threads[, 1 other process spinning], torch 2.13.0"."""
+    """The machine line of a table: "CPU, 2 threads[, 1 other process spinning], torch 2.13.0[, kernel
+    built for 64-byte vectors]" (64: AVX-512, 32: AVX2)."""
     busy = info.get("busy", 0)
     spinning = f", {busy} other process{'es' if busy > 1 else ''} spinning" if busy else ""
-    return f"{info['cpu']}, {info['threads']} threads{spinning}, torch {info['torch']}"
+    vectors = f", kernel built for {info['vector_bytes']}-byte vectors" if info.get("vector_bytes") else ""
+    return f"{info['cpu']}, {info['threads']} threads{spinning}, torch {info['torch']}{vectors}"

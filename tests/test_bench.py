@@ -134,6 +134,17 @@ def test_busy_cores_spin_while_the_block_runs_and_stop_after(monkeypatch):
     assert started[-1].poll() is not None
 
 
+def test_the_machine_line_names_the_vector_width_the_kernel_was_built_for():
+    from lstmkit import timing
+
+    info = timing.machine()
+    if not info["cpp_kernel"]:
+        assert info["vector_bytes"] is None and "vectors" not in timing.describe(info)
+        return
+    assert info["vector_bytes"] in (16, 32, 64)
+    assert f"kernel built for {info['vector_bytes']}-byte vectors" in timing.describe(info)
+
+
 def test_bench_refuses_a_negative_busy(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--busy", "-1"])
