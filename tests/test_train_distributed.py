@@ -37,6 +37,13 @@ def _torchrun(args, env=ENV, script=("-m", "lstmkit")):
                            *script, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+def _failure(run: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: the processes' own lines (a rank's error, an abort's reason) come
+    before torchrun's summary, which alone fills the last 2000 characters."""
+    own = [line for line in run.stderr.splitlines() if not line.startswith(("  ", "W", "I")) or "[rank" in line]
+    return "\n".join(own)[:3000] + "\n...\n" + run.stderr[-1500:]
+
+
 def _rank_tracebacks(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("[rank") and "Traceback" in line]
 
@@ -71,16 +78,17 @@ def test_resume_after_a_crash_gives_the_weights_of_an_uninterrupted_distributed_
     args = [*ARGS[:ARGS.index("--steps")], "--batch-size", "16", "--hidden-size", "8", "--patience", "0",
             "--checkpoint-every", "5", "--steps", "30"]
     whole = _torchrun([*args, "--out", str(tmp_path / "whole")])
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert whole.returncode == 0, _failure(whole)
     env = {**ENV, "CRASH_RANK": "1", "CRASH_STEP": "17"}
     crashed = _torchrun([*args, "--out", str(tmp_path / "crashed")], env, (str(ROOT / "tests/distributed_crash.py"),))
     assert crashed.returncode != 0
     resumed = _torchrun([*args, "--out", str(tmp_path / "crashed"), "--resume"])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, _failure(resumed)
     short = [*args[:-1], "15"]
-    assert _torchrun([*short, "--out", str(tmp_path / "extended")]).returncode == 0
+    first = _torchrun([*short, "--out", str(tmp_path / "extended")])
+    assert first.returncode == 0, _failure(first)
     extended = _torchrun([*args, "--out", str(tmp_path / "extended"), "--resume"])
-    assert extended.returncode == 0, extended.stderr[-2000:]
+    assert extended.returncode == 0, _failure(extended)
     want = load_file(str(tmp_path / "whole/model.safetensors"))
     for name in ("crashed", "extended"):
         got = load_file(str(tmp_path / name / "model.safetensors"))
