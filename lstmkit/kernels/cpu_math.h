@@ -53,27 +53,27 @@ inline int64_t sysfs_cache_bytes(int level) {
       continue;
     int64_t n = 0;
     size_t k = 0;
-    for (; k < size.size() && size[k] >= '0' && size[k] <= '9' && n < (int64_t(1) << 40); ++k) n = n * 10 + (size[k] - '0');
+    for (; k < size.size() && size[k] >= '0' && size[k] <= '9' && n < (int64_t(1) << 40); ++k)
+      n = n * 10 + (size[k] - '0');
     const char unit = k < size.size() ? size[k] : ' ';
     return unit == 'K' ? n << 10 : unit == 'M' ? n << 20 : unit == 'G' ? n << 30 : n;
   }
   return 0;
 }
 
-// The data cache at level 1 or 2 of one core, or at level 3 (shared by cores), in bytes, as the CPU
-// reports it (sysconf; for level 3 Linux's sysfs first: glibc's sysconf said 320 MiB for this
-// machine's 32 MiB; else the sizes most x86 cores have had since 2017: 32 KiB, 1 MiB, and for the
-// shared level none, 0). Paths and blockings that depend on what stays in cache read these, not
+// The cache of one core at level 2, or the one the cores share at level 3, in bytes, as the CPU
+// reports it (level 2 by sysconf, else 1 MiB, what most x86 cores have had since 2017; level 3 by
+// Linux's sysfs first, where glibc's sysconf said 320 MiB for this machine's 32 MiB, else sysconf,
+// else 0: none known). Paths and blockings that depend on what stays in cache read these, not
 // constants measured on one machine.
 inline int64_t cache_bytes(int level) {
-  static const int64_t l1 = [] { const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE); return v > 0 ? int64_t(v) : int64_t(32) << 10; }();
   static const int64_t l2 = [] { const long v = sysconf(_SC_LEVEL2_CACHE_SIZE); return v > 0 ? int64_t(v) : int64_t(1) << 20; }();
   static const int64_t l3 = [] {
     const int64_t s = sysfs_cache_bytes(3);
     const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
     return s > 0 ? s : (v > 0 ? int64_t(v) : int64_t(0));
   }();
-  return level == 1 ? l1 : level == 2 ? l2 : l3;
+  return level == 2 ? l2 : l3;
 }
 
 // 1 / k!, the Taylor coefficients of e^r, as a table built at compile time: a constexpr function

@@ -152,10 +152,10 @@ struct Split {
 // ~80% of the speed of 5-8). Measured, 2 threads, T = 50, I = H, LSTM inference, time by rows / by
 // units (ratio of the two times): B = 10-64 0.80-1.00 at H = 128-650 (by rows: no barrier per step,
 // and each member's groups are as full as the whole batch's); B = 8 (4 rows a member) 1.00-1.12 at
-// H = 128-300 (T = 50-2000), 1.08-1.15 at H = 512 and 650. With a core busy elsewhere by units
-// waits at the barrier for a descheduled member (README: --busy). A model of how often each reads the weights (by rows all of W per group of a
-// member's rows, by units 1/size of W per group of all rows) was tried and chose units at B = 20,
-// 1.05-1.10 slower.
+// H = 128-300 (T = 50-2000), 1.08-1.15 at H = 512 and 650. With a core busy elsewhere, by units
+// waits at the barrier for a descheduled member (README: --busy). A model of how often each reads
+// the weights (by rows all of W per group of a member's rows, by units 1/size of W per group of all
+// rows) was tried and chose units at B = 20, 1.05-1.10 slower.
 inline bool split_by_rows(int64_t B, int size) {
   return size > 1 && B >= limit(kRowsPerMember, size) * size;
 }

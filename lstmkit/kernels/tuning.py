@@ -178,8 +178,8 @@ def _rows_per_member(ext, threads: int, log: dict) -> int:
         run = lambda: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 1, False)  # noqa: E731
         return ratio(_under_limit(ext, threads, "rows_per_member", k, run),
                      _under_limit(ext, threads, "rows_per_member", k + 1, run))
-    # (at H = 512: where the two splits differ, at 4 rows a member, by units wins there by 8-10% and
-    # ties at H <= 300; team.h's split_by_rows)
+    # (at H = 512: where the two splits differ most, at 4 rows a member, by units wins there by
+    # 8-15%; at H <= 300 by 0-12%; team.h's split_by_rows)
     return _smallest_won([3, 4, 5, 6, 8], wins, 16, ext.default_tuning()["rows_per_member"], log)
 
 
