@@ -4,14 +4,27 @@ What it is: ``start`` joins the process group torchrun set up (gloo on the CPU, 
 ``together`` runs a piece of work on every rank and, when it raised on any of them, raises on all
 of them (the failing rank its own error, the others ``OtherRankFailed`` carrying its message), so
 no rank is left waiting in a collective that a failed one never joins; ``leave`` ends a run on
-every rank together (a barrier, then the group destroyed on each: a rank that exits while its
-peer still holds the group can abort in gloo's teardown).
+every rank together (a barrier, then the group destroyed on each, its threads joined).
+
+Why the group must really be destroyed: gloo runs collectives on worker threads, and a worker
+drops its last finished collective a moment after the caller's ``wait`` returns. Dropping it
+releases the tensors it was given; a tensor made in Python needs the interpreter's lock for that.
+If the interpreter is already shutting down, the worker thread is ended inside a C++ destructor
+and the process aborts ("terminate called without an active exception", SIGABRT) after a run that
+succeeded. Destroying the group joins its workers first, but only if nothing else holds the group:
+``torch.distributed.nn.functional`` (imported by DistributedDataParallel) takes ``group.WORLD`` as
+a default argument, evaluated at import, so imported after the group exists it holds the group to
+the end of the process. ``start`` imports it before the group exists; ``leave`` wants the
+DistributedDataParallel wrapper dropped (it holds the group too). ``together``'s failure path
+destroys the group while the wrapper, in the frames the error passes through, still holds it:
+there the threads end with the wrapper (the run has failed already; its exit code says so).
 What it is not: the training loop (lstmkit/train.py), which keeps every rank on the same step by
 itself (one global batch per step, a non-finite loss stops every rank at once).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,15 +42,18 @@ def start(device: str) -> tuple[int, int]:
     """(rank, world size): (0, 1) outside torchrun; under it, joins the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        import torch.distributed.nn.functional  # noqa: F401  before the group: see the module docstring
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def leave(world: int) -> None:
     """The end of a run on every rank: wait for all (so none exits while another still uses the
-    group), then leave the process group."""
+    group), then destroy the group, which joins its worker threads. Call it once the model's
+    DistributedDataParallel wrapper is dropped (see the module docstring)."""
     if world > 1 and dist.is_initialized():
         dist.barrier()
+        gc.collect()  # a dropped wrapper caught in a reference cycle still holds the group
         dist.destroy_process_group()
 
 

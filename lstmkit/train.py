@@ -247,9 +247,11 @@ def train(config: dict, out: Path, resume: bool = False, progress: bool = True, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(config, cfg, out, rank, world, resume, progress, desc)
+        results = _train(config, cfg, out, rank, world, resume, progress, desc)
     finally:
         torch.set_num_threads(threads)  # leave the calling process as it was
+    distributed.leave(world)  # here, not in _train: its DistributedDataParallel wrapper holds the group
+    return results
 
 
 def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, resume: bool, progress: bool,
@@ -282,10 +284,8 @@ def _train(config: dict, cfg: TrainConfig, out: Path, rank: int, world: int, res
         run = Run(cfg, task, model, ddp, optimizer, out, rank, world, device)
         _loop(run, done, train_set, val_set, progress, desc)
         # rank 0 writes the results while the others wait: a failure there ends every rank with one line
-        results = distributed.together(rank, world, lambda: _finish(run, done, config, test_set) if rank == 0 else {},
-                                       device)
-        distributed.leave(world)
-        return results
+        return distributed.together(rank, world, lambda: _finish(run, done, config, test_set) if rank == 0 else {},
+                                    device)
 
 
 def _finish(run: Run, done: Progress, config: dict, test_set: Split) -> dict:
