@@ -30,7 +30,9 @@ def make(**kw):
 
 @pytest.mark.parametrize("kw", [{}, {"num_layers": 3}, {"proj_size": 3}, {"batch_first": True}, {"bias": False},
                                 {"num_layers": 2, "proj_size": 4, "dropout": 0.5},
-                                {"dtype": torch.float64, "num_layers": 2}])
+                                {"dtype": torch.float64, "num_layers": 2}, {"bidirectional": True},
+                                {"bidirectional": True, "num_layers": 2, "proj_size": 4, "batch_first": True},
+                                {"bidirectional": True, "num_layers": 3, "dtype": torch.float64}])
 @pytest.mark.parametrize("with_hx", [False, True])
 @pytest.mark.parametrize("grad_mode", ["no_grad", "frozen"])
 def test_equals_the_general_path_bit_for_bit(kw, with_hx, grad_mode):
@@ -38,7 +40,7 @@ def test_equals_the_general_path_bit_for_bit(kw, with_hx, grad_mode):
     dtype = kw.get("dtype", torch.float32)
     x = torch.randn(6, 3, 5, dtype=dtype)                       # (B,T,I) with batch_first: B=6, T=3
     B = 3 if not kw.get("batch_first") else 6
-    L, P = kw.get("num_layers", 1), kw.get("proj_size") or 7
+    L, P = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1), kw.get("proj_size") or 7
     hx = (torch.randn(L, B, P, dtype=dtype), torch.randn(L, B, 7, dtype=dtype)) if with_hx else None
     if grad_mode == "frozen":                                   # grad enabled, nothing requires it
         m.requires_grad_(False)
@@ -57,8 +59,9 @@ def test_equals_the_general_path_bit_for_bit(kw, with_hx, grad_mode):
     assert torch.equal(out[0], want[0])
 
 
-def test_matches_torch_nn_lstm():
-    ref = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3).double().eval()
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_matches_torch_nn_lstm(bidirectional):
+    ref = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3, bidirectional=bidirectional).double().eval()
     m = lstmkit.LSTM.from_torch(ref)
     x = torch.randn(4, 2, 5, dtype=torch.float64)
     with torch.no_grad():
@@ -85,15 +88,13 @@ class _OwnLayers(lstmkit.LSTM):
         return y + 1, s, t
 
 
-@pytest.mark.parametrize("case", ["grad", "bidirectional", "dropout_training", "unbatched", "packed", "hx_list",
+@pytest.mark.parametrize("case", ["grad", "dropout_training", "unbatched", "packed", "hx_list",
                                   "hx_shape", "hx_grad", "parametrized", "float16", "torch_backend", "input_size",
                                   "empty_batch", "autocast", "tracing"])
 def test_steps_aside_where_anything_could_tell(case):
     m, x, hx = make(), torch.randn(4, 3, 5), None
     grad = case == "grad"
-    if case == "bidirectional":
-        m = make(bidirectional=True)
-    elif case == "dropout_training":
+    if case == "dropout_training":
         m = make(num_layers=2, dropout=0.5).train()
     elif case == "unbatched":
         x = torch.randn(4, 5)

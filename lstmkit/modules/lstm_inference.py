@@ -1,15 +1,16 @@
-"""The LSTM's forward with nothing to record, as one compiled call per layer and no operator machinery.
+"""The LSTM's forward with nothing to record: one compiled call per layer and direction, no operators.
 
 What it is: ``compiled_inference(module, input, hx)``, what ``lstmkit.LSTM.forward`` tries first. For
 a short call the Python around the kernel cost more than the kernel (T=1, B=8, H=128: 43 us in
 C++, 116 us for the module call; onnxruntime's whole call 49 us): checks, state, the operator's
 dispatch decisions and stacking, each a microsecond or two. Here they are done once, cheapest
 first, and each layer is the very call the general path makes (``kernels.lstm_layer_forward``
-with the same arguments, so the results are the same bit for bit, tested).
+with the same arguments, so the results are the same bit for bit, tested; the reverse direction of
+a bidirectional layer reads its input flipped in time and its output is flipped back, as there).
 What it is not: a second implementation. It returns None, and the general path runs (and raises
 torch.nn's errors), wherever anything could tell the two apart or anything is out of the
-ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input, bidirectional,
-dropout while training, a parametrized or pruned weight, hx not two plain tensors of the exact
+ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input, dropout while
+training, a parametrized or pruned weight, hx not two plain tensors of the exact
 shapes, a dtype or device the kernel does not take, the kernel not built or not selected, a
 tracer, compiler, exporter, transform, autocast or mode watching.
 Dimensions: T time, B batch, I input, H hidden, P projection (H without one), L layers.
@@ -28,9 +29,9 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 def _state(hx, L: int, B: int, P: int, H: int, like: Tensor) -> tuple[list, list] | None:
-    """Each layer's (h_0 (B,P), c_0 (B,H)): from hx when it is two plain tensors of the exact shapes
-    (L,B,P), (L,B,H), dtype and device; zeros for None (one pair, read by every layer); None where
-    the general path must look at hx."""
+    """Each layer and direction's (h_0 (B,P), c_0 (B,H)), L of them: from hx when it is two plain
+    tensors of the exact shapes (L,B,P), (L,B,H), dtype and device; zeros for None (one pair, read
+    by every layer); None where the general path must look at hx."""
     if hx is None:
         h, c = like.new_zeros(B, P), like.new_zeros(B, H)
         return [h] * L, [c] * L
@@ -48,12 +49,13 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
     """output, (h_n, c_n) of ``module(input, hx)`` where nothing needs a gradient or a trace; None
     where the general path must run (see the module docstring)."""
     if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS \
-            or module.bidirectional or (module.dropout and module.training) or input.requires_grad:
+            or (module.dropout and module.training) or input.requires_grad:
         return None
     params, grad = module._parameters, torch.is_grad_enabled()
-    layers = []
-    for layer in range(module.num_layers):
-        weights = tuple(params.get(name) for name in _weight_names(module._suffix(layer, 0)))
+    D = 2 if module.bidirectional else 1
+    layers = []                                   # (w_ih, w_hh, b_ih, b_hh, w_hr) of layer k // D, direction k % D
+    for k in range(module.num_layers * D):
+        weights = tuple(params.get(name) for name in _weight_names(module._suffix(k // D, k % D)))
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         if w_ih is None or w_hh is None or (module.bias and (b_ih is None or b_hh is None)) \
                 or (module.proj_size and w_hr is None):
@@ -69,15 +71,22 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
     rec = compiled_unobserved(input)
     if rec is None:
         return None
-    state = _state(hx, module.num_layers, B, module.output_size, module.hidden_size, x)
+    state = _state(hx, len(layers), B, module.output_size, module.hidden_size, x)
     if state is None:
         return None
     h0, c0 = state
     h_n, c_n = [], []
-    for layer, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(layers):
-        _, c_last, x = rec.lstm_layer_forward(x, h0[layer], c0[layer], w_ih, w_hh, _bias(b_ih, b_hh), w_hr, None,
-                                              cache=False)
-        h_n.append(x[-1])                                                        # (B,P)
-        c_n.append(c_last[0])                                                    # (B,H)
+    for layer in range(module.num_layers):
+        outputs = []
+        for direction in range(D):
+            k = layer * D + direction
+            w_ih, w_hh, b_ih, b_hh, w_hr = layers[k]
+            x_k = x.flip(0) if direction else x                                  # (T,B,·) in its time order
+            _, c_last, y = rec.lstm_layer_forward(x_k, h0[k], c0[k], w_ih, w_hh, _bias(b_ih, b_hh), w_hr, None,
+                                                  cache=False)                  # y (T,B,P)
+            h_n.append(y[-1])                                                    # (B,P)
+            c_n.append(c_last[0])                                                # (B,H)
+            outputs.append(y.flip(0) if direction else y)
+        x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)                  # (T,B,D*P)
     y = x.transpose(0, 1) if module.batch_first else x
     return y, (torch.stack(h_n), torch.stack(c_n))                              # stack copies: h_n is not y
