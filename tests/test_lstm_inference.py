@@ -52,11 +52,16 @@ def test_equals_the_general_path_bit_for_bit(kw, with_hx, grad_mode):
             want = general(m, x, hx)
     assert fast is not None, "the compiled inference path should run here"
     y, (h, c) = fast
-    assert torch.equal(y, want[0]) and torch.equal(h, want[1][0]) and torch.equal(c, want[1][1])
+    if kw.get("bidirectional"):     # the two directions at once, one thread each: BLAS's input projection on
+        tol = {"rtol": 0, "atol": 1e-14 if dtype == torch.float64 else 1e-6}  # one thread may round differently
+        for got, ref in ((y, want[0]), (h, want[1][0]), (c, want[1][1])):
+            torch.testing.assert_close(got, ref, **tol)
+    else:
+        assert torch.equal(y, want[0]) and torch.equal(h, want[1][0]) and torch.equal(c, want[1][1])
     assert h.data_ptr() != y.data_ptr()                         # h_n is its own tensor, as torch.nn's
     with torch.no_grad():
         out = m(x, hx)                                           # forward takes it
-    assert torch.equal(out[0], want[0])
+    assert torch.equal(out[0], y)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -70,6 +75,50 @@ def test_matches_torch_nn_lstm(bidirectional):
         y_ref, (h_ref, c_ref) = ref(x)
     for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_directions_at_once_match_torch_nn_where_threads_split_the_work(threads, dtype):
+    """At two threads each direction of a layer runs on its own thread (kernels/bidir_cpu.cpp); at
+    other counts one after the other. Sizes where a lone direction would split its units at a
+    barrier (B=8) or its rows (B=64), with a projection, several layers and a given state."""
+    torch.manual_seed(1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for T, B, H, kw in ((30, 8, 96, {}), (12, 64, 80, {"proj_size": 40, "num_layers": 2}),
+                            (5, 1, 33, {"num_layers": 3, "batch_first": True})):
+            ref = torch.nn.LSTM(H + 3, H, bidirectional=True, dtype=dtype, **kw).eval()
+            m = lstmkit.LSTM.from_torch(ref)
+            P, L = kw.get("proj_size") or H, kw.get("num_layers", 1) * 2
+            x = torch.randn(*((B, T) if kw.get("batch_first") else (T, B)), H + 3, dtype=dtype)
+            hx = (torch.randn(L, B, P, dtype=dtype), torch.randn(L, B, H, dtype=dtype))
+            with torch.no_grad():
+                assert compiled_inference(m, x, hx) is not None
+                got, want = m(x, hx), ref(x, hx)
+            tol = {"rtol": 0, "atol": 1e-12 if dtype == torch.float64 else 2e-5}
+            torch.testing.assert_close(got[0], want[0], **tol)
+            torch.testing.assert_close(got[1][0], want[1][0], **tol)
+            torch.testing.assert_close(got[1][1], want[1][1], **tol)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_a_refused_argument_of_the_pair_is_an_error_not_a_crash():
+    """An error raised on a thread of the pair's region comes back as the caller's RuntimeError."""
+    torch.manual_seed(0)
+    T, B, I, H = 4, 3, 5, 7
+    x = torch.randn(T, B, I)
+    w = (torch.randn(4 * H, I), torch.randn(4 * H, H), None, None)
+    good, bad = torch.zeros(B, H), torch.zeros(B + 1, H)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="h0"):
+            kernels.lstm_layer_forward_pair(x, x.flip(0), good, good, bad, good, w, w)
+    finally:
+        torch.set_num_threads(old)
 
 
 def _parametrized():

@@ -43,7 +43,7 @@ from . import tuning as _tuning
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
-            "gemm.cpp", "tuning.cpp")
+            "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "team.h", "tuning.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
@@ -285,6 +285,22 @@ def lstm_layer_forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Te
     return gates, cs, hs
 
 
+def lstm_layer_forward_pair(x: Tensor, x_rev: Tensor, h0: Tensor, c0: Tensor, h0_rev: Tensor, c0_rev: Tensor,
+                            weights: tuple[Tensor | None, ...], weights_rev: tuple[Tensor | None, ...]
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Both directions of a bidirectional layer, inference without lengths: ``lstm_layer_forward``
+    (cache=False) of (x, h0, c0, *weights) and of (x_rev, h0_rev, c0_rev, *weights_rev), where
+    weights = (w_ih, w_hh, bias, w_hr); at two threads one thread each (kernels/bidir_cpu.cpp).
+    -> (c_last, hs, c_last_rev, hs_rev), hs_rev in x_rev's time order."""
+    w_ih, w_hh, bias, w_hr = weights
+    w_ih_r, w_hh_r, bias_r, w_hr_r = weights_rev
+    c_last, hs, c_last_r, hs_r = _ext.lstm_layer_forward_pair(
+        x.contiguous(), x_rev.contiguous(), h0.contiguous(), c0.contiguous(), h0_rev.contiguous(), c0_rev.contiguous(),
+        w_ih.contiguous(), w_hh.contiguous(), _c(bias), _c(w_hr), w_ih_r.contiguous(), w_hh_r.contiguous(), _c(bias_r),
+        _c(w_hr_r), _path, ZX_CHUNK_ELEMENTS)
+    return c_last, hs, c_last_r, hs_r
+
+
 def lstm_recurrence_backward(dhs: Tensor, dc_last: Tensor, gates: Tensor, cs: Tensor, hs: Tensor, h0: Tensor,
                              c0: Tensor, w_hh: Tensor, w_hr: Tensor | None, lengths: Tensor | None,
                              overwrite: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -374,10 +390,10 @@ def _c(t: Tensor | None) -> Tensor | None:
 
 
 _cpp_ns: types.SimpleNamespace | None = None
-_CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_recurrence_forward", "lstm_recurrence_backward",
-                  "gru_recurrence_forward", "gru_recurrence_backward", "rnn_recurrence_forward",
-                  "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward", "rnn_cell_forward",
-                  "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project")
+_CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_layer_forward_pair", "lstm_recurrence_forward",
+                  "lstm_recurrence_backward", "gru_recurrence_forward", "gru_recurrence_backward",
+                  "rnn_recurrence_forward", "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward",
+                  "rnn_cell_forward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

@@ -14,6 +14,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_layer_forward", &lstmkit::lstm_layer_forward,
         "(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths, path, cache, chunk_elems, gates_out) -> as lstm_forward, with"
         " zx = x W_ih^T computed inside (in chunks without the cache) and bias added in the cell");
+  m.def("lstm_layer_forward_pair", &lstmkit::lstm_layer_forward_pair,
+        "(x, x_rev, h0, c0, h0_rev, c0_rev, w_ih, w_hh, bias, w_hr, w_ih_rev, w_hh_rev, bias_rev, w_hr_rev, path,"
+        " chunk_elems) -> [c_last, hs, c_last_rev, hs_rev]: both directions of a layer, inference, one thread each"
+        " at two threads");
   m.def("gru_forward", &lstmkit::gru_forward, "(zx, h0, w_hh, b_hh, lengths, cache) -> [gates, ghn, hs] (cache false: [None, None, hs])");
   m.def("gru_backward", &lstmkit::gru_backward, "(dhs, gates, ghn, hs, h0, w_hh, lengths) -> [dzx, dgh, dh0]");
   m.def("rnn_forward", &lstmkit::rnn_forward, "(zx, h0, w_hh, nonlinearity, lengths) -> hs");

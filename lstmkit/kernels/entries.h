@@ -30,6 +30,12 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
                                            const c10::optional<at::Tensor>& w_hr,
                                            const c10::optional<at::Tensor>& lengths, int64_t path, bool cache,
                                            int64_t chunk_elems, const c10::optional<at::Tensor>& gates_out);
+std::vector<at::Tensor> lstm_layer_forward_pair(
+    const at::Tensor& x, const at::Tensor& x_rev, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& h0_rev, const at::Tensor& c0_rev, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& w_hr, const at::Tensor& w_ih_rev,
+    const at::Tensor& w_hh_rev, const c10::optional<at::Tensor>& bias_rev, const c10::optional<at::Tensor>& w_hr_rev,
+    int64_t path, int64_t chunk_elems);
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                                     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
                                     bool cache);

@@ -5,8 +5,9 @@ a short call the Python around the kernel cost more than the kernel (T=1, B=8, H
 C++, 116 us for the module call; onnxruntime's whole call 49 us): checks, state, the operator's
 dispatch decisions and stacking, each a microsecond or two. Here they are done once, cheapest
 first, and each layer is the very call the general path makes (``kernels.lstm_layer_forward``
-with the same arguments, so the results are the same bit for bit, tested; the reverse direction of
-a bidirectional layer reads its input flipped in time and its output is flipped back, as there).
+with the same arguments, so the results are the same bit for bit, tested; the two directions of a
+bidirectional layer are those two calls made at once, ``kernels.lstm_layer_forward_pair``, the
+reverse one on the input flipped in time, its output flipped back, as there).
 What it is not: a second implementation. It returns None, and the general path runs (and raises
 torch.nn's errors), wherever anything could tell the two apart or anything is out of the
 ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input, dropout while
@@ -76,17 +77,19 @@ def compiled_inference(module, input, hx) -> tuple[Tensor, tuple[Tensor, Tensor]
         return None
     h0, c0 = state
     h_n, c_n = [], []
+    weights = [(w_ih, w_hh, _bias(b_ih, b_hh), w_hr) for w_ih, w_hh, b_ih, b_hh, w_hr in layers]
     for layer in range(module.num_layers):
-        outputs = []
-        for direction in range(D):
-            k = layer * D + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = layers[k]
-            x_k = x.flip(0) if direction else x                                  # (T,B,·) in its time order
-            _, c_last, y = rec.lstm_layer_forward(x_k, h0[k], c0[k], w_ih, w_hh, _bias(b_ih, b_hh), w_hr, None,
-                                                  cache=False)                  # y (T,B,P)
-            h_n.append(y[-1])                                                    # (B,P)
+        k = layer * D
+        if D == 1:
+            _, c_last, x = rec.lstm_layer_forward(x, h0[k], c0[k], *weights[k], None, cache=False)  # (T,B,P)
+            h_n.append(x[-1])                                                    # (B,P)
             c_n.append(c_last[0])                                                # (B,H)
-            outputs.append(y.flip(0) if direction else y)
-        x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)                  # (T,B,D*P)
+            continue
+        # both directions in one call; the reverse one reads x backwards in time (T,B,·)
+        c_f, y_f, c_r, y_r = rec.lstm_layer_forward_pair(x, x.flip(0), h0[k], c0[k], h0[k + 1], c0[k + 1],
+                                                         weights[k], weights[k + 1])
+        h_n += [y_f[-1], y_r[-1]]                                                # (B,P) each
+        c_n += [c_f[0], c_r[0]]                                                  # (B,H) each
+        x = torch.cat([y_f, y_r.flip(0)], dim=2)                                 # (T,B,2P)
     y = x.transpose(0, 1) if module.batch_first else x
     return y, (torch.stack(h_n), torch.stack(c_n))                              # stack copies: h_n is not y
