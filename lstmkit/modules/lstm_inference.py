@@ -7,7 +7,9 @@ dispatch decisions and stacking, each a microsecond or two. Here they are done o
 first, and each layer is the very call the general path makes (``kernels.lstm_layer_forward``
 with the same arguments, so the results are the same bit for bit, tested; the two directions of a
 bidirectional layer are those two calls made at once, ``kernels.lstm_layer_forward_pair``, the
-reverse one on the input flipped in time, its output flipped back, as there).
+reverse one on the input flipped in time, its output flipped back, as there; at two threads each
+runs on one thread, where BLAS's input projection may round its last bits differently: equal to
+1e-14 in float64, tested).
 What it is not: a second implementation. It returns None, and the general path runs (and raises
 torch.nn's errors), wherever anything could tell the two apart or anything is out of the
 ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input, dropout while
