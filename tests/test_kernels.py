@@ -154,13 +154,16 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
-@pytest.mark.parametrize("B,H", [(8, 128), (4, 256), (8, 100), (4, 200)],
-                         ids=["team-by-rows", "team-by-units", "team-by-rows-ragged", "team-by-units-ragged"])
+@pytest.mark.parametrize("B,H", [(8, 128), (4, 256), (8, 100), (4, 200), (3, 200), (4, 208)],
+                         ids=["team-by-rows", "team-by-units", "team-by-rows-ragged", "team-by-units-ragged",
+                              "team-by-units-tail-uneven-rows", "team-by-units-tail-whole-vector"])
 def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H):
     """The two-thread team against the one-thread loop (work above both parallel thresholds), and
-    bit for bit on the hand-written path: B=8 gives each member its own rows, B=4 a slice of the
+    bit for bit on the hand-written path: B=8 gives each member its own rows, B=3-4 a slice of the
     units of every row; either way every output element is the same sum in the same order. H = 100
-    and 200 end each gate in a part-vector (the masked ragged end), at a different place per member."""
+    and 200 end each gate in a part-vector (the masked ragged end), at a different place per member;
+    H = 200 and 208 have an odd number of vectors, the last shared by rows (team.h's tail), and each
+    gate packed from a panel of its own (H not a multiple of the panel)."""
     case = make_case(10, B, H, H // 2, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:
@@ -175,6 +178,35 @@ def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H):
     if path == kernels.PATH_SMALL:                  # (BLAS splits its own sums by thread count)
         for a, b in zip([*results[1][0], *results[1][1]], [*results[0][0], *results[0][1]], strict=True):
             assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype,B,H", [(torch.float32, 8, 232), (torch.float32, 9, 232), (torch.float32, 16, 128),
+                                       (torch.float64, 8, 164), (torch.float64, 9, 164), (torch.float64, 16, 128)],
+                         ids=["tail-f32", "tail-uneven-rows-f32", "by-rows-f32",
+                              "tail-f64", "tail-uneven-rows-f64", "by-rows-f64"])
+def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_thread_count(dtype, B, H):
+    """Inference's layer forward, where each step also takes its input part x_t W_ih^T (the weights
+    fit in the caches, a full register block of rows a thread): two threads against one, bit for
+    bit, with lengths (held rows in the tail). H = 232 (float32) and 164 (float64): W_hh past 3/4 of
+    a 1 MB L2, so split by units, an odd number of vectors (the last shared by rows), while W_ih and
+    W_hh fit in two L2s (else the input part is one BLAS product, which rounds by thread count)."""
+    g = torch.Generator().manual_seed(3)
+    T, I = 12, H // 2
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * 0.5).to(dtype)
+
+    args = (r(T, B, I), r(B, H), r(B, H), r(4 * H, I), r(4 * H, H), r(4 * H), None,
+            torch.randint(1, T + 1, (B,), generator=g))
+    threads, runs = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(kernels.lstm_layer_forward(*args, cache=False))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(runs[1][1:], runs[0][1:], strict=True):                    # c_T, hs (no gates kept)
+        assert torch.equal(a, b)
 
 
 def test_lstm_module_on_cpp_backend_matches_torch_lstm():

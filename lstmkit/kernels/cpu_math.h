@@ -366,11 +366,10 @@ inline void transpose_stage(V* v) {
 // stream from L3 or memory (W_hh at H = 650, 6.8 MB: 1.7 ms on one thread, 5% of an LSTM call at
 // B = 20), so their panels are shared among the threads (ATen's parallel_for, one region per call;
 // never called inside a team).
+// pack_panels_into writes the panels at o ((ceil(N / NP), K, NP) elements).
 template <typename T>
-inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
+inline void pack_panels_into(const at::Tensor& A, int64_t NP, T* o) {
   const int64_t K = A.size(0), N = A.size(1), np = (N + NP - 1) / NP;
-  at::Tensor out = at::empty({np, K, NP}, A.options());
-  T* o = out.data_ptr<T>();
   const T* a = A.data_ptr<T>();
   const bool rowmajor = A.stride(1) == 1 || N == 1;
   const int64_t lda = A.stride(0), ldw = A.stride(1);                          // W (N, K): A(k, n) = a[n ldw + k]
@@ -404,6 +403,12 @@ inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
   };
   if (K * N * static_cast<int64_t>(sizeof(T)) > cache_bytes(2)) at::parallel_for(0, np, 1, panels);
   else panels(0, np);
+}
+
+template <typename T>
+inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
+  at::Tensor out = at::empty({(A.size(1) + NP - 1) / NP, A.size(0), NP}, A.options());
+  pack_panels_into<T>(A, NP, out.data_ptr<T>());
   return out;
 }
 
@@ -417,22 +422,38 @@ constexpr int64_t kOneStepGemmRows = 2;
 // transposed A (a copy of A, ~5 us at 128x512); otherwise used as stored: row-major A directly, or,
 // for a transposed view of a row-major W = A^T with one row of x, dot products against W's rows (a
 // streaming step packs nothing).
+// blocks: A's columns are that many blocks of equal width (an LSTM's four gates, each H wide), and
+// a team split by units takes a slice of each block. Packed, each block then starts a panel of its
+// own: packed as one matrix, a block that starts inside a panel (H = 200: the forget gate at column
+// 200, a panel at 192) is taken in narrower passes and ragged ends (a member's slice of it, 96
+// columns, as 56 + 40: passes of 2, 1 and a masked half vector, where 64 + 32 would do).
 template <typename T>
 struct StepWeight {
   at::Tensor packed;
   const T* a;
   int64_t K, N, lda, ps;
   bool dot;
-  StepWeight(const at::Tensor& A, int64_t B, int64_t steps) : K(A.size(0)), N(A.size(1)) {
+  int64_t groups = 1, gw, gs = 0;               // packed by blocks: groups of gw columns, gs elements apart
+  StepWeight(const at::Tensor& A, int64_t B, int64_t steps, int64_t blocks = 1) : K(A.size(0)), N(A.size(1)), gw(N) {
     const bool rowmajor = A.is_contiguous(), transposed = A.t().is_contiguous();
     // one row reuses nothing, so row-major A is read as stored (packing would cost a copy a call)
     // (one step of several rows reuses each weight B times only: packing would cost about as much)
     const bool pack = (!rowmajor && !transposed) || (B > 1 && steps > 1) || (!rowmajor && steps >= 16);
     dot = !pack && !rowmajor;
-    if (pack) packed = pack_panels<T>(rowmajor || transposed ? A : A.contiguous(), kPanel<T>);
+    constexpr int64_t NP = kPanel<T>;
+    if (pack && blocks > 1 && N % blocks == 0 && (N / blocks) % NP != 0) {     // else the same layout either way
+      groups = blocks, gw = N / blocks;
+      const at::Tensor src = rowmajor || transposed ? A : A.contiguous();
+      const int64_t np = (gw + NP - 1) / NP;
+      packed = at::empty({groups * np, K, NP}, A.options());
+      gs = np * K * NP;
+      for (int64_t q = 0; q < groups; ++q) pack_panels_into<T>(src.narrow(1, q * gw, gw), NP, packed.data_ptr<T>() + q * gs);
+    } else if (pack) {
+      packed = pack_panels<T>(rowmajor || transposed ? A : A.contiguous(), NP);
+    }
     a = pack ? packed.data_ptr<T>() : A.data_ptr<T>();
-    lda = pack ? kPanel<T> : (dot ? K : N);
-    ps = pack ? K * kPanel<T> : kPanel<T>;
+    lda = pack ? NP : (dot ? K : N);
+    ps = pack ? K * NP : NP;
   }
   // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] A[:, n0:n1], columns n absolute.
   // reverse (the same results): panels last to first. A loop over time alternates the order, so a
@@ -443,8 +464,15 @@ struct StepWeight {
                int64_t n0, int64_t n1, bool reverse = false) const {
     if (dot) {
       for (int64_t b = 0; b < B; ++b) gemv_dot(out + b * ldo, init ? init + b * ldi : init, x + b * ldx, a, K, K, n0, n1);
-    } else {
+    } else if (groups == 1) {
       small_gemm(out, ldo, init, ldi, x, ldx, a, lda, ps, B, K, n0, n1, reverse);
+    } else {
+      for (int64_t i = 0; i < groups; ++i) {                                    // each block's columns in [n0, n1)
+        const int64_t q = reverse ? groups - 1 - i : i, c = q * gw;
+        const int64_t lo = std::max(n0, c), hi = std::min(n1, c + gw);
+        if (lo < hi)
+          small_gemm(out + c, ldo, init ? init + c : init, ldi, x, ldx, a + q * gs, lda, ps, B, K, lo - c, hi - c, reverse);
+      }
     }
   }
 };

@@ -53,7 +53,8 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
 // input part of step t+1 fills the wait at step t's barrier) when there are rows enough to reuse
-// the weights (limit(kFuseMinRows), default 4; tuning.h) and W_ih and W_hh together fit in the L2
+// the weights (limit(kFuseMinRows), default 4; tuning.h; and a full register block of them a
+// member: rows_per_pass below) and W_ih and W_hh together fit in the L2
 // caches of the team's cores, or, where each member owns whole rows (one thread, or split_by_rows),
 // in half the cache the cores share (cache_bytes(2), cache_bytes(3), as the CPU reports them); else
 // the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
@@ -65,10 +66,27 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // waits at the barrier), nor where the weights fill the shared cache (H = 1000, 32 MB, this
 // machine's whole L3: B = 8 0.76 / 0.65, B = 64 0.95 / 0.92). One row (config A of lstmkit bench)
 // is bound by reading the weights: 40% slower fused.
-inline int64_t fuse_max_bytes(int64_t B) {
+// The recurrent weights' bytes (W_hh, and W_hr with a projection), what every step reads: team.h's
+// split_by_rows.
+inline int64_t recurrent_bytes(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr) {
+  return static_cast<int64_t>(w_hh.nbytes() + (w_hr ? w_hr->nbytes() : 0));
+}
+
+inline int64_t fuse_max_bytes(int64_t B, int64_t recurrent) {
   const int n = at::get_num_threads();
-  const bool own_rows = n == 1 || split_by_rows(B, n);
+  const bool own_rows = n == 1 || split_by_rows(B, n, recurrent);
   return std::max(cache_bytes(2) * n, own_rows ? cache_bytes(3) / 2 : int64_t(0));
+}
+
+// The rows one pass of a member's step product takes: its own rows, or every row where the team
+// splits by units. The input part is taken in the step only from a full register block of rows
+// (kMaxRows, cpu_math.h): with fewer, one GEMM over all T*B rows of the chunk runs at full speed and
+// the step's pass does not. Measured, T = 50, I = H, time fused / not: one thread, B = 4, H = 200
+// 34.1 / 31.0 us a step, B = 8 53.8 / 54.1 (T = 500: 51.5 / 54.1); two threads by rows, 4 rows each,
+// B = 8: H = 128 15.6 / 14.8, 160 23.3 / 21.7, 200 35.8 / 32.7; by units, B = 4, H = 200: 23.5 / 20.3.
+inline int64_t rows_per_pass(int64_t B, int64_t recurrent) {
+  const int n = at::get_num_threads();
+  return n > 1 && split_by_rows(B, n, recurrent) ? (B + n - 1) / n : B;
 }
 
 // ---- the cell, one batch row, units [j0, j1) --------------------------------------------------
@@ -142,16 +160,20 @@ constexpr int64_t kCopyMinSteps = 4;
 template <typename T>
 struct Recurrent {
   bool small, proj;
+  int64_t bytes;                                                                // recurrent_bytes
   std::optional<StepWeight<T>> whh, whr, wih;                                   // as (K,N) = W^T
   at::Tensor w_hhT, w_hrT;
   // w_ih given (small path only): each step also takes its input part x_t W_ih^T itself
   Recurrent(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr, int64_t B, int64_t steps, bool small_,
             const at::Tensor* w_ih = nullptr)
-      : small(small_), proj(w_hr.has_value()) {
+      : small(small_), proj(w_hr.has_value()), bytes(recurrent_bytes(w_hh, w_hr)) {
     if (small) {
-      whh.emplace(w_hh.t(), B, steps);
+      // a team split by units takes a slice of each gate: each gate packed from a panel of its own
+      const int n = at::get_num_threads();
+      const int64_t gates = n > 1 && !split_by_rows(B, n, bytes) ? 4 : 1;
+      whh.emplace(w_hh.t(), B, steps, gates);
       if (proj) whr.emplace(w_hr->t(), B, steps);
-      if (w_ih) wih.emplace(w_ih->t(), B, steps);
+      if (w_ih) wih.emplace(w_ih->t(), B, steps, gates);
     } else {                                        // a copy pays for itself over a few steps only
       w_hhT = steps >= kCopyMinSteps ? w_hh.t().contiguous() : w_hh.t();
       if (proj) w_hrT = steps >= kCopyMinSteps ? w_hr->t().contiguous() : w_hr->t();
@@ -226,22 +248,26 @@ struct ForwardLoop {
   // x_t W_ih^T is taken here too, step t+1's before the barrier that ends step t, where the member
   // would otherwise wait (the recurrence of step t+1 needs all of h_t; the input part does not).
   void member(int rank, int size) const {
-    const Split sp = team_split<T>(B, H, P, rank, size);
-    const int64_t b0 = sp.b0, nb = sp.b1 - sp.b0, j0 = sp.j0, j1 = sp.j1;
-    auto input_part = [&](int64_t t) {                                          // z_t = x_t W_ih^T, own part
-      gate_product(*W.wih, pz + (zslot(t) * B + b0) * G, nullptr, px + (t * B + b0) * I, I, nb, j0, j1, t & 1);
+    const Split sp = team_split<T>(B, H, P, rank, size, true);
+    auto input_part = [&](int64_t t) {                                          // z_t = x_t W_ih^T, own parts
+      sp.parts([&](int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+        gate_product(*W.wih, pz + (zslot(t) * B + r0) * G, nullptr, px + (t * B + r0) * I, I, r1 - r0, u0, u1, t & 1);
+      });
     };
     if (px) input_part(0);
     for (int64_t t = 0; t < T_; ++t) {
-      const T* hp = (t ? ph + (t - 1) * B * P : ph0) + b0 * P;
-      T* z = pz + (zslot(t) * B + b0) * G;
-      // alternate the panel order step by step: see StepWeight::product
-      gate_product(*W.whh, z, px ? z : pzx + (t * B + b0) * G, hp, P, nb, j0, j1, t & 1);
-      cells(t, j0, j1, sp.b0, sp.b1);
+      const T* hp = t ? ph + (t - 1) * B * P : ph0;                               // (B,P) h_{t-1}
+      sp.parts([&](int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+        T* z = pz + (zslot(t) * B + r0) * G;
+        // alternate the panel order step by step: see StepWeight::product
+        gate_product(*W.whh, z, px ? z : pzx + (t * B + r0) * G, hp + r0 * P, P, r1 - r0, u0, u1, t & 1);
+        cells(t, u0, u1, r0, r1);
+      });
       if (px && t + 1 < T_) input_part(t + 1);
       if (!sp.by_rows) team_barrier();
       if (!proj) continue;
-      W.whr->product(ph + (t * B + b0) * P, P, static_cast<const T*>(nullptr), 0, r_ + b0 * H, H, nb, sp.p0, sp.p1);
+      W.whr->product(ph + (t * B + sp.b0) * P, P, static_cast<const T*>(nullptr), 0, r_ + sp.b0 * H, H, sp.b1 - sp.b0,
+                     sp.p0, sp.p1);
       hold_h(t, sp.p0, sp.p1, sp.b0, sp.b1);
       if (!sp.by_rows) team_barrier();
     }
@@ -277,7 +303,8 @@ int64_t forward_steps(const Recurrent<T>& W, const at::Tensor& zx, const T* bias
   TORCH_CHECK(!px || (W.small && W.wih), "the input part in the step needs the hand-written product");
   const ForwardLoop<T> loop(W, zx, bias, h0, c0, len, t0, gates, cs, hs, rbuf, cache, px, I);
   if (W.small)
-    run_team(loop.B * loop.G * (loop.P + I), loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
+    run_team(loop.B * loop.G * (loop.P + I), loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); },
+             W.bytes);
   else
     loop.blas();
   return loop.cslot(loop.T_ - 1);
@@ -356,20 +383,24 @@ struct BackwardLoop {
 
   // One member of the team (hand-written product), split as in forward; then dh0 = dz_0 W_hh.
   void member(int rank, int size) const {
-    const Split sp = team_split<T>(B, H, P, rank, size);
-    const int64_t b0 = sp.b0, b1 = sp.b1, j0 = sp.j0, j1 = sp.j1, p0 = sp.p0, p1 = sp.p1;
+    const Split sp = team_split<T>(B, H, P, rank, size, true);
+    const int64_t b0 = sp.b0, b1 = sp.b1, p0 = sp.p0, p1 = sp.p1;
     auto meet = [&] { if (!sp.by_rows) team_barrier(); };
     for (int64_t t = T_ - 1; t >= 0; --t) {
       if (!proj) {                                     // P == H: a member's columns are its units
-        dh_cols(t, j0, j1, b0, b1);
-        cells(t, j0, j1, b0, b1);
+        sp.parts([&](int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+          dh_cols(t, u0, u1, r0, r1);
+          cells(t, u0, u1, r0, r1);
+        });
         meet();
         continue;
       }
       dh_cols(t, p0, p1, b0, b1);
       meet();
-      whr->product(dr_ + b0 * H, H, static_cast<const T*>(nullptr), 0, dh_at(t) + b0 * P, P, b1 - b0, j0, j1);
-      cells(t, j0, j1, b0, b1);                        // dr = dh W_hr, then the cell
+      sp.parts([&](int64_t r0, int64_t r1, int64_t u0, int64_t u1) {   // dr = dh W_hr, then the cell
+        whr->product(dr_ + r0 * H, H, static_cast<const T*>(nullptr), 0, dh_at(t) + r0 * P, P, r1 - r0, u0, u1);
+        cells(t, u0, u1, r0, r1);
+      });
       meet();
     }
     whh->product(dh0.data_ptr<T>() + b0 * P, P, static_cast<const T*>(nullptr), 0, pdz + b0 * G, G, b1 - b0, p0, p1);
@@ -403,7 +434,8 @@ void backward_impl(const at::Tensor& dhs, const at::Tensor& dc_last, const at::T
   dc0.copy_(dc_last);                                                           // dc runs in place
   const BackwardLoop<T> loop(dhs, gates, cs, c0, w_hh, w_hr, len, dz, dh0, dc0, dhtot, small);
   if (small)
-    run_team(loop.B * loop.G * loop.P, loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); });
+    run_team(loop.B * loop.G * loop.P, loop.T_, loop.B, [&](int rank, int size) { loop.member(rank, size); },
+             recurrent_bytes(w_hh, w_hr));
   else
     loop.blas();
 }
@@ -576,7 +608,10 @@ std::vector<at::Tensor> lstm_layer_forward(const at::Tensor& x, const at::Tensor
   const bool small = use_small(path, B, limit(kSmallForwardRows), T_);
   // one step (streaming) also fuses: a BLAS call for one row's projection costs more than the product;
   // I = 0 does not (an empty x has no data pointer, and a null one means "zx given" to forward_steps)
-  const bool fuse = small && I > 0 && (T_ == 1 || (B >= limit(kFuseMinRows) && weight_bytes <= fuse_max_bytes(B)));
+  const int64_t recurrent = recurrent_bytes(w_hh, w_hr);
+  const bool fuse = small && I > 0 &&
+                    (T_ == 1 || (B >= limit(kFuseMinRows) && rows_per_pass(B, recurrent) >= kMaxRows &&
+                                 weight_bytes <= fuse_max_bytes(B, recurrent)));
   const LayerCall L{x, h0, c0, w_ih, w_hh, bias ? *bias : at::zeros({G}, x.options()), w_hr, len, T_, B, I, G, H, P,
                     small, fuse, at::empty({T_, B, P}, x.options()),
                     w_hr ? at::empty({B, H}, x.options()) : at::Tensor()};

@@ -142,9 +142,23 @@ inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
 // the price of every member reading all of W each step. With few rows, members take slices of
 // the units of every row and meet once a step. Either way each output element is the same sum in
 // the same order, so results do not depend on the split or the thread count.
+// Split by units, the vectors of units rarely divide evenly (H = 200: 13 vectors, 7 and 6; H = 300:
+// 10 and 9), and the member with more sets every step's time. Where the caller takes a tail, each
+// member takes an equal number of whole vectors [j0, j1) of every row, and the vectors left over,
+// units [t0, t1), are shared by rows: rows [tb0, tb1) of them are this member's (parts() gives
+// both). Measured, LSTM inference, 2 threads, B = 8, T = 50, time over nn.LSTM's, before the tail:
+// H = 192 (12 vectors) 0.92, 200 (13) 0.99, 208 (13) 0.94, 288 (18) 0.85, 300 (19) 1.00, 320 (20) 0.98.
 struct Split {
   bool by_rows;
   int64_t b0, b1, j0, j1, p0, p1;
+  int64_t t0 = 0, t1 = 0, tb0 = 0, tb1 = 0;      // the tail's units (every member's) and this member's rows of it
+
+  // f(first row, end row, first unit, end unit) for each part of the rows and units this member owns
+  template <typename F>
+  void parts(const F& f) const {
+    if (j1 > j0) f(b0, b1, j0, j1);
+    if (t1 > t0 && tb1 > tb0) f(tb0, tb1, t0, t1);
+  }
 };
 
 // Whether a team of size members takes whole rows (see Split): from limit(kRowsPerMember) rows a
@@ -156,27 +170,46 @@ struct Split {
 // waits at the barrier for a descheduled member (README: --busy). A model of how often each reads
 // the weights (by rows all of W per group of a member's rows, by units 1/size of W per group of all
 // rows) was tried and chose units at B = 20, 1.05-1.10 slower.
-inline bool split_by_rows(int64_t B, int size) {
-  return size > 1 && B >= limit(kRowsPerMember, size) * size;
+// Also by rows from kRowsFromL2 rows a member where the recurrent weights (weight_bytes, 0: not
+// given) fit in 3/4 of one core's L2 (the rest for the step's x, h and gates): reading all of W
+// each step then costs little more, and no member waits at a barrier. Measured, 2 threads, B = 8,
+// T = 50, time over nn.LSTM's, by rows / by units: H = 100 0.65 / 0.93, 128 0.97 / 1.00, 160 0.99 /
+// 1.08, 200 (W_hh 640 KB) 0.98 / 1.11 (T = 2000: 0.80 / 1.09); H = 256 (1 MB, one whole L2 here)
+// 1.16-1.22 / 1.00, 300 1.09 / 0.99, 512 1.17 / 0.95.
+constexpr int64_t kRowsFromL2 = 4;
+inline bool split_by_rows(int64_t B, int size, int64_t weight_bytes = 0) {
+  return size > 1 && (B >= limit(kRowsPerMember, size) * size ||
+                      (weight_bytes > 0 && B >= kRowsFromL2 * size && weight_bytes <= cache_bytes(2) / 4 * 3));
 }
 
+// tail: share the vectors left over by rows (see Split; the caller runs its steps through
+// Split::parts), where there are rows enough for every member to take one.
 template <typename T>
-inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size) {
+inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size, bool tail = false) {
   if (size > 1 && tls_by_rows) {
     const int64_t per = (B + size - 1) / size;
     return {true, std::min(B, rank * per), std::min(B, (rank + 1) * per), 0, H, 0, P};
   }
-  const auto [j0, j1] = team_slice<T>(H, rank, size);
   const auto [p0, p1] = team_slice<T>(P, rank, size);
-  return {false, 0, B, j0, j1, p0, p1};
+  constexpr int64_t L = kLanes<T>;
+  const int64_t vectors = (H + L - 1) / L, each = vectors / size;
+  if (!tail || size == 1 || vectors % size == 0 || B < size) {
+    const auto [j0, j1] = team_slice<T>(H, rank, size);
+    return {false, 0, B, j0, j1, p0, p1};
+  }
+  Split sp{false, 0, B, rank * each * L, (rank + 1) * each * L, p0, p1};
+  sp.t0 = size * each * L, sp.t1 = H;
+  sp.tb0 = B * rank / size, sp.tb1 = B * (rank + 1) / size;
+  return sp;
 }
 
 
-// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows):
+// One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows,
+// weight_bytes: the recurrent weights' size, see split_by_rows):
 // body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
 // thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
 template <typename F>
-inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
+inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int64_t weight_bytes = 0) {
   const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
   const int n = worth ? at::get_num_threads() : 1;
 #ifdef _OPENMP
@@ -185,7 +218,7 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body) {
     job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
     job.body = &body;
     job.size = n;
-    job.by_rows = split_by_rows(B, n);
+    job.by_rows = split_by_rows(B, n, weight_bytes);
     job.next = job.by_rows ? 0 : 1;
 #pragma omp parallel num_threads(n)
     {

@@ -15,7 +15,9 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
   which the hand-written one won (16 if it lost at 32), H = 256, 16 steps.
 - ``fuse_min_rows``: rows from which inference takes each step's input projection in the step
   (where the weights fit in L2) rather than one GEMM per chunk: the smallest of 1, 2, 4, 8, 16 from
-  which the fused one won (never, if it lost at 16), H = 128, I = 64, 48 steps.
+  which the fused one won (never, if it lost at 16), H = 128, I = 64, 48 steps. (The kernel also
+  asks for a full register block of rows a member, lstm_cpu.cpp's rows_per_pass: below it both
+  sides of this limit run the same path.)
 - ``rows_per_member``: rows a thread from which a team splits by rows (no barrier per step, all of
   W read by each thread) rather than by units: as fuse_min_rows, over 3, 4, 5, 6, 8 (16 if it lost
   at 8), H = 512, 8 steps. Not measured at one thread.
