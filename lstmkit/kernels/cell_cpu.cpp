@@ -72,8 +72,7 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
                             const std::string& nonlinearity) {
   const Checks c("rnn_cell_forward", "x", x);
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
-  const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
-  return rnn_forward(project(x, w_ih, bias), h, w_hh, nonlinearity, c10::nullopt)[0];
+  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products

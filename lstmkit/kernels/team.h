@@ -38,6 +38,11 @@ constexpr int64_t kParallelWork = 16384;
 // A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping thread
 // costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
 constexpr int64_t kParallelCall = 1 << 21;
+// One step (a cell called from Python) is worth a team from this many multiply-adds: waking the
+// team costs ~5-8 us there, where a loop over time pays it once. Measured, RNN cell step, 2 threads
+// against 1: B = 2-8 H = 128 (65K-262K) 1.4-1.6x slower, B = 20 H = 100 (400K) 1.2x slower, B = 1
+// and 4 H = 256-512 (524K) 1.2x faster, B = 20 H = 200 (1.6M) 1.3x faster.
+constexpr int64_t kOneStepTeamWork = int64_t(1) << 19;
 // How long a call split by units waits for its threads to arrive (OpenMP's wake a sleeping thread
 // in ~10-50 us; one that is not here by then is busy elsewhere).
 constexpr std::chrono::microseconds kRollCall{200};
@@ -208,8 +213,11 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size, boo
 // weight_bytes: the recurrent weights' size, see split_by_rows):
 // body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
 // thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
+// units_only: never by rows (one step, where by rows would save no barrier and each member would
+// read all of the weights).
 template <typename F>
-inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int64_t weight_bytes = 0) {
+inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int64_t weight_bytes = 0,
+                     bool units_only = false) {
   const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
   const int n = worth ? at::get_num_threads() : 1;
 #ifdef _OPENMP
@@ -218,7 +226,7 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int6
     job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
     job.body = &body;
     job.size = n;
-    job.by_rows = split_by_rows(B, n, weight_bytes);
+    job.by_rows = !units_only && split_by_rows(B, n, weight_bytes);
     job.next = job.by_rows ? 0 : 1;
 #pragma omp parallel num_threads(n)
     {
