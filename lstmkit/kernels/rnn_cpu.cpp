@@ -98,8 +98,8 @@ void rnn_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at
     const auto [j0, j1] = team_slice<T>(H, rank, size);
     if (j0 >= j1) return;
     const int64_t n = j1 - j0;                                                  // (I,n), (H,n): no view where all
-    const StepWeight<T> Wi(n == H ? w_ih.t() : w_ih.narrow(0, j0, n).t(), B, 1);
-    const StepWeight<T> Wh(n == H ? w_hh.t() : w_hh.narrow(0, j0, n).t(), B, 1);
+    const StepWeight<T> Wi(n == H ? w_ih.t() : w_ih.narrow(0, j0, n).t(), B, 1, 1, true);
+    const StepWeight<T> Wh(n == H ? w_hh.t() : w_hh.narrow(0, j0, n).t(), B, 1, 1, true);
     Wi.product(out + j0, H, bias ? bias + j0 : bias, 0, x, I, B, 0, n);         // bias + x W_ih^T: one bias row for all
     Wh.product(out + j0, H, out + j0, H, h, H, B, 0, n);                        // + h W_hh^T
     for (int64_t b = 0; b < B; ++b) {
