@@ -1,7 +1,8 @@
 """The cells' compiled step (``kernels/cell_cpu.cpp``, taken by ``_CellBase._compiled_step``; with a
 gradient through the C++ autograd nodes of ``kernels/cell_autograd.cpp``): where it runs it gives
-exactly what the general path gives without a gradient (bit for bit; the RNN cell's step with rows
-has a kernel of its own, equal within float rounding and bit for bit at any thread count), and torch.nn's outputs and
+exactly what the general path gives without a gradient (bit for bit; where a step has a kernel of
+its own, one row or the RNN cell's batches, within float rounding, and bit for bit at any thread
+count), and torch.nn's outputs and
 every gradient within the stated tolerances; gradcheck, double backward and a retained graph; it
 runs only where nothing could tell it apart, and wrong arguments still get torch.nn's errors; the
 C++ entries check every tensor.
@@ -78,7 +79,7 @@ def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_toler
         reference = [as_tuple(theirs(x, hx)), as_tuple(theirs(x))]
         monkeypatch.setattr(_CellBase, "_compiled_step", lambda self, input, hx: None)
         general = [as_tuple(ours(x, hx)), as_tuple(ours(x))]
-    own_kernel = kind == "rnn" and B > 1                    # rnn_one_step: its products packed, its bias summed first
+    own_kernel = B == 1 or (kind == "rnn" and B >= 16)      # the one-step kernels (one_step.h): other sums, bias first
     for f, g, r in zip(fast, general, reference, strict=True):
         for a, b, c in zip(f, g, r, strict=True):
             if own_kernel:
@@ -94,29 +95,33 @@ ROUNDING = {torch.float64: {"rtol": 0.0, "atol": 1e-13}, torch.float32: {"rtol":
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("B,I,H", [(20, 200, 200), (3, 300, 650), (1, 900, 1000), (64, 50, 129), (2, 5, 3)])
-def test_rnn_cell_step_does_not_depend_on_thread_count_and_equals_torch_nn(dtype, nonlinearity, bias, B, I, H, calls):
-    """The RNN cell's one-step kernel (rnn_cpu.cpp, rnn_cell_step_impl): each thread packs and takes
-    its own units. Sizes: a team of two from 512K multiply-adds (the first three, one row read as
-    stored; 650 and 129 units leave a ragged vector), one thread below. Bit for bit at one and two
-    threads; torch.nn's within TOLERANCE."""
-    ours, theirs = make("rnn", I, H, bias=bias, nonlinearity=nonlinearity, dtype=dtype)
-    x, h = torch.randn(B, I, dtype=dtype), torch.randn(B, H, dtype=dtype)
+@pytest.mark.parametrize("kind,B,I,H,kw", [
+    ("rnn", 20, 200, 200, {}), ("rnn", 16, 300, 650, {"nonlinearity": "relu"}), ("rnn", 64, 50, 129, {}),
+    ("rnn", 1, 900, 1000, {"nonlinearity": "relu"}), ("rnn", 1, 5, 3, {}),
+    ("lstm", 1, 300, 650, {}), ("lstm", 1, 7, 13, {}), ("gru", 1, 500, 700, {}), ("gru", 1, 7, 13, {})])
+def test_one_step_kernels_do_not_depend_on_thread_count_and_equal_torch_nn(dtype, bias, kind, B, I, H, kw, calls):
+    """The cells' one-step kernels (one_step.h: one row, and the RNN cell's batches): each thread
+    packs (or, one row, reads) and takes its own units. Sizes: a team of two from 512K multiply-adds
+    (the larger ones; 650, 129, 1000 and 700 units leave a ragged vector), one thread below. Bit for
+    bit at one and two threads; torch.nn's within TOLERANCE."""
+    ours, theirs = make(kind, I, H, bias=bias, dtype=dtype, **kw)
+    x, hx = torch.randn(B, I, dtype=dtype), state(kind, B, H, dtype)
     threads = torch.get_num_threads()
     try:
         got = []
         for n in (1, 2):
             torch.set_num_threads(n)
             with torch.no_grad():
-                got.append(ours(x, h))
+                got.append(as_tuple(ours(x, hx)))
     finally:
         torch.set_num_threads(threads)
     assert calls["n"] == 2
-    assert torch.equal(got[0], got[1])
     with torch.no_grad():
-        torch.testing.assert_close(got[0], theirs(x, h), **TOLERANCE[dtype])
+        expected = as_tuple(theirs(x, hx))
+    for a, b, e in zip(*got, expected, strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, e, **TOLERANCE[dtype])
 
 
 def grads_of(cell, kind, x, hx, weights):

@@ -1,12 +1,12 @@
 // cell_cpu.cpp: one step of LSTMCell, GRUCell or RNNCell in one call, and its backward in one call.
 //
-// What it is: the cells' compiled step. x (B,I) and the state (B,H) run through the same compiled
-// recurrences as a one-step sequence (lstm_layer_forward, gru_forward, rnn_forward and their
-// backwards: their checks, their products and their cell math), with the input projection, the
-// bias sums and the weight gradients done here, so a cell called step by step from Python pays one
-// call each way instead of a layer's operator machinery. cache=false: only the new state
-// (inference); cache=true: also what the backward reads.
-// The cells' autograd nodes, which call these, are in cell_autograd.cpp.
+// What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
+// kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
+// the files of their layers; one_step.h); else the recurrences over a one-step sequence, with ATen's
+// GEMM for the products. Backward: the recurrences' backward over a one-step sequence (their checks,
+// their cell math), the weight gradients here. A cell called step by step from Python pays one call each way instead of a
+// layer's operator machinery. cache=false: only the new state (inference); cache=true: also what the
+// backward reads. The cells' autograd nodes, which call these, are in cell_autograd.cpp.
 // What it is not: a new recurrence; lstmkit/modules/cells.py takes these only where nothing
 // observes the operators.
 // Dimensions: B batch, I input, H hidden.
@@ -21,7 +21,7 @@
 namespace lstmkit {
 
 // x (B,I) and w_ih (G,I) with G = gates * H, and the biases (G,) both or neither, checked (the
-// state and w_hh are checked by the recurrence called next).
+// state and w_hh are checked by the step's kernel).
 static void check_cell(const Checks& c, const at::Tensor& x, const at::Tensor& w_ih, int64_t gates,
                                          const char* sym, const c10::optional<at::Tensor>& b_ih,
                                          const c10::optional<at::Tensor>& b_hh) {
@@ -36,10 +36,20 @@ static void check_cell(const Checks& c, const at::Tensor& x, const at::Tensor& w
   c.optional("b_hh", b_hh, "(G,)", {G});
 }
 
-// zx (1,B,G) = x W_ih^T (+ bias): the input projection of the one step.
+// zx (1,B,G) = x W_ih^T (+ bias): the input projection of the one step, by ATen's GEMM.
 static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10::optional<at::Tensor>& bias) {
   return gemm_new(x, w_ih.t(), bias).unsqueeze(0);
 }
+
+// Which kernel a step takes. One row: the cell's one-step kernel (one_step.h: dot products against
+// the weights as stored, the bias summed by a loop; no ATen operator). Rows: packing the weights for
+// one step costs about as much as the product until ~20 rows (a copy of W against 2B flops per
+// weight), so the step takes ATen's GEMMs on the weights as stored, as torch.nn's cells do; the RNN
+// cell from kOneStepPackRows rows takes its kernel (measured, 2 threads, over torch's step: B = 20
+// H = 200 0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 20 H = 200 1.04; B = 8 H = 200 1.10 at
+// 2 threads, 1.3 at one: hence the floor). The LSTM and GRU cells with rows measured 0.8-1.2 (two
+// threads), so they keep the GEMMs.
+constexpr int64_t kOneStepPackRows = 16;
 
 // -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
 std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
@@ -48,6 +58,8 @@ std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor&
                                           int64_t path, bool cache) {
   const Checks c("lstm_cell_forward", "x", x);
   check_cell(c, x, w_ih, 4, "(4H, I)", b_ih, b_hh);
+  if (x.size(0) == 1 && (path == 0 || path == 1)) return lstm_one_step(x, h, c0, w_ih, w_hh, b_ih, b_hh, cache);
+  // rows (or path 2, BLAS): a GEMM a product, through the layer (which also refuses any other path)
   const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
   const auto out = lstm_layer_forward(x.unsqueeze(0), h, c0, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, path,
                                       cache, int64_t(1) << 20, c10::nullopt);
@@ -61,6 +73,7 @@ std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& 
                                          const c10::optional<at::Tensor>& b_hh, bool cache) {
   const Checks c("gru_cell_forward", "x", x);
   check_cell(c, x, w_ih, 3, "(3H, I)", b_ih, b_hh);
+  if (x.size(0) == 1) return gru_one_step(x, h, w_ih, w_hh, b_ih, b_hh, cache);
   const auto out = gru_forward(project(x, w_ih, b_ih), h, w_hh, b_hh, c10::nullopt, cache);
   if (!cache) return {out[2][0]};
   return {out[2][0], out[0][0], out[1][0]};
@@ -72,7 +85,9 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
                             const std::string& nonlinearity) {
   const Checks c("rnn_cell_forward", "x", x);
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
-  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
+  if (x.size(0) == 1 || x.size(0) >= kOneStepPackRows) return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
+  const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
+  return rnn_forward(project(x, w_ih, bias), h, w_hh, nonlinearity, c10::nullopt)[0];
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products

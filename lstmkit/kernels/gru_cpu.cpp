@@ -14,6 +14,7 @@
 #include "cpu_math.h"
 #include "entries.h"
 #include "gemm.h"
+#include "one_step.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -143,6 +144,25 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, 
 // ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives
 // empty outputs without running the loop.
 
+// One step with its input projection, for a cell called from Python (gru_cell_forward, cell_cpu.cpp):
+// each member's own units of gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh (one_step.h), then the
+// gate math. gi is taken in the gates tensor, which the gate math overwrites with the activated
+// gates [r z n] (each vector's loads before its stores); ghn (B,H) = h W_hn^T + b_hn.
+template <typename T>
+void gru_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* b_ih,
+                        const T* b_hh, T* gates, T* gh, T* ghn, T* out, int64_t B, int64_t I, int64_t H) {
+  const int64_t G = 3 * H;
+  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    gates_product(gates, G, b_ih, 0, x, I, w_ih, 3, H, B, j0, j1);
+    gates_product(gh, G, b_hh, 0, h, H, w_hh, 3, H, B, j0, j1);
+    for (int64_t b = 0; b < B; ++b) {
+      T* g = gates + b * G;
+      gru_cell_forward(g + j0, gh + b * G + j0, h + b * H + j0, g + j0, g + H + j0, g + 2 * H + j0, ghn + b * H + j0,
+                       out + b * H + j0, H, j1 - j0);
+    }
+  });
+}
+
 // cache false (inference): gates and gh_n go to one scratch row each and come back undefined.
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                                     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
@@ -199,6 +219,27 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
   });
   if (one_step) gemm_out(dh0, dgh[0], w_hh, true);                              // + dgh_0 W_hh
   return {dzx, dgh, dh0};
+}
+
+// -> {h'} or, with cache, {h', gates (B,3H), ghn (B,H)}: x (B,I), w_ih (3H,I) and both biases checked
+// by the caller (cell_cpu.cpp), the rest here.
+std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                                     const c10::optional<at::Tensor>& b_hh, bool cache) {
+  const Checks c("gru_cell_forward", "x", x);
+  const int64_t B = x.size(0), I = x.size(1), H = w_ih.size(0) / 3;
+  c.tensor("h", h, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, "(3H, H)", {3 * H, H});
+  at::Tensor gates = at::empty({B, 3 * H}, x.options()), gh = at::empty({B, 3 * H}, x.options());
+  at::Tensor ghn = at::empty({B, H}, x.options()), out = at::empty({B, H}, x.options());
+  if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_one_step", [&] {
+    gru_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
+                                 b_ih ? b_ih->data_ptr<scalar_t>() : nullptr, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
+                                 gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
+                                 out.data_ptr<scalar_t>(), B, I, H);
+  });
+  if (!cache) return {out};
+  return {out, gates, ghn};
 }
 
 }  // namespace lstmkit

@@ -29,6 +29,7 @@
 #include "cpu_math.h"
 #include "entries.h"
 #include "gemm.h"
+#include "one_step.h"
 #include "team.h"
 #include "tuning.h"
 #include "vec_math.h"
@@ -649,6 +650,47 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
                             use_small(path, B, limit(kSmallBackwardRows), T_));
   });
   return {dz, dh0, dc0, dhtot};
+}
+
+// One step with its input projection, for a cell called from Python (lstm_cell_forward, cell_cpu.cpp):
+// each member's own units of z = x W_ih^T + h W_hh^T (one_step.h), then the cell (b added there).
+// z (B,4H) becomes the activated gates [i f g o].
+template <typename T>
+void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const T* b, T* z, T* c, T* out, int64_t B, int64_t I, int64_t H) {
+  const int64_t G = 4 * H;
+  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    gates_product(z, G, static_cast<const T*>(nullptr), 0, x, I, w_ih, 4, H, B, j0, j1);
+    gates_product(z, G, z, G, h, H, w_hh, 4, H, B, j0, j1);
+    for (int64_t r = 0; r < B; ++r) cell_forward(z + r * G, b, c0 + r * H, c + r * H, out + r * H, H, j0, j1);
+  });
+}
+
+// -> {h', c'} or, with cache, {h', c', gates (B,4H)}: x (B,I), w_ih (4H,I) and both biases checked by
+// the caller (cell_cpu.cpp), the rest here; b_ih + b_hh summed by a loop (no ATen operator a step).
+std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
+                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                                      bool cache) {
+  const Checks c("lstm_cell_forward", "x", x);
+  const int64_t B = x.size(0), I = x.size(1), H = w_ih.size(0) / 4;
+  c.tensor("h", h, "(B, H)", {B, H});
+  c.tensor("c", c0, "(B, H)", {B, H});
+  c.tensor("w_hh", w_hh, "(4H, H)", {4 * H, H});
+  at::Tensor z = at::empty({B, 4 * H}, x.options()), c1 = at::empty({B, H}, x.options());
+  at::Tensor out = at::empty({B, H}, x.options());
+  if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_one_step", [&] {
+    std::vector<scalar_t> bias(4 * H, scalar_t(0));
+    if (b_ih) {
+      const scalar_t *bi = b_ih->data_ptr<scalar_t>(), *bh = b_hh->data_ptr<scalar_t>();
+      for (int64_t j = 0; j < 4 * H; ++j) bias[j] = bi[j] + bh[j];
+    }
+    lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih, w_hh,
+                                  bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                  B, I, H);
+  });
+  if (!cache) return {out, c1};
+  return {out, c1, z};
 }
 
 }  // namespace lstmkit

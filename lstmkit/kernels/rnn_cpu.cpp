@@ -16,6 +16,7 @@
 #include "cpu_math.h"
 #include "entries.h"
 #include "gemm.h"
+#include "one_step.h"
 #include "team.h"
 #include "vec_math.h"
 
@@ -83,31 +84,23 @@ void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const 
 }
 
 // One step with its input projection, for a cell called from Python: h' = act(bias + x W_ih^T +
-// h W_hh^T) (B,H). Each member takes a slice of the units of every row and packs the panels of its
-// own slice of both weights (StepWeight on the slice; one row packs nothing and reads them as
-// stored): the team reads each weight once, and no member waits for another. A team only from
-// kOneStepTeamWork multiply-adds (team.h). Measured, time of this step over torch's
-// (torch._VF.rnn_tanh_cell: two GEMMs, an add, tanh), I = H: 2 threads B = 1 H = 128-1000 0.41-0.68,
-// B = 4-8 H = 128-256 0.72-0.86, B = 20 H = 200 0.75-0.81, B = 64 H = 650 0.83-0.85; one thread
-// B = 1 0.61-0.74, B = 20 H = 200 1.04 (MKL's GEMM on one core is as fast; packing costs the rest).
+// h W_hh^T) (B,H), each member its own units (one_step.h; taken for one row, and from
+// kOneStepPackRows rows: cell_cpu.cpp). Measured, time of this step over torch's
+// (torch._VF.rnn_tanh_cell: two GEMMs, an add, tanh), I = H: 2 threads B = 1 H = 128-1000
+// 0.41-0.68, B = 20 H = 200 0.75-0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 1 0.61-0.74,
+// B = 20 H = 200 1.04 (MKL's GEMM on one core is as fast; packing costs the rest).
 template <typename T>
 void rnn_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* bias,
                         bool relu, T* out, int64_t B, int64_t I, int64_t H) {
-  const int64_t work = B * H * (I + H);
-  run_team(work, work >= kOneStepTeamWork ? kParallelCall : 1, B, [&](int rank, int size) {
-    const auto [j0, j1] = team_slice<T>(H, rank, size);
-    if (j0 >= j1) return;
-    const int64_t n = j1 - j0;                                                  // (I,n), (H,n): no view where all
-    const StepWeight<T> Wi(n == H ? w_ih.t() : w_ih.narrow(0, j0, n).t(), B, 1, 1, true);
-    const StepWeight<T> Wh(n == H ? w_hh.t() : w_hh.narrow(0, j0, n).t(), B, 1, 1, true);
-    Wi.product(out + j0, H, bias ? bias + j0 : bias, 0, x, I, B, 0, n);         // bias + x W_ih^T: one bias row for all
-    Wh.product(out + j0, H, out + j0, H, h, H, B, 0, n);                        // + h W_hh^T
+  run_one_step<T>(B * H * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    gates_product(out, H, bias, 0, x, I, w_ih, 1, H, B, j0, j1);               // bias + x W_ih^T: one bias row for all
+    gates_product(out, H, out, H, h, H, w_hh, 1, H, B, j0, j1);                // + h W_hh^T
     for (int64_t b = 0; b < B; ++b) {
       T* __restrict hb = out + b * H;
       if (relu) for (int64_t j = j0; j < j1; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
       else tanh_units(hb, j0, j1);
     }
-  }, 0, true);
+  });
 }
 
 // ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives
