@@ -50,6 +50,20 @@ def product_path(path: int):
         kernels._path = previous
 
 
+@contextmanager
+def split(by: str):
+    """A two-thread team split as the limits say ("limits": by rows from 2 rows a member by default)
+    or by units (rows_per_member out of reach; the L2 rule of team.h's split_by_rows still applies)."""
+    ext = kernels.load_extension()
+    previous = ext.get_tuning(2)["rows_per_member"]
+    if by == "units":
+        ext.set_tuning(2, "rows_per_member", 1 << 40)
+    try:
+        yield
+    finally:
+        ext.set_tuning(2, "rows_per_member", previous)
+
+
 def make_case(T, B, H, P, proj, with_lengths, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     P = P if proj else H
@@ -154,23 +168,26 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
-@pytest.mark.parametrize("B,H", [(8, 128), (4, 256), (8, 100), (4, 200), (3, 200), (4, 208)],
+@pytest.mark.parametrize("B,H,by", [(8, 128, "limits"), (4, 256, "units"), (8, 100, "limits"), (4, 200, "units"),
+                                    (3, 200, "units"), (4, 208, "units"), (4, 300, "limits"), (3, 200, "limits")],
                          ids=["team-by-rows", "team-by-units", "team-by-rows-ragged", "team-by-units-ragged",
-                              "team-by-units-tail-uneven-rows", "team-by-units-tail-whole-vector"])
-def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H):
+                              "team-by-units-tail-uneven-rows", "team-by-units-tail-whole-vector",
+                              "team-by-rows-two-a-member", "team-by-rows-uneven"])
+def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H, by):
     """The two-thread team against the one-thread loop (work above both parallel thresholds), and
-    bit for bit on the hand-written path: B=8 gives each member its own rows, B=3-4 a slice of the
-    units of every row; either way every output element is the same sum in the same order. H = 100
-    and 200 end each gate in a part-vector (the masked ragged end), at a different place per member;
-    H = 200 and 208 have an odd number of vectors, the last shared by rows (team.h's tail), and each
-    gate packed from a panel of its own (H not a multiple of the panel)."""
+    bit for bit on the hand-written path: by rows each member has its own rows (the default from 2
+    a member), by units a slice of the units of every row (forced here; the default below 2 rows a
+    member, and where a machine measures it so); either way every output element is the same sum
+    in the same order. H = 100 and 200 end each gate in a part-vector (the masked ragged end), at a
+    different place per member; H = 200 and 208 have an odd number of vectors, the last shared by
+    rows (team.h's tail), and each gate packed from a panel of its own (H not a multiple of it)."""
     case = make_case(10, B, H, H // 2, proj, True, dtype, seed=2)
     threads = torch.get_num_threads()
     try:
         results = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            with product_path(path):
+            with product_path(path), split(by):
                 results.append(run_kernel(case))
     finally:
         torch.set_num_threads(threads)
@@ -188,7 +205,7 @@ def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_t
     """Inference's layer forward, where each step also takes its input part x_t W_ih^T (the weights
     fit in the caches, a full register block of rows a thread): two threads against one, bit for
     bit, with lengths (held rows in the tail). H = 232 (float32) and 164 (float64): W_hh past 3/4 of
-    a 1 MB L2, so split by units, an odd number of vectors (the last shared by rows), while W_ih and
+    a 1 MB L2, so split by units where asked, an odd number of vectors (the last shared by rows), while W_ih and
     W_hh fit in two L2s (else the input part is one BLAS product, which rounds by thread count)."""
     g = torch.Generator().manual_seed(3)
     T, I = 12, H // 2
@@ -202,7 +219,8 @@ def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_t
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            runs.append(kernels.lstm_layer_forward(*args, cache=False))
+            with split("units" if B < 16 else "limits"):
+                runs.append(kernels.lstm_layer_forward(*args, cache=False))
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(runs[1][1:], runs[0][1:], strict=True):                    # c_T, hs (no gates kept)
@@ -327,7 +345,7 @@ def test_gru_kernel_matches_functional(T, B, H, with_lengths, dtype, seed, bias)
 @pytest.mark.parametrize("B,H", [(8, 128), (4, 256)], ids=["team-by-rows", "team-by-units"])
 def test_gru_kernel_team_matches_functional_and_one_thread(dtype, B, H):
     """The GRU's thread team (work above both parallel thresholds) against the PyTorch recurrence,
-    and bit for bit against its own one-thread run, splitting by rows (B=8) and by units (B=4)."""
+    and bit for bit against its own one-thread run, splitting by rows (B=8) and by units (B=4, forced)."""
     from lstmkit.functional import gru as F
 
     zx, h0, w_hh, b_hh, lengths, dhs = _gru_case(10, B, H, True, dtype, seed=B)
@@ -338,8 +356,9 @@ def test_gru_kernel_team_matches_functional_and_one_thread(dtype, B, H):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            fwd = kernels.gru_recurrence_forward(zx, h0, w_hh, b_hh, lengths)
-            runs.append((*fwd, *kernels.gru_recurrence_backward(dhs, *fwd, h0, w_hh, lengths)))
+            with split("units" if B == 4 else "limits"):
+                fwd = kernels.gru_recurrence_forward(zx, h0, w_hh, b_hh, lengths)
+                runs.append((*fwd, *kernels.gru_recurrence_backward(dhs, *fwd, h0, w_hh, lengths)))
     finally:
         torch.set_num_threads(threads)
     for name, a, b in zip(("gates", "ghn", "hs", "dzx", "dgh", "dh0"), runs[1], (*want, *want_b), strict=True):
@@ -365,8 +384,9 @@ def test_rnn_kernel_team_matches_functional_and_one_thread(nonlinearity, B, H):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            hs = kernels.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
-            runs.append((hs, *kernels.rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)))
+            with split("units" if B == 4 else "limits"):
+                hs = kernels.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
+                runs.append((hs, *kernels.rnn_recurrence_backward(dhs, hs, h0, w_hh, nonlinearity, lengths)))
     finally:
         torch.set_num_threads(threads)
     for name, a, b in zip(("hs", "dz", "dh0"), runs[1], (want, *want_b), strict=True):

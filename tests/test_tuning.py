@@ -98,7 +98,7 @@ def test_a_measurement_gives_every_limit_a_candidate_value(restore_limits):
     assert limits["small_backward_rows"] in (16, 32, 64, 128, 256)
     assert limits["fuse_min_rows"] in (1, 2, 4, 8, 16, tuning.NEVER)
     one_thread = (ext().default_tuning()["rows_per_member"],)         # not measured: nothing to split
-    assert limits["rows_per_member"] in ((3, 4, 5, 6, 8, 16) if threads > 1 else one_thread)
+    assert limits["rows_per_member"] in ((2, 3, 4, 5, 6, 8, 16) if threads > 1 else one_thread)
     assert limits["onednn_min_work"] in (1 << 20, 1 << 22, 1 << 24, 1 << 26, tuning.NEVER)
     for name, ratios in entry["ratios"].items():
         assert name in tuning.LIMITS and ratios and all(r > 0 for r in ratios.values())

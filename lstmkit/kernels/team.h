@@ -167,16 +167,19 @@ struct Split {
 };
 
 // Whether a team of size members takes whole rows (see Split): from limit(kRowsPerMember) rows a
-// member (tuning.h; default 5, the fewest rows small_gemm takes in one efficient pass: 4 rows run at
-// ~80% of the speed of 5-8). Measured, 2 threads, T = 50, I = H, LSTM inference, time by rows / by
-// units (ratio of the two times): B = 10-64 0.80-1.00 at H = 128-650 (by rows: no barrier per step,
-// and each member's groups are as full as the whole batch's); B = 8 (4 rows a member) 1.00-1.12 at
-// H = 128-300 (T = 50-2000), 1.08-1.15 at H = 512 and 650. With a core busy elsewhere, by units
-// waits at the barrier for a descheduled member (README: --busy). A model of how often each reads
-// the weights (by rows all of W per group of a member's rows, by units 1/size of W per group of all
-// rows) was tried and chose units at B = 20, 1.05-1.10 slower.
-// Also by rows from kRowsFromL2 rows a member where the recurrent weights (weight_bytes, 0: not
-// given) fit in 3/4 of one core's L2 (the rest for the step's x, h and gates): reading all of W
+// member (tuning.h; default 2). By rows no member waits for another and nothing crosses between the
+// cores each step; by units each member reads only its share of W but meets the others at a barrier
+// every step and reads the h_{t-1} they wrote. Which wins depends on that crossing, and on a shared
+// machine its cost moves: here the round trip between the two cores is ~80 ns or ~340 ns and
+// switches every few minutes. Measured, 2 threads, LSTM inference, T = 50, I = H, time over
+// nn.LSTM's, by units / by rows, fast state: B = 4 H = 128-300 0.88-1.18 / 0.82-1.03, H = 512-1000
+// 0.62-1.09 / 0.56-1.08; B = 6-8 H = 256-650 0.96-1.13 / 0.99-1.07; slow state: B = 4 H = 300
+// 1.13-1.24 / 0.88-0.98, B = 8 H = 300 1.15-1.21 / 0.92-0.99, H = 512 1.03-1.10 / 1.01-1.07. By rows
+// is never much behind and never far behind torch, by units is up to 1.24: rows from 2 a member.
+// One row a member (B = 2) stays by units (0.76-0.95 / 0.82-1.14: a pass of one row is slow).
+// With a core busy elsewhere, by units also waits at the barrier for a descheduled member (README: --busy).
+// Also (where a machine measured kRowsPerMember higher) by rows from kRowsFromL2 rows a member where
+// the recurrent weights (weight_bytes, 0: not given) fit in 3/4 of one core's L2 (the rest for the step's x, h and gates): reading all of W
 // each step then costs little more, and no member waits at a barrier. Measured, 2 threads, B = 8,
 // T = 50, time over nn.LSTM's, by rows / by units: H = 100 0.65 / 0.93, 128 0.97 / 1.00, 160 0.99 /
 // 1.08, 200 (W_hh 640 KB) 0.98 / 1.11 (T = 2000: 0.80 / 1.09); H = 256 (1 MB, one whole L2 here)

@@ -25,7 +25,7 @@ namespace lstmkit {
 enum Limit : int { kSmallForwardRows, kSmallBackwardRows, kFuseMinRows, kRowsPerMember, kOneDnnMinWork, kLimits };
 inline constexpr std::array<const char*, kLimits> kLimitNames = {
     "small_forward_rows", "small_backward_rows", "fuse_min_rows", "rows_per_member", "onednn_min_work"};
-inline constexpr std::array<int64_t, kLimits> kLimitDefaults = {256, 128, 4, 5, int64_t(1) << 22};
+inline constexpr std::array<int64_t, kLimits> kLimitDefaults = {256, 128, 4, 2, int64_t(1) << 22};
 
 // Thread counts with a table of their own; larger counts share the last one.
 constexpr int kTunedThreadCounts = 64;

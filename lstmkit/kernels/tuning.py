@@ -19,8 +19,9 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
   asks for a full register block of rows a member, lstm_cpu.cpp's rows_per_pass: below it both
   sides of this limit run the same path.)
 - ``rows_per_member``: rows a thread from which a team splits by rows (no barrier per step, all of
-  W read by each thread) rather than by units: as fuse_min_rows, over 3, 4, 5, 6, 8 (16 if it lost
-  at 8), H = 512, 8 steps. Not measured at one thread.
+  W read by each thread) rather than by units: as fuse_min_rows, over 2, 3, 4, 5, 6, 8 (16 if it
+  lost at 8), H = 300 (the middle of the sizes users pick; at 512 by units does best), 16 steps.
+  Not measured at one thread.
 - ``onednn_min_work``: multiply-adds from which a float32 product goes to oneDNN rather than ATen:
   the smallest of 1 M, 4 M, 16 M, 64 M from which oneDNN won (never, if it lost at 64 M).
   Not measured where oneDNN is not usable.
@@ -176,13 +177,12 @@ def _fuse_min(ext, threads: int, log: dict) -> int:
 
 def _rows_per_member(ext, threads: int, log: dict) -> int:
     def wins(k):
-        c = _lstm_case(k * threads, 512, T=8)
+        c = _lstm_case(k * threads, 300, T=16)
         run = lambda: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 1, False)  # noqa: E731
         return ratio(_under_limit(ext, threads, "rows_per_member", k, run),
                      _under_limit(ext, threads, "rows_per_member", k + 1, run))
-    # (at H = 512: where the two splits differ most, at 4 rows a member, by units wins there by
-    # 8-15%; at H <= 300 by 0-12%; team.h's split_by_rows)
-    return _smallest_won([3, 4, 5, 6, 8], wins, 16, ext.default_tuning()["rows_per_member"], log)
+    # (team.h's split_by_rows: by rows is the robust side where the cores' crossing is slow or busy)
+    return _smallest_won([2, 3, 4, 5, 6, 8], wins, 16, ext.default_tuning()["rows_per_member"], log)
 
 
 def _onednn_min(ext, threads: int, log: dict) -> int:
