@@ -148,6 +148,26 @@ def test_with_a_gradient_outputs_and_every_gradient_are_torch_nns(kind, dtype, b
         torch.testing.assert_close(a, b, **tolerance)
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B", [1, 5, 20])
+def test_rnn_cell_backward_dz_in_one_loop_equals_torch_nn(nonlinearity, dtype, B, calls):
+    """The RNN cell's backward without create_graph takes dz = dh act'(h') in one loop: every
+    gradient equals torch.nn's, for a dense dh and for the expanded one a sum() hands back."""
+    ours, theirs = make("rnn", 30, 40, nonlinearity=nonlinearity, dtype=dtype)
+    x, h = torch.randn(B, 30, dtype=dtype), torch.randn(B, 40, dtype=dtype)
+    weights = [torch.randn(B, 40, dtype=dtype)]
+    torch.testing.assert_close(grads_of(ours, "rnn", x, h, weights), grads_of(theirs, "rnn", x, h, weights),
+                               **TOLERANCE[dtype])
+    got, expected = [], []
+    for cell, out in ((ours, got), (theirs, expected)):
+        params = list(cell.parameters())
+        xg = x.clone().requires_grad_()
+        out.extend(torch.autograd.grad(cell(xg, h).sum(), [xg, *params]))
+    torch.testing.assert_close(got, expected, **TOLERANCE[dtype])
+    assert calls["n"] == 2
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradcheck_double_backward_and_a_retained_graph(kind, calls):
     ours, _ = make(kind, 3, 4, dtype=torch.float64)
