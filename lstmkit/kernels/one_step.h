@@ -22,7 +22,7 @@ namespace lstmkit {
 // out[b, q H + j] = (init ? init[b ldi + q H + j] : 0) + x[b, :] . W[q H + j, :] for b < B, every
 // gate q < gates, units j in [j0, j1). W (gates H, K) row-major as stored. ldi = 0: one row of init
 // (a bias) for every row. One row: dot products against W's rows (no copy); more: the member's rows
-// of W packed, one gate at a time.
+// of W packed, one gate at a time (taken with rows by the RNN cell only, gates = 1: cell_cpu.cpp).
 template <typename T>
 void gates_product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, const at::Tensor& W,
                    int64_t gates, int64_t H, int64_t B, int64_t j0, int64_t j1) {
