@@ -667,7 +667,7 @@ void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& 
 }
 
 // -> {h', c'} or, with cache, {h', c', gates (B,4H)}: x (B,I), w_ih (4H,I) and both biases checked by
-// the caller (cell_cpu.cpp), the rest here; b_ih + b_hh summed by a loop (no ATen operator a step).
+// the caller (cell_cpu.cpp), the rest here; b_ih + b_hh by summed_bias (one_step.h).
 std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
@@ -680,11 +680,8 @@ std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, 
   at::Tensor z = at::empty({B, 4 * H}, x.options()), c1 = at::empty({B, H}, x.options());
   at::Tensor out = at::empty({B, H}, x.options());
   if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_one_step", [&] {
-    std::vector<scalar_t> bias(4 * H, scalar_t(0));
-    if (b_ih) {
-      const scalar_t *bi = b_ih->data_ptr<scalar_t>(), *bh = b_hh->data_ptr<scalar_t>();
-      for (int64_t j = 0; j < 4 * H; ++j) bias[j] = bi[j] + bh[j];
-    }
+    std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, 4 * H);
+    bias.resize(4 * H, scalar_t(0));                                            // none: zeros for cell_forward
     lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih, w_hh,
                                   bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                   B, I, H);

@@ -14,6 +14,8 @@
 
 #include <torch/extension.h>
 
+#include <vector>
+
 #include "cpu_math.h"
 #include "team.h"
 
@@ -37,6 +39,18 @@ void gates_product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, 
     const StepWeight<T> w(n == W.size(0) ? W.t() : W.narrow(0, c, n).t(), B, 1, 1, true);   // (K, n), packed
     w.product(out + c, ldo, init ? init + c : init, ldi, x, ldx, B, 0, n);
   }
+}
+
+// b_ih + b_hh (G,) summed by a loop (an ATen add costs ~1.5 us, a cell step pays it every call);
+// empty where the cell has no bias.
+template <typename T>
+std::vector<T> summed_bias(const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh, int64_t G) {
+  std::vector<T> bias;
+  if (!b_ih) return bias;
+  const T *bi = b_ih->data_ptr<T>(), *bh = b_hh->data_ptr<T>();
+  bias.resize(G);
+  for (int64_t j = 0; j < G; ++j) bias[j] = bi[j] + bh[j];
+  return bias;
 }
 
 // body(j0, j1) once per member, for its units [j0, j1) of every row (whole vectors: team_slice).

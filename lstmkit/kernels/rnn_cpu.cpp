@@ -10,7 +10,6 @@
 #include <torch/extension.h>
 
 #include <array>
-#include <vector>
 
 #include "checks.h"
 #include "cpu_math.h"
@@ -174,8 +173,7 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
 
 // h' = act(bias + x W_ih^T + h W_hh^T): x (B,I) and w_ih (H,I) checked by the caller (cell_cpu.cpp),
 // the rest here.
-// b_ih and b_hh: checked by the caller; their sum is taken here (a loop, not an ATen operator:
-// a cell called step by step pays every microsecond of a call).
+// b_ih and b_hh: checked by the caller; their sum is taken here (summed_bias, one_step.h).
 at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
                         const std::string& nonlinearity) {
@@ -186,12 +184,7 @@ at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tens
   const bool relu = is_relu(c, nonlinearity);
   at::Tensor out = at::empty({B, H}, x.options());
   if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_one_step", [&] {
-    std::vector<scalar_t> bias;
-    if (b_ih) {
-      const scalar_t *bi = b_ih->data_ptr<scalar_t>(), *bh = b_hh->data_ptr<scalar_t>();
-      bias.resize(H);
-      for (int64_t j = 0; j < H; ++j) bias[j] = bi[j] + bh[j];
-    }
+    const std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, H);
     rnn_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
                                  b_ih ? bias.data() : nullptr, relu, out.data_ptr<scalar_t>(), B, I, H);
   });
