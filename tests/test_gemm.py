@@ -93,6 +93,22 @@ def test_one_or_two_rows_by_hand_equal_the_product_and_never_write_init(dtype, M
         assert torch.equal(c, before)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [7, 100, 300])
+def test_one_row_by_dot_products_gives_each_output_the_same_sum_wherever_the_rows_start(dtype, K):
+    """One row times a transposed W takes W's rows eight at a time and the rest one by one
+    (cpu_math.h's gemv_dot); a team member starts at another row than one thread does. The outputs
+    of W's rows from n0 on must equal those of the whole product bit for bit, for every n0 (the
+    groups of eight fall elsewhere), K within one vector, ragged past whole vectors, or both."""
+    g = torch.Generator().manual_seed(K)
+    x = torch.randn(1, K, generator=g, dtype=dtype)
+    W = torch.randn(300, K, generator=g, dtype=dtype)                             # (N, K) row-major
+    whole = ext().gemm(x, W.t())
+    assert (whole.double() - x.double() @ W.double().t()).abs().max().item() <= 1e-4
+    for n0 in (1, 3, 4, 7, 8, 13, 293, 299):
+        assert torch.equal(ext().gemm(x, W[n0:].t()), whole[:, n0:]), n0
+
+
 def test_one_row_times_a_transposed_matrix_plus_a_bias_is_right_at_sizes_past_onednns_floor():
     """Regression: oneDNN's matmul (torch 2.13) corrupted the heap for one row times a transposed
     view, accumulated (a GRUCell at B = 1, H = 1200: glibc aborted), and gemm_new once wrote the

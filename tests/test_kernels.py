@@ -169,10 +169,12 @@ def test_lstm_kernel_wide_layers_match_oracle(path, proj, B):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("proj", [False, True])
 @pytest.mark.parametrize("B,H,by", [(8, 128, "limits"), (4, 256, "units"), (8, 100, "limits"), (4, 200, "units"),
-                                    (3, 200, "units"), (4, 208, "units"), (4, 300, "limits"), (3, 200, "limits")],
+                                    (3, 200, "units"), (4, 208, "units"), (4, 300, "limits"), (3, 200, "limits"),
+                                    (1, 200, "limits"), (1, 300, "limits")],
                          ids=["team-by-rows", "team-by-units", "team-by-rows-ragged", "team-by-units-ragged",
                               "team-by-units-tail-uneven-rows", "team-by-units-tail-whole-vector",
-                              "team-by-rows-two-a-member", "team-by-rows-uneven"])
+                              "team-by-rows-two-a-member", "team-by-rows-uneven",
+                              "one-row-dot-ragged", "one-row-dot-uneven"])
 def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H, by):
     """The two-thread team against the one-thread loop (work above both parallel thresholds), and
     bit for bit on the hand-written path: by rows each member has its own rows (the default from 2
@@ -180,12 +182,16 @@ def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H, by
     member, and where a machine measures it so); either way every output element is the same sum
     in the same order. H = 100 and 200 end each gate in a part-vector (the masked ragged end), at a
     different place per member; H = 200 and 208 have an odd number of vectors, the last shared by
-    rows (team.h's tail), and each gate packed from a panel of its own (H not a multiple of it)."""
-    case = make_case(10, B, H, H // 2, proj, True, dtype, seed=2)
+    rows (team.h's tail), and each gate packed from a panel of its own (H not a multiple of it).
+    One row (B = 1) is taken by a team as dot products against W_hh's rows, at one thread from packed
+    panels (a different order of the same sums: cpu_math.h's pack_one_row), so there two teams are
+    compared, of two and three threads, whose members cut the gates at other units (H = 200: gates
+    end mid-vector; H = 300: slices of 160 and 140 units, or 112, 112 and 76)."""
+    case = make_case(10 if B > 1 else 30, B, H, H // 2, proj, True, dtype, seed=2)   # (one row: work for a team)
     threads = torch.get_num_threads()
     try:
         results = []
-        for n in (1, 2):
+        for n in (1, 2) if B > 1 else (2, 3):
             torch.set_num_threads(n)
             with product_path(path), split(by):
                 results.append(run_kernel(case))

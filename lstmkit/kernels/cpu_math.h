@@ -314,31 +314,73 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
   }
 }
 
-// out[n] = (init ? init[n] : 0) + W[n, :] . x for n in [n0, n1): one row, W (N, K) row-major as
-// stored, so nothing is packed; four rows of W at a time, vector accumulators reduced at the end.
-template <typename T>
-inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw, int64_t K, int64_t n0, int64_t n1) {
+// The lanes of NR accumulators (one per output) summed, in NR / kLanes vectors (one where NR <=
+// kLanes: output r in lane r). Each output's partial sums are halved by one fixed tree, lane i with
+// lane i + w/2 of its segment of w lanes (w = kLanes, kLanes/2, ..., 2), whether it is folded with
+// seven others or alone (then with a copy of itself): so an output's value does not depend on the
+// group it was taken in. A stage takes two vectors of segments w wide to one of segments w/2 wide,
+// the first vector's outputs before the second's.
+template <typename T, int64_t W, size_t... I>
+inline vec_t<T> fold_pair(vec_t<T> a, vec_t<T> b, std::index_sequence<I...>) {
+  constexpr int64_t h = W / 2;                                  // lane i of the result: segment i / h, half-lane i % h
+  return __builtin_shufflevector(a, b, static_cast<int>(I / h * W + I % h)...) +
+         __builtin_shufflevector(a, b, static_cast<int>(I / h * W + I % h + h)...);
+}
+
+template <typename T, int64_t W, int NR>
+inline void fold_lanes(vec_t<T>* v) {
+  if constexpr (W > 1) {
+    constexpr int64_t L = kLanes<T>;
+    if constexpr (NR * W / L >= 2) {                              // vectors now: NR W / L, then half as many
+      for (int i = 0; i < NR * W / L / 2; ++i) v[i] = fold_pair<T, W>(v[2 * i], v[2 * i + 1], std::make_index_sequence<L>{});
+    } else {
+      v[0] = fold_pair<T, W>(v[0], v[0], std::make_index_sequence<L>{});
+    }
+    fold_lanes<T, W / 2, NR>(v);
+  }
+}
+
+// out[n] = (init ? init[n] : 0) + W[n, :] . x for NR rows of W from n: lane l of a row's
+// accumulator takes x[k] W[n, k] for the k of that lane, whole vectors in order, the ragged end of K
+// as one masked vector (zeros past K); then fold_lanes. The same sum for every row, whichever NR it
+// is taken with. Never inlined (see gemm_rows).
+template <typename T, int NR>
+__attribute__((noinline)) void dot_rows(T* out, const T* init, const T* x, const T* W, int64_t ldw, int64_t K, int64_t n) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>;
-  const int64_t Kv = K / L * L;
-  auto hsum = [](V v) { T s = T(0); for (int64_t l = 0; l < L; ++l) s += v[l]; return s; };
+  V acc[NR];
+  const T* w = W + n * ldw;
+#pragma GCC unroll 16
+  for (int r = 0; r < NR; ++r) acc[r] = V{};
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    const V xv = load(x + k);
+#pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) acc[r] += load(w + r * ldw + k) * xv;
+  }
+  if (k < K) {
+    const V xv = load_n(x + k, K - k);
+#pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) acc[r] += load_n(w + r * ldw + k, K - k) * xv;
+  }
+  fold_lanes<T, L, NR>(acc);
+  for (int r = 0; r < NR; ++r) {
+    const T s = acc[r / L][r % L];
+    out[n + r] = init ? init[n + r] + s : s;
+  }
+}
+
+// out[n] = (init ? init[n] : 0) + W[n, :] . x for n in [n0, n1): one row, W (N, K) row-major as
+// stored (rows ldw apart), so nothing is packed. Eight rows of W a pass, the rest one at a time;
+// every output is the same sum either way (dot_rows), so results do not depend on how a team cuts
+// [n0, n1). Measured, one thread, time a step of the LSTM at B = 1 (H = 128 from L2, 300 and 650
+// from L3): 8 rows a pass 3.0, 18.8, 86 us; 4 rows of 2 vectors 3.0, 20.5, -; 16 rows 4.1, 22.9, -;
+// the four rows of one vector before them 3.7, 30, -; packed panels (StepWeight) 2.9, 16.4, 80.
+template <typename T>
+inline void gemv_dot(T* out, const T* init, const T* x, const T* W, int64_t ldw, int64_t K, int64_t n0, int64_t n1) {
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    const T *w0 = W + n * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-    V a0{}, a1{}, a2{}, a3{};
-    for (int64_t k = 0; k < Kv; k += L) {
-      const V xv = load(x + k);
-      a0 += load(w0 + k) * xv, a1 += load(w1 + k) * xv, a2 += load(w2 + k) * xv, a3 += load(w3 + k) * xv;
-    }
-    T s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-    for (int64_t k = Kv; k < K; ++k) s[0] += w0[k] * x[k], s[1] += w1[k] * x[k], s[2] += w2[k] * x[k], s[3] += w3[k] * x[k];
-    for (int q = 0; q < 4; ++q) out[n + q] = (init ? init[n + q] : T(0)) + s[q];
-  }
-  for (; n < n1; ++n) {
-    T s = T(0);
-    for (int64_t k = 0; k < K; ++k) s += W[n * ldw + k] * x[k];
-    out[n] = (init ? init[n] : T(0)) + s;
-  }
+  for (; n + 8 <= n1; n += 8) dot_rows<T, 8>(out, init, x, W, ldw, K, n);
+  for (; n < n1; ++n) dot_rows<T, 1>(out, init, x, W, ldw, K, n);
 }
 
 // Swap the off-diagonal S x S blocks of the 2S x 2S block formed by rows a and b's lanes: one
@@ -417,11 +459,37 @@ inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
 // packing would copy W for a single use, while a GEMM reads it once for all rows. (LSTM: use_small.)
 constexpr int64_t kOneStepGemmRows = 2;
 
+// A step with fewer multiply-adds than this runs on one thread: a barrier per step costs more.
+constexpr int64_t kParallelWork = 16384;
+// A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping thread
+// costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
+constexpr int64_t kParallelCall = 1 << 21;
+
+// The threads that share a loop of steps of work multiply-adds each (team.h's run_team): all of
+// ATen's, or one where a barrier per step or waking them would cost more than they save.
+inline int team_threads(int64_t work, int64_t steps) {
+  return work >= kParallelWork && work * steps >= kParallelCall ? at::get_num_threads() : 1;
+}
+
+// Steps from which one thread packs W for a single row (pack_one_row).
+constexpr int64_t kPackRowSteps = 16;
+
+// Whether the steps of one row through W (K, N) take it packed in panels rather than its rows by dot
+// products (gemv_dot) as stored: where one thread runs kPackRowSteps steps or more. Measured,
+// LSTM, B = 1, T = 50, time over nn.LSTM's in one process, dot / packed (with the copy): two
+// threads (a team, each member its slices of the gates) H = 200 0.65-0.70 / 0.87-0.88, 300
+// 0.47-0.48 / 0.68-1.13, 650 0.44-0.45 / 0.92-1.02, 1000 0.45-0.48 / 0.75-0.86, H = 50 and 100
+// (one thread) level; one thread H = 50 0.73-0.76 / 0.60, 100 0.87-0.88 / 0.73, 200 0.91-0.92 /
+// 0.86-0.88 (one panel's multiply-adds take K steps with no reduction; eight rows' dot products
+// end in a fold of their lanes and a masked vector where K is ragged).
+inline bool pack_one_row(int64_t K, int64_t N, int64_t steps) {
+  return steps >= kPackRowSteps && team_threads(K * N, steps) == 1;
+}
+
 // The right operand A (K, N) of a step product out = init + x A (e.g. A = W_hh^T, a transposed view).
-// Packed in panels once per call when that serves several rows, or several steps of one row of a
-// transposed A (a copy of A, ~5 us at 128x512); otherwise used as stored: row-major A directly, or,
-// for a transposed view of a row-major W = A^T with one row of x, dot products against W's rows (a
-// streaming step packs nothing).
+// Packed in panels once per call when that serves several rows (or pack_one_row says so for one
+// row of a transposed A); otherwise used as stored: row-major A directly, or, for a transposed view
+// of a row-major W = A^T with one row of x, dot products against W's rows (gemv_dot).
 // blocks: A's columns are that many blocks of equal width (an LSTM's four gates, each H wide), and
 // a team split by units takes a slice of each block. Packed, each block then starts a panel of its
 // own: packed as one matrix, a block that starts inside a panel (H = 200: the forget gate at column
@@ -440,7 +508,8 @@ struct StepWeight {
     // one row reuses nothing, so row-major A is read as stored (packing would cost a copy a call)
     // (one step of several rows reuses each weight B times only: packing costs about as much as a
     // GEMM on A as stored, unless each thread packs only its own columns: for_rows, rnn_cpu.cpp)
-    const bool pack = (!rowmajor && !transposed) || (B > 1 && (steps > 1 || for_rows)) || (!rowmajor && steps >= 16);
+    const bool pack = (!rowmajor && !transposed) || (B > 1 && (steps > 1 || for_rows)) ||
+                      (!rowmajor && B == 1 && pack_one_row(K, N, steps));
     dot = !pack && !rowmajor;
     constexpr int64_t NP = kPanel<T>;
     if (pack && blocks > 1 && N % blocks == 0 && (N / blocks) % NP != 0) {     // else the same layout either way

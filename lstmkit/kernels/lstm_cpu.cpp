@@ -13,7 +13,8 @@
 //   small_gemm in cpu_math.h), fused with the gate math (vec_math.h): one team of threads for the
 //   whole call, each member owning a slice of the hidden units (all four gates of its units, so the
 //   cell needs nothing from the others), a barrier per step (two with a projection). Results do not
-//   depend on the thread count (same sums, same order).
+//   depend on the thread count (same sums, same order), one row aside: one thread takes it from
+//   packed panels, a team by dot products against W_hh's rows (cpu_math.h's pack_one_row).
 // - more rows: ATen's GEMM (MKL) into the preallocated gate buffer, then the gate math by rows.
 // Backward mirrors it: only dh_{t-1} = dz_t W_hh (+ dhs) is sequential.
 // Dimensions: T time, B batch, I input, H hidden, P projection (P == H without one), G = 4H.

@@ -33,11 +33,6 @@
 
 namespace lstmkit {
 
-// A step with fewer multiply-adds than this runs on one thread: a barrier per step costs more.
-constexpr int64_t kParallelWork = 16384;
-// A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping thread
-// costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
-constexpr int64_t kParallelCall = 1 << 21;
 // One step (a cell called from Python) is worth a team from this many multiply-adds: waking the
 // team costs ~5-8 us there, where a loop over time pays it once. Measured, RNN cell step, 2 threads
 // against 1: B = 2-8 H = 128 (65K-262K) 1.4-1.6x slower, B = 20 H = 100 (400K) 1.2x slower, B = 1
@@ -146,7 +141,8 @@ inline std::pair<int64_t, int64_t> team_slice(int64_t n, int rank, int size) {
 // step and no h_{t-1} crossing between cores (that crossing measured 8% of config B's time), at
 // the price of every member reading all of W each step. With few rows, members take slices of
 // the units of every row and meet once a step. Either way each output element is the same sum in
-// the same order, so results do not depend on the split or the thread count.
+// the same order, so results do not depend on the split or the thread count (one row aside: one
+// thread packs W, a team takes dot products; cpu_math.h's pack_one_row).
 // Split by units, the vectors of units rarely divide evenly (H = 200: 13 vectors, 7 and 6; H = 300:
 // 10 and 9), and the member with more sets every step's time. Where the caller takes a tail, each
 // member takes an equal number of whole vectors [j0, j1) of every row, and the vectors left over,
@@ -221,8 +217,7 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size, boo
 template <typename F>
 inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int64_t weight_bytes = 0,
                      bool units_only = false) {
-  const bool worth = work >= kParallelWork && work * steps >= kParallelCall;
-  const int n = worth ? at::get_num_threads() : 1;
+  const int n = team_threads(work, steps);
 #ifdef _OPENMP
   if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
     Job job;
