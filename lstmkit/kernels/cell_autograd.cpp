@@ -170,10 +170,14 @@ struct RNNCellStep : public torch::autograd::Function<RNNCellStep> {
       });
     }
     auto need = [&](size_t k) { return ctx->needs_input_grad(k); };                 // (no bias: no edges 4, 5)
+    // a b: differentiable where the gradient is itself differentiated, else gemm.h's choice (one
+    // row by hand, large float32 products by oneDNN, as the LSTM and GRU cells' backward)
+    const bool graph = at::GradMode::is_enabled();
+    auto product = [&](const at::Tensor& a, const at::Tensor& b) { return graph ? a.mm(b) : gemm_new(a, b); };
     const bool bias = ctx->saved_data["bias"].toBool(), bi = bias && need(4), bh = bias && need(5);
     const at::Tensor db = bi || bh ? dz.sum(0) : at::Tensor();
-    return {need(0) ? dz.mm(w_ih) : at::Tensor(), need(1) ? dz.mm(w_hh) : at::Tensor(),
-            need(2) ? dz.t().mm(x) : at::Tensor(), need(3) ? dz.t().mm(h) : at::Tensor(),
+    return {need(0) ? product(dz, w_ih) : at::Tensor(), need(1) ? product(dz, w_hh) : at::Tensor(),
+            need(2) ? product(dz.t(), x) : at::Tensor(), need(3) ? product(dz.t(), h) : at::Tensor(),
             bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};
   }
 };
