@@ -102,10 +102,10 @@ def test_one_row_by_dot_products_gives_each_output_the_same_sum_wherever_the_row
     groups of eight fall elsewhere), K within one vector, ragged past whole vectors, or both."""
     g = torch.Generator().manual_seed(K)
     x = torch.randn(1, K, generator=g, dtype=dtype)
-    W = torch.randn(300, K, generator=g, dtype=dtype)                             # (N, K) row-major
+    W = torch.randn(100, K, generator=g, dtype=dtype)       # (N, K) row-major, within any L2 (few_rows' bound)
     whole = ext().gemm(x, W.t())
     assert (whole.double() - x.double() @ W.double().t()).abs().max().item() <= 1e-4
-    for n0 in (1, 3, 4, 7, 8, 13, 293, 299):
+    for n0 in (1, 3, 4, 7, 8, 13, 93, 99):
         assert torch.equal(ext().gemm(x, W[n0:].t()), whole[:, n0:]), n0
 
 
