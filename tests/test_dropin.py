@@ -278,13 +278,24 @@ def test_reduced_precision_is_as_accurate_as_torch(kind, dtype):
 @pytest.mark.parametrize("kind", ["lstm", "gru", "lstm_cell"])
 def test_cpu_autocast_gives_torch_dtypes_and_values(kind):
     """Under torch.autocast('cpu', bfloat16) nn.LSTM returns bfloat16, nn.GRU and the cells float32:
-    lstmkit the same, with values within bfloat16's resolution."""
+    lstmkit the same, with values within bfloat16's resolution. (On a CPU whose oneDNN has no bfloat16
+    LSTM, AVX2 alone, nn.LSTM raises there; lstmkit still returns bfloat16, checked against float32.)"""
     sequence = kind in SEQUENCE
     ours, theirs = pair(kind, 8, 16, dtype=torch.float32)
     x = torch.randn(*((10, 3, 8) if sequence else (3, 8)), requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        a, b = first(ours(x)), first(theirs(x))
-    assert a.dtype == b.dtype
+        a = first(ours(x))
+        try:
+            b = first(theirs(x))
+        except RuntimeError as e:           # nn.LSTM's oneDNN path has no bfloat16 LSTM on this CPU (AVX2)
+            if kind != "lstm" or "primitive descriptor" not in str(e):
+                raise
+            b = None
+    if b is None:                           # then: the dtype it gives where it runs, values as in float32
+        assert a.dtype == torch.bfloat16
+        b = first(theirs(x))
+    else:
+        assert a.dtype == b.dtype
     torch.testing.assert_close(a.float(), b.float(), rtol=0, atol=2e-2)
     a.float().sum().backward()
     assert x.grad is not None and all(p.grad.dtype == torch.float32 for p in ours.parameters())

@@ -203,16 +203,32 @@ def test_lstm_kernel_does_not_depend_on_thread_count(path, dtype, proj, B, H, by
             assert (a is None and b is None) or torch.equal(a, b)
 
 
-@pytest.mark.parametrize("dtype,B,H", [(torch.float32, 8, 232), (torch.float32, 9, 232), (torch.float32, 16, 128),
-                                       (torch.float64, 8, 164), (torch.float64, 9, 164), (torch.float64, 16, 128)],
+def units_split_with_the_input_part_in_the_step(dtype: torch.dtype) -> int:
+    """The smallest H whose team of two splits by units with an odd number of vectors (the last shared
+    by rows) and still takes the input part in the step, on this machine: W_hh (4H x H) past 3/4 of
+    one core's L2 (else by rows), W_ih (4H x H/2) and W_hh within two L2s (else the input part is one
+    BLAS product, which rounds by thread count). H = 232 in float32 and 164 in float64 with a 1 MB L2."""
+    ext = kernels.load_extension()
+    size = torch.empty((), dtype=dtype).element_size()
+    lanes, l2 = ext.vector_bytes() // size, ext.cache_size(2)
+    H = lanes
+    while not (4 * H * H * size > l2 * 3 // 4 and (H // lanes) % 2 == 1):
+        H += lanes
+    assert 6 * H * H * size <= 2 * l2, (H, l2)
+    return H
+
+
+@pytest.mark.parametrize("dtype,B,layout", [(torch.float32, 8, "tail"), (torch.float32, 9, "tail"),
+                                            (torch.float32, 16, "by-rows"), (torch.float64, 8, "tail"),
+                                            (torch.float64, 9, "tail"), (torch.float64, 16, "by-rows")],
                          ids=["tail-f32", "tail-uneven-rows-f32", "by-rows-f32",
                               "tail-f64", "tail-uneven-rows-f64", "by-rows-f64"])
-def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_thread_count(dtype, B, H):
+def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_thread_count(dtype, B, layout):
     """Inference's layer forward, where each step also takes its input part x_t W_ih^T (the weights
     fit in the caches, a full register block of rows a thread): two threads against one, bit for
-    bit, with lengths (held rows in the tail). H = 232 (float32) and 164 (float64): W_hh past 3/4 of
-    a 1 MB L2, so split by units where asked, an odd number of vectors (the last shared by rows), while W_ih and
-    W_hh fit in two L2s (else the input part is one BLAS product, which rounds by thread count)."""
+    bit, with lengths (held rows in the tail). "tail": split by units with a vector shared by rows,
+    H from this machine's L2 (units_split_with_the_input_part_in_the_step); "by-rows": H = 128."""
+    H = units_split_with_the_input_part_in_the_step(dtype) if layout == "tail" else 128
     g = torch.Generator().manual_seed(3)
     T, I = 12, H // 2
 
@@ -225,7 +241,7 @@ def test_lstm_layer_forward_with_the_input_part_in_the_step_does_not_depend_on_t
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            with split("units" if B < 16 else "limits"):
+            with split("units" if layout == "tail" else "limits"):
                 runs.append(kernels.lstm_layer_forward(*args, cache=False))
     finally:
         torch.set_num_threads(threads)

@@ -47,6 +47,11 @@ _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "one_step.h", "team.h", "tuning.h", "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
+# -ffp-contract=off: a * b + c is a multiply and an add, never an FMA the compiler chose. GCC chose
+# by its tuning for the CPU and by the function around the expression (for AMD Zen 3 it kept some
+# 256-bit FMA chains apart and not others): the same sum rounded differently in two places, and
+# results changed with the thread count. The FMAs the kernels want are written out (cpu_math.h's
+# fmadd).
 _LDFLAGS = ["-fopenmp"]
 
 
@@ -56,7 +61,7 @@ def _cflags() -> list[str]:
     march = os.environ.get("LSTMKIT_MARCH", "native")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", march):
         raise ValueError(f"LSTMKIT_MARCH must name a -march target such as native or x86-64-v3; got {march!r}")
-    return ["-O3", f"-march={march}", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+    return ["-O3", f"-march={march}", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fopenmp"]
 
 _backend: str | None = None          # set_backend(); None: read LSTMKIT_BACKEND
 _ext = None                          # the loaded extension module

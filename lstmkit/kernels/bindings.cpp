@@ -40,6 +40,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("a"), py::arg("b"), py::arg("init") = py::none());
   m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's choice now");
   m.def("vector_bytes", &lstmkit::vector_bytes, "() -> bytes of the vector registers the kernel was built for");
+  m.def("cache_size", &lstmkit::cache_size, "(level 2 or 3) -> bytes of one core's L2 or the shared L3, as the kernels read them");
   m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");
   m.def("set_tuning", &lstmkit::set_tuning, "(threads, limit, value): set one of tuning.h's limits");
   m.def("default_tuning", &lstmkit::default_tuning, "() -> {limit: value}: the built-in defaults");

@@ -139,6 +139,32 @@ template <typename T> constexpr int64_t kLanes = kVectorBytes / sizeof(T);
 template <typename T> inline vec_t<T> load(const T* p) { vec_t<T> v; std::memcpy(&v, p, sizeof v); return v; }
 template <typename T> inline void store(T* p, vec_t<T> v) { std::memcpy(p, &v, sizeof v); }
 
+// a b + c in one rounding, lane by lane, with the FMA instruction where the CPU has one. The kernels
+// are built with -ffp-contract=off (kernels/__init__.py): GCC contracted a * b + c into an FMA or
+// not by its tuning for the CPU and the function around it (for AMD Zen 3 an accumulator's chain was
+// a multiply and an add in one function and FMAs in another), where the same sum taken in two places
+// must round alike (gemv_dot's groups, a team's cuts). The FMAs wanted are written with this.
+template <typename T>
+inline vec_t<T> fmadd(vec_t<T> a, vec_t<T> b, vec_t<T> c) {
+  if constexpr (kVectorBytes == 64) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) return (vec_t<T>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+    else return (vec_t<T>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#endif
+  } else if constexpr (kVectorBytes == 32) {
+#if defined(__FMA__)
+    if constexpr (std::is_same_v<T, float>) return (vec_t<T>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+    else return (vec_t<T>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#endif
+  } else {
+#if defined(__FMA__)
+    if constexpr (std::is_same_v<T, float>) return (vec_t<T>)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)c);
+    else return (vec_t<T>)_mm_fmadd_pd((__m128d)a, (__m128d)b, (__m128d)c);
+#endif
+  }
+  return a * b + c;                                 // no FMA instruction: nothing to contract into
+}
+
 // The first m < kLanes lanes of a vector at p, the others zero, and their store: the ragged end of
 // a row (H = 100 or 200 leaves one in every gate), so it too runs as one vector, not m scalar loops.
 // With AVX-512 a masked load or store, which touches (and may fault on) only the m lanes.
@@ -167,17 +193,21 @@ inline void store_n(T* p, vec_t<T> v, int64_t m) {
 
 // The register block of the step product: up to kMaxRows rows of x by kPanelVectors vectors of
 // columns, the accumulators in registers with the loaded vectors of A and a broadcast of x beside
-// them. AVX-512 has 32 registers: 8 x 4 accumulators. AVX2, SSE (16 registers): 4 x 3. Measured on
-// one core here (AMD EPYC, H = 200-512, GFLOP/s of the product), AVX-512: 8, 7 or 5 rows a pass
-// 113-116, 4 rows 92, 2 rows 85; 4 x 4 blocks where 8 x 4 fit (B = 8) 86 against 114. Built for
-// AVX2 (x86-64-v3): 4 x 3 110-111 from B = 4 (75 at B = 2, 40 at B = 1), the BLAS kernels' 6 x 2
-// 103-113 (58 and 31).
+// them. AVX-512 has 32 registers: 8 x 4 accumulators. AVX2, SSE (16 registers): 6 x 2, A's two
+// vectors loaded into registers once per k (kLoadA). Measured on one core (GFLOP/s of the product,
+// a panel of K = 128 or 512 from L2), AVX-512 (an AMD EPYC with it, H = 200-512): 8, 7 or 5 rows a
+// pass 113-116, 4 rows 92, 2 rows 85; 4 x 4 blocks where 8 x 4 fit (B = 8) 86 against 114. AVX2 (an
+// AMD EPYC without AVX-512, Zen 3): 6 x 2 94-100, 5 x 2 91-100, 4 x 2 88-99, 3 x 2 71-76, 2 x 2 51-53;
+// 4 x 3 93-100 with A's vectors in registers but 50-73 as GCC compiled it (each FMA reloading A
+// from memory: 16 loads for 12 multiply-adds, where the core issues 2 vector loads a cycle).
 #if defined(__AVX512F__)
 constexpr int kMaxRows = 8;
 constexpr int kPanelVectors = 4;
+constexpr bool kLoadA = false;        // 32 accumulators fill the registers: A is an FMA's memory operand
 #else
-constexpr int kMaxRows = 4;
-constexpr int kPanelVectors = 3;
+constexpr int kMaxRows = 6;
+constexpr int kPanelVectors = 2;
+constexpr bool kLoadA = true;         // 12 accumulators, 2 vectors of A and a broadcast: 15 of 16
 #endif
 
 // R rows of out[r, n0:n1] = (init ? init[r, n0:n1] : 0) + sum_k x[r, k] * A[k, n0:n1]; the
@@ -200,12 +230,15 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
       const T* a = A + k * lda + n;
       V av[NV];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) av[v] = load(a + v * L);
+      for (int v = 0; v < NV; ++v) {
+        av[v] = load(a + v * L);
+        if constexpr (kLoadA) asm("" : "+x"(av[v]));                         // keep it in a register
+      }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const T xr = x[r * ldx + k];
+        const V xr = V{} + x[r * ldx + k];                                   // a broadcast
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) acc[r][v] += av[v] * xr;
+        for (int v = 0; v < NV; ++v) acc[r][v] = fmadd<T>(av[v], xr, acc[r][v]);
       }
     }
 #pragma GCC unroll 8
@@ -225,7 +258,7 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
     for (int64_t k = 0; k < K; ++k) {
       const V av = load_n(A + k * lda + n, m);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r] += av * x[r * ldx + k];
+      for (int r = 0; r < R; ++r) acc[r] = fmadd<T>(av, V{} + x[r * ldx + k], acc[r]);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) store_n(out + r * ldo + n, acc[r], m);
@@ -233,7 +266,7 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
 }
 
 // The groups of rows small_gemm passes over each block of the weights together: as few groups as
-// kMaxRows allows, of sizes as equal as can be (B = 20: 6, 7, 7; B = 9: 4, 5), since a group of
+// kMaxRows allows, of sizes as equal as can be (AVX-512: B = 20 as 6, 7, 7; B = 9 as 4, 5), since a group of
 // few rows loads a vector of A for few multiply-adds (measured: 6/4/2/1 rows at a time, B = 20,
 // H = 512, 100 GFLOP/s; 6, 7, 7 115). f(first row, rows) for each group in order.
 template <typename F>
@@ -247,19 +280,11 @@ inline void for_each_row_group(int64_t B, const F& f) {
 }
 
 // f(std::integral_constant<int, rows>) for rows in 1 .. kMaxRows.
-template <typename F>
+template <int R = 1, typename F>
 inline void with_rows(int64_t rows, const F& f) {
-  switch (rows) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-  }
-  if constexpr (kMaxRows > 4) {
-    if (rows == 5) return f(std::integral_constant<int, 5>{});
-    if (rows == 6) return f(std::integral_constant<int, 6>{});
-    if (rows == 7) return f(std::integral_constant<int, 7>{});
-    if (rows == 8) return f(std::integral_constant<int, 8>{});
+  if constexpr (R <= kMaxRows) {
+    if (rows == R) return f(std::integral_constant<int, R>{});
+    with_rows<R + 1>(rows, f);
   }
 }
 
@@ -356,12 +381,12 @@ __attribute__((noinline)) void dot_rows(T* out, const T* init, const T* x, const
   for (; k + L <= K; k += L) {
     const V xv = load(x + k);
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) acc[r] += load(w + r * ldw + k) * xv;
+    for (int r = 0; r < NR; ++r) acc[r] = fmadd<T>(load(w + r * ldw + k), xv, acc[r]);
   }
   if (k < K) {
     const V xv = load_n(x + k, K - k);
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r) acc[r] += load_n(w + r * ldw + k, K - k) * xv;
+    for (int r = 0; r < NR; ++r) acc[r] = fmadd<T>(load_n(w + r * ldw + k, K - k), xv, acc[r]);
   }
   fold_lanes<T, L, NR>(acc);
   for (int r = 0; r < NR; ++r) {

@@ -1,5 +1,5 @@
 // gemm.cpp: gemm.h's choice and product for Python (the tests check both; the weight gradients
-// of the LSTM's backward take its product), and the vector width the kernel was built for.
+// of the LSTM's backward take its product), the vector width the kernel was built for, and the cache sizes it reads.
 #include <torch/extension.h>
 
 #include <string>
@@ -42,5 +42,11 @@ std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t
 
 // Bytes of one vector register the kernel was built for (cpu_math.h): 64 AVX-512, 32 AVX2, 16 else.
 int64_t vector_bytes() { return kVectorBytes; }
+
+// The cache sizes the kernels' paths read (cpu_math.h's cache_bytes): level 2, one core's; 3, shared.
+int64_t cache_size(int64_t level) {
+  TORCH_CHECK(level == 2 || level == 3, "cache_size: level should be 2 or 3, got ", level);
+  return cache_bytes(static_cast<int>(level));
+}
 
 }  // namespace lstmkit

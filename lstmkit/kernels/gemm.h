@@ -12,8 +12,9 @@
 // used only where (1) it exists (Linux), (2) this is PyTorch 2.13 or newer (where the float32
 // precision it reads is the one checked here), (3) oneDNN is enabled (torch.backends.mkldnn) and
 // not set to compute float32 in bf16 or tf32, nor torch.set_float32_matmul_precision below
-// "highest", and (4) its first call gave the exact product of a small test; otherwise ATen's, so
-// no setting of the user's is bypassed and no result is approximated.
+// "highest", and (4) its first call gave the exact product of a small test (it refuses float32 on a
+// CPU without AVX-512 BW/VL/DQ or AVX-NE-CONVERT, e.g. AVX2 alone); otherwise ATen's, so no setting
+// of the user's is bypassed and no result is approximated.
 // Products of one or two rows whose weights fit in one core's L2 (a cell's step from Python, its
 // backward's dx) are taken by hand (cpu_math.h's step products, on the operands as stored): a GEMM
 // call's set-up is ~3 us at (1,128)x(128,128), ten times the product.

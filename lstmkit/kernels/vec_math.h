@@ -39,7 +39,7 @@ inline vec_t<T> vexp(vec_t<T> x) {
   const V r = (x - n * T(0.693145751953125)) - n * T(1.428606820309417232e-06);   // ln2 hi + lo
   V p = splat(T(inv_fact(C::degree)));
 #pragma GCC unroll 16
-  for (int k = C::degree - 1; k >= 0; --k) p = p * r + T(inv_fact(k));
+  for (int k = C::degree - 1; k >= 0; --k) p = fmadd<T>(p, r, splat(T(inv_fact(k))));
   const ivec_t<T> bits = (__builtin_convertvector(n, ivec_t<T>) + C::bias) << C::mant;
   return p * (V)bits;
 }
