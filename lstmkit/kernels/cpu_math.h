@@ -210,33 +210,42 @@ constexpr int kPanelVectors = 2;
 constexpr bool kLoadA = true;         // 12 accumulators, 2 vectors of A and a broadcast: 15 of 16
 #endif
 
+// Columns of A per panel: the width of the register block.
+template <typename T> constexpr int64_t kPanel = kPanelVectors * kLanes<T>;
+
 // R rows of out[r, n0:n1] = (init ? init[r, n0:n1] : 0) + sum_k x[r, k] * A[k, n0:n1]; the
 // accumulators (R rows x NV vectors) stay in registers, each loaded column of A serves R rows.
+// Column n of A's row k at A + (n / kPanel) ps + k lda + n % kPanel (small_gemm's layout); a pass of
+// more vectors than one panel has starts at a panel's first column (n0 there; every pass is then
+// whole panels wide), one of fewer stays inside a panel. Each output is init plus one chain of
+// FMAs in the order of k, whatever NV, R or the pass it is taken in.
 // Never inlined: inlined into its callers, GCC allocated the same loop's registers differently in
 // each (the same 6 x 4 block ran at 86 or 110 GFLOP/s depending on the function around it).
 template <typename T, int R, int NV>
 __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx,
-                      const T* A, int64_t lda, int64_t K, int64_t n0, int64_t n1) {
+                                         const T* A, int64_t lda, int64_t ps, int64_t K, int64_t n0, int64_t n1) {
   using V = vec_t<T>;
-  constexpr int64_t L = kLanes<T>;
+  constexpr int64_t L = kLanes<T>, NP = kPanel<T>, PV = kPanelVectors;
+  auto column = [&](int64_t n) { return A + n / NP * ps + n % NP; };            // (0, n)
   int64_t n = n0;
   for (; n + NV * L <= n1; n += NV * L) {
+    const T* a = column(n);
     V acc[R][NV];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] = init ? load(init + r * ldi + n + v * L) : V{};
     for (int64_t k = 0; k < K; ++k) {
-      const T* a = A + k * lda + n;
+      const T* ak = a + k * lda;
       V av[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        av[v] = load(a + v * L);
-        if constexpr (kLoadA) asm("" : "+x"(av[v]));                         // keep it in a register
+        av[v] = load(ak + v / PV * ps + v % PV * L);
+        if constexpr (kLoadA && R > 1) asm("" : "+x"(av[v]));                 // keep it in a register
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const V xr = V{} + x[r * ldx + k];                                   // a broadcast
+        const V xr = V{} + x[r * ldx + k];                                     // a broadcast
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[r][v] = fmadd<T>(av[v], xr, acc[r][v]);
       }
@@ -247,16 +256,17 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
       for (int v = 0; v < NV; ++v) store(out + r * ldo + n + v * L, acc[r][v]);
   }
   if constexpr (NV > 1) {                                      // what is left, half as wide
-    gemm_rows<T, R, NV / 2>(out, ldo, init, ldi, x, ldx, A, lda, K, n, n1);
+    gemm_rows<T, R, NV / 2>(out, ldo, init, ldi, x, ldx, A, lda, ps, K, n, n1);
     return;
   }
   if (n < n1) {                                                // the ragged end: one vector, m lanes
     const int64_t m = n1 - n;
+    const T* a = column(n);
     V acc[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = init ? load_n(init + r * ldi + n, m) : V{};
     for (int64_t k = 0; k < K; ++k) {
-      const V av = load_n(A + k * lda + n, m);
+      const V av = load_n(a + k * lda, m);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r] = fmadd<T>(av, V{} + x[r * ldx + k], acc[r]);
     }
@@ -264,6 +274,14 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
     for (int r = 0; r < R; ++r) store_n(out + r * ldo + n, acc[r], m);
   }
 }
+
+// Vectors a pass of one or two rows takes (small_gemm): several panels at once. A pass of one row
+// over one panel is kPanelVectors chains of FMAs, each FMA waiting on the last of its chain (4
+// cycles on AMD Zen 3, two issued a cycle). Measured, one core, Zen 3 (AVX2, panels of 2 vectors),
+// GFLOP/s of one or two rows by 2048 columns (panels from L3, K = 128 and 512): 1 x 2 vectors 24-26,
+// 1 x 4 35-38, 1 x 8 32-36 (bound by reading A); 2 x 2 42-47, 2 x 4 46-59. (2 x 8 would want 16
+// accumulators, all of AVX2's registers.) AVX-512 (panels of 4 vectors): two panels.
+constexpr int kWideVectors = kVectorBytes == 64 ? 8 : 4;
 
 // The groups of rows small_gemm passes over each block of the weights together: as few groups as
 // kMaxRows allows, of sizes as equal as can be (AVX-512: B = 20 as 6, 7, 7; B = 9 as 4, 5), since a group of
@@ -287,9 +305,6 @@ inline void with_rows(int64_t rows, const F& f) {
     with_rows<R + 1>(rows, f);
   }
 }
-
-// Columns of A per panel: the width of the register block.
-template <typename T> constexpr int64_t kPanel = kPanelVectors * kLanes<T>;
 
 // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + sum_k x[b, k] * A[k, n0:n1], for b < B.
 // A (K, N) is read in panels of kPanel columns: element (k, n) at A + (n / kPanel) * ps + k * lda
@@ -319,11 +334,30 @@ inline void small_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T*
       for_each_row_group(B, [&](int64_t b, int64_t rows) {
         with_rows(rows, [&](auto R) {
           gemm_rows<T, decltype(R)::value, kPanelVectors>(out + b * ldo + n, ldo, src(b), ldsrc, x + b * ldx + k,
-                                                          ldx, a, lda, kc, 0, w);
+                                                          ldx, a, lda, ps, kc, 0, w);
         });
       });
     }
   };
+  if (B >= 1 && B <= 2) {                                                      // several panels a pass
+    with_rows(B, [&](auto Rc) {
+      constexpr int R = decltype(Rc)::value;
+      constexpr int64_t W = kWideVectors * kLanes<T>;                         // whole panels
+      auto pass = [&](int64_t n, int64_t ne) {         // [n, ne): inside one panel, or from a panel's start
+        gemm_rows<T, R, kWideVectors>(out + n, ldo, init ? init + n : nullptr, ldi, x, ldx,
+                                         A + n / NP * ps + n % NP, lda, ps, K, 0, ne - n);
+      };
+      const int64_t head = std::min(n1, (n0 + NP - 1) / NP * NP);              // n0 up to a panel's start
+      const int64_t passes = (n1 - head + W - 1) / W;
+      if (!reverse && head > n0) pass(n0, head);
+      for (int64_t i = 0; i < passes; ++i) {
+        const int64_t n = head + (reverse ? passes - 1 - i : i) * W;
+        pass(n, std::min(n1, n + W));
+      }
+      if (reverse && head > n0) pass(n0, head);
+    });
+    return;
+  }
   if (!reverse) {
     for (int64_t n = n0; n < n1;) {
       const int64_t ne = std::min(n1, (n / NP + 1) * NP);
