@@ -165,6 +165,12 @@ inline vec_t<T> fmadd(vec_t<T> a, vec_t<T> b, vec_t<T> c) {
   return a * b + c;                                 // no FMA instruction: nothing to contract into
 }
 
+// x in every lane. Written x - 0, not 0 + x: with signed zeros 0 + x is not x (0 + -0 = +0), so
+// GCC kept that add (one more operation for each row of x in the step product's inner loop), while
+// x - 0 is x for every x and folds away: a plain broadcast.
+template <typename T>
+inline vec_t<T> broadcast(T x) { return x - vec_t<T>{}; }
+
 // The first m < kLanes lanes of a vector at p, the others zero, and their store: the ragged end of
 // a row (H = 100 or 200 leaves one in every gate), so it too runs as one vector, not m scalar loops.
 // With AVX-512 a masked load or store, which touches (and may fault on) only the m lanes.
@@ -245,7 +251,7 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const V xr = V{} + x[r * ldx + k];                                     // a broadcast
+        const V xr = broadcast(x[r * ldx + k]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[r][v] = fmadd<T>(av[v], xr, acc[r][v]);
       }
@@ -268,7 +274,7 @@ __attribute__((noinline)) void gemm_rows(T* out, int64_t ldo, const T* init, int
     for (int64_t k = 0; k < K; ++k) {
       const V av = load_n(a + k * lda, m);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r] = fmadd<T>(av, V{} + x[r * ldx + k], acc[r]);
+      for (int r = 0; r < R; ++r) acc[r] = fmadd<T>(av, broadcast(x[r * ldx + k]), acc[r]);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) store_n(out + r * ldo + n, acc[r], m);

@@ -23,7 +23,7 @@ template <> struct IntOf<float> { using type = int32_t; };
 template <> struct IntOf<double> { using type = int64_t; };
 template <typename T> using ivec_t = typename Vec<typename IntOf<T>::type>::type;
 
-template <typename T> inline vec_t<T> splat(T x) { return vec_t<T>{} + x; }
+template <typename T> inline vec_t<T> splat(T x) { return broadcast(x); }
 
 // exp(x) = 2^n e^r, n the nearest integer to x / ln2 (by adding and removing 1.5 * 2^mant, which
 // rounds to nearest without a floor instruction), e^r by its Taylor polynomial as in exp_.
