@@ -23,23 +23,21 @@ template <> struct IntOf<float> { using type = int32_t; };
 template <> struct IntOf<double> { using type = int64_t; };
 template <typename T> using ivec_t = typename Vec<typename IntOf<T>::type>::type;
 
-template <typename T> inline vec_t<T> splat(T x) { return broadcast(x); }
-
 // exp(x) = 2^n e^r, n the nearest integer to x / ln2 (by adding and removing 1.5 * 2^mant, which
 // rounds to nearest without a floor instruction), e^r by its Taylor polynomial as in exp_.
 template <typename T>
 inline vec_t<T> vexp(vec_t<T> x) {
   using C = ExpConst<T>;
   using V = vec_t<T>;
-  const V lo = splat(T(C::lo)), hi = splat(T(C::hi));
+  const V lo = broadcast(T(C::lo)), hi = broadcast(T(C::hi));
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const V magic = splat(T(1.5) * T(1ull << C::mant));
+  const V magic = broadcast(T(1.5) * T(1ull << C::mant));
   const V n = (x * T(1.4426950408889634) + magic) - magic;
   const V r = (x - n * T(0.693145751953125)) - n * T(1.428606820309417232e-06);   // ln2 hi + lo
-  V p = splat(T(inv_fact(C::degree)));
+  V p = broadcast(T(inv_fact(C::degree)));
 #pragma GCC unroll 16
-  for (int k = C::degree - 1; k >= 0; --k) p = fmadd<T>(p, r, splat(T(inv_fact(k))));
+  for (int k = C::degree - 1; k >= 0; --k) p = fmadd<T>(p, r, broadcast(T(inv_fact(k))));
   const ivec_t<T> bits = (__builtin_convertvector(n, ivec_t<T>) + C::bias) << C::mant;
   return p * (V)bits;
 }
@@ -74,7 +72,7 @@ inline vec_t<T> vtanh(vec_t<T> x) {
   const V x2 = x * x;
   const V s = x * (T(1) + x2 * (T(-1.0 / 3) + x2 * (T(2.0 / 15) + x2 * (T(-17.0 / 315) + x2 * (
       T(62.0 / 2835) + x2 * (T(-1382.0 / 155925) + x2 * (T(21844.0 / 6081075))))))));
-  return a < splat(T(0.0625)) ? s : (x < zero ? -q : q);
+  return a < broadcast(T(0.0625)) ? s : (x < zero ? -q : q);
 }
 
 }  // namespace lstmkit
