@@ -66,7 +66,7 @@ def test_gemm_equals_the_product(dtype, M, K, N, transposed):
         b = b.t().contiguous().t()
     got = ext().gemm(a, b)
     assert_product(got, a, b)
-    if dtype == torch.float64:                            # ATen's own product: bit for bit
+    if dtype == torch.float64 and ext().gemm_path(a, b) == "aten":   # ATen's own product: bit for bit
         assert torch.equal(got, torch.mm(a, b))
 
 
@@ -231,3 +231,56 @@ def test_cells_whose_products_take_onednn_match_torch(cls):
     assert_near(out.detach(), out_ref.detach(), "output", 1e-5)
     for (name, p), q in zip(mine.named_parameters(), ref.parameters(), strict=True):
         assert_near(p.grad, q.grad, f"d{name}", 1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("M", [3, 7, 20, 64, 128])
+@pytest.mark.parametrize("K, N", [(1, 9), (5, 7), (200, 50), (1100, 130)])
+@pytest.mark.parametrize("init", [None, "bias", "full"])
+def test_rows_times_w_as_stored_by_hand_equal_the_product_and_never_write_init(dtype, M, K, N, init):
+    # b = W^T for W (N, K) as stored, its rows 3 apart from the next (a column slice of a wider W):
+    # gemm takes it by hand (nt_gemm.h) where oneDNN does not; K = 1100 crosses blocks of k (512),
+    # N = 130 blocks of W's rows (48) and a ragged end of each.
+    g = torch.Generator().manual_seed(M * K + N)
+    a = torch.randn(M, K, generator=g, dtype=dtype)
+    W = torch.randn(N, K + 3, generator=g, dtype=dtype)[:, :K]
+    b = W.t()
+    c = {None: None, "bias": torch.randn(N, generator=g, dtype=dtype),
+         "full": torch.randn(M, N, generator=g, dtype=dtype)}[init]
+    kept = None if c is None else c.clone()
+    path = ext().gemm_path(a, b)
+    assert path == ("onednn" if ext().gemm_backend(str(dtype).removeprefix("torch."), M, K, N) == "onednn"
+                    else "W as stored")
+    got = ext().gemm(a, b, c)
+    assert_product(got - (0 if c is None else c), a, b)
+    if c is not None:
+        assert torch.equal(c, kept)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_times_w_as_stored_do_not_depend_on_the_thread_count(dtype):
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(37, 650, generator=g, dtype=dtype)
+    W = torch.randn(2600, 650, generator=g, dtype=dtype)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(ext().gemm(a, W.t()))
+    finally:
+        torch.set_num_threads(before)
+    if ext().gemm_path(a, W.t()) == "W as stored":
+        assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    assert_product(outs[0], a, W.t())
+
+
+def test_gemm_path_names_each_way():
+    a3, W = torch.randn(3, 40, dtype=torch.float64), torch.randn(30, 40, dtype=torch.float64)
+    assert ext().gemm_path(a3[:1], W.t()) == "few rows"
+    assert ext().gemm_path(a3, W.t()) == "W as stored"
+    assert ext().gemm_path(a3, W.t().contiguous()) == "aten"             # row-major b: not W as stored
+    assert ext().gemm_path(torch.randn(129, 40, dtype=torch.float64), W.t()) == "aten"   # past kNtMaxRows
+    assert ext().gemm_path(a3.half(), W.t().half()) == "aten"
+    with pytest.raises(RuntimeError, match="2-D"):
+        ext().gemm_path(a3[0], W.t())

@@ -44,7 +44,8 @@ from . import tuning as _tuning
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
             "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp")
-_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "one_step.h", "team.h", "tuning.h", "vec_math.h")
+_HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "nt_gemm.h", "one_step.h", "team.h", "tuning.h",
+            "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
 # depend on the build) and, with gcc < 13, link crtfastmath and flush denormals for the whole process.
 # -ffp-contract=off: a * b + c is a multiply and an add, never an FMA the compiler chose. GCC chose

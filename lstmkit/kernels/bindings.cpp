@@ -38,7 +38,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(dh, x, h, w_ih, w_hh, gates, ghn, h_new, need) -> [dx, dh, dw_ih, dw_hh, db_ih, db_hh]");
   m.def("gemm", &lstmkit::gemm, "(a, b, init=None) -> (init +) a b by gemm.h's choice (by hand, oneDNN or ATen)",
         py::arg("a"), py::arg("b"), py::arg("init") = py::none());
-  m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's choice now");
+  m.def("gemm_backend", &lstmkit::gemm_backend, "(dtype, M, K, N) -> 'onednn' or 'aten': gemm's library now");
+  m.def("gemm_path", &lstmkit::gemm_path, "(a, b) -> 'few rows', 'W as stored', 'onednn' or 'aten': gemm's way now");
   m.def("vector_bytes", &lstmkit::vector_bytes, "() -> bytes of the vector registers the kernel was built for");
   m.def("cache_size", &lstmkit::cache_size, "(level 2 or 3) -> bytes of one core's L2 or the shared L3, as the kernels read them");
   m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");

@@ -16,6 +16,7 @@ void set_tuning(int64_t threads, const std::string& name, int64_t value);
 std::map<std::string, int64_t> default_tuning();
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& init);
 std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t N);
+std::string gemm_path(const at::Tensor& a, const at::Tensor& b);
 int64_t vector_bytes();
 int64_t cache_size(int64_t level);
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,

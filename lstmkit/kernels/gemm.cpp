@@ -34,7 +34,20 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, const c10::optional<at
   return gemm_new(a, b, init);
 }
 
-// "onednn" or "aten": which GEMM gemm() takes for these sizes and this dtype, now.
+// Which way gemm(a, b) takes its product now: "few rows" (few_rows), "W as stored" (nt_rows: b the
+// transposed view of a row-major W), "onednn" or "aten" (gemm.h). Sizes and dtypes are not checked:
+// what gemm would refuse is answered "aten".
+std::string gemm_path(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "gemm_path: a and b should be 2-D, got ", a.dim(), "-D and ", b.dim(), "-D");
+  if (a.size(1) != b.size(0)) return "aten";
+  const at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  if (few_rows_fit(out, a, b)) return "few rows";
+  if (nt_rows_fit(out, a, b)) return "W as stored";
+  return gemm_uses_onednn(a.scalar_type(), a.size(0), a.size(1), b.size(1)) ? "onednn" : "aten";
+}
+
+// "onednn" or "aten": which library gemm() takes for these sizes and this dtype, now, where it does
+// not take the product by hand (gemm_path says for a and b themselves).
 std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t N) {
   TORCH_CHECK(dtype == "float32" || dtype == "float64", "gemm_backend: dtype should be float32 or float64, got ", dtype);
   return gemm_uses_onednn(dtype == "float32" ? at::kFloat : at::kDouble, M, K, N) ? "onednn" : "aten";

@@ -17,7 +17,8 @@
 // of the user's is bypassed and no result is approximated.
 // Products of one or two rows whose weights fit in one core's L2 (a cell's step from Python, its
 // backward's dx) are taken by hand (cpu_math.h's step products, on the operands as stored): a GEMM
-// call's set-up is ~3 us at (1,128)x(128,128), ten times the product.
+// call's set-up is ~3 us at (1,128)x(128,128), ten times the product. So are x W^T of 3 to
+// kNtMaxRows rows with W as stored (nt_gemm.h), where oneDNN is not taken.
 // What it is not: a BLAS of its own. Products small enough that the call itself costs more take
 // ATen's too (limit(kOneDnnMinWork), tuning.h).
 #pragma once
@@ -26,6 +27,7 @@
 #include <torch/version.h>
 
 #include "cpu_math.h"
+#include "nt_gemm.h"
 #include "tuning.h"
 
 // A weak reference is an ELF feature (GCC and Clang on Linux); elsewhere (MSVC, Mach-O) oneDNN's
@@ -93,13 +95,21 @@ constexpr int64_t kFewRows = 2;
 // register-blocked product (small_gemm), W's rows by dot products (gemv_dot). Returns false
 // (nothing done) otherwise. (StepWeight makes the same choice, but its layout checks build two
 // tensor views: ~1 us more a cell step, measured; here the strides are read directly.)
+// (few_rows_fit says whether it would.)
+inline bool hand_dtypes(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const auto dtype = out.scalar_type();
+  return (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype && b.scalar_type() == dtype;
+}
+inline bool few_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  if (M > kFewRows || M < 1 || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
+  if (K * N * static_cast<int64_t>(out.element_size()) > cache_bytes(2)) return false;
+  return a.stride(1) == 1 && out.stride(1) == 1 && (b.stride(1) == 1 || b.stride(0) == 1);
+}
 inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if (!few_rows_fit(out, a, b)) return false;
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = out.scalar_type();
-  if (M > kFewRows || M < 1 || K < 1 || N < 1 || (dtype != at::kFloat && dtype != at::kDouble)) return false;
-  if (a.scalar_type() != dtype || b.scalar_type() != dtype) return false;
-  if (K * N * static_cast<int64_t>(out.element_size()) > cache_bytes(2)) return false;
-  if (a.stride(1) != 1 || out.stride(1) != 1 || (b.stride(1) != 1 && b.stride(0) != 1)) return false;
   const bool rowmajor = b.stride(1) == 1;
   AT_DISPATCH_FLOATING_TYPES(dtype, "few_rows", [&] {
     using T = scalar_t;
@@ -116,9 +126,38 @@ inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, 
   return true;
 }
 
+// Rows up to which x W^T (b the transposed view of a row-major W) is taken by nt_gemm, from 3 (fewer:
+// few_rows). Measured side by side, this AMD EPYC without AVX-512, G multiply-adds a second by hand
+// / ATen's (MKL), 2 threads, float32: (M,K,N) = (8,512,2048) 87 / 45, (20,200,800) 75 / 63, (64,650,
+// 2600) 111 / 93, (128,300,1200) 128 / 120, (256,200,800) 116 / 131, (512,200,800) 113 / 140; one
+// thread (20,200,800) 41 / 46, (64,650,2600) 59 / 54, (256,100,400) 61 / 74; float64 alike
+// ((8,512,2048) 61 / 23, (64,1300,2600) 61 / 53, (256,200,800) 56 / 64).
+constexpr int64_t kNtMaxRows = 128;
+
+// out (M,N) = (accumulate ? out : 0) + a (M,K) W^T by nt_gemm, where b (K,N) is the transposed view
+// of a row-major W (N,K), 3 <= M <= kNtMaxRows, rows of a and out contiguous, float32 or float64,
+// and oneDNN does not take it. Returns false (nothing done) otherwise (nt_rows_fit says whether it would).
+inline bool nt_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  if (M <= kFewRows || M > kNtMaxRows || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
+  if (b.stride(0) != 1 || b.stride(1) < K || a.stride(1) != 1 || out.stride(1) != 1) return false;
+  return !gemm_uses_onednn(out.scalar_type(), M, K, N);
+}
+inline bool nt_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if (!nt_rows_fit(out, a, b)) return false;
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "nt_rows", [&] {
+    using T = scalar_t;
+    T* o = out.data_ptr<T>();
+    nt_gemm<T>(o, out.stride(0), accumulate ? o : nullptr, out.stride(0), a.data_ptr<T>(), a.stride(0), M, K,
+               b.data_ptr<T>(), b.stride(1), N);
+  });
+  return true;
+}
+
 // out (M,N) = (accumulate ? out : 0) + a (M,K) b (K,N).
 inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
-  if (few_rows(out, a, b, accumulate)) return;
+  if (few_rows(out, a, b, accumulate) || nt_rows(out, a, b, accumulate)) return;
 #ifdef LSTMKIT_ONEDNN_MATMUL
   if (gemm_uses_onednn(out.scalar_type(), a.size(0), a.size(1), b.size(1))) {
     at::native::mkldnn_matmul(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
@@ -133,7 +172,7 @@ inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, 
 inline at::Tensor gemm_new(const at::Tensor& a, const at::Tensor& b,
                            const c10::optional<at::Tensor>& init = c10::nullopt) {
   const int64_t M = a.size(0), N = b.size(1);
-  const bool by_hand = M <= kFewRows;                        // (few_rows decides; else ATen's below)
+  const bool by_hand = M <= kFewRows || (M <= kNtMaxRows && b.stride(0) == 1);   // (few_rows or nt_rows decide)
   if (!by_hand && !gemm_uses_onednn(a.scalar_type(), M, a.size(1), N))
     return init ? at::addmm(*init, a, b) : at::mm(a, b);
   // a new tensor always (expand(...).contiguous() of one row is init itself: its storage would be written)

@@ -1,0 +1,95 @@
+// nt_gemm.h: out = init + x W^T with W as stored (rows of N outputs by K inputs), by hand, for the
+// products whose weights stay as the user keeps them: a cell's step with a batch, the input
+// projection of a short sequence.
+//
+// What it is: the product taken transposed, out^T (N,M) = W (N,K) x^T (K,M): W's rows are the rows
+// the register block broadcasts (cpu_math.h's gemm_rows, as they are stored: no copy of W), and x^T
+// is packed in panels (M K elements, against the M N K multiply-adds that read it). Each thread
+// takes whole blocks of kNtRows of W's rows, so W is read once in all; a block's out^T is built in
+// a buffer of the thread's (from init^T) and written back transposed, L x L tiles in registers.
+// Every output is init plus one chain of FMAs over k in order, as in cpu_math.h's small_gemm and
+// StepWeight (blocks of k accumulate in the buffer), whatever the threads or blocks: results do not
+// depend on the thread count, nor on which of these products took them.
+// Why: a GEMM's x W^T (ATen's, MKL's "NT" case on this AMD EPYC without AVX-512) ran 51-75 G
+// multiply-adds a second at B = 20-64 rows, K = 200-1300, N = 800-2600, 2 threads; this 60-130
+// (kNtMaxRows says up to where).
+// What it is not: a BLAS. Rows past kNtMaxRows, other layouts and dtypes go to gemm.h's others.
+// Dimensions: M rows of x, K inputs, N outputs (W's rows).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "cpu_math.h"
+
+namespace lstmkit {
+
+// W's rows a block (a thread's unit of work): 48 = 8 groups of 6 (AVX2) or 6 of 8 (AVX-512).
+constexpr int64_t kNtRows = 48;
+
+// Inputs a block of k: the block of W (kNtRows x kNtDepth) and of x^T stay in L2 together.
+constexpr int64_t kNtDepth = 512;
+
+// dst[c ldd + r] = src[r lds + c] for r < R, c < C: L x L tiles transposed in registers, the ragged
+// edges one by one. Takes init into a block's out^T, and the block back into out.
+template <typename T>
+inline void transpose_into(T* dst, int64_t ldd, const T* src, int64_t lds, int64_t R, int64_t C) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  int64_t r = 0;
+  for (; r + L <= R; r += L) {
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      V v[L];
+      for (int64_t i = 0; i < L; ++i) v[i] = load(src + (r + i) * lds + c);
+      transpose_stage<V, L, L / 2>(v);                                          // v[i]: column c + i, rows r..
+      for (int64_t i = 0; i < L; ++i) store(dst + (c + i) * ldd + r, v[i]);
+    }
+    for (; c < C; ++c)
+      for (int64_t i = 0; i < L; ++i) dst[c * ldd + r + i] = src[(r + i) * lds + c];
+  }
+  for (; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// out (M,N) = (init ? init : 0) + x (M,K) W^T, W (N,K) with rows ldw apart; rows of x, out and init
+// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for. Made for the few
+// rows of gemm.h's kNtMaxRows: x^T's panels (M K elements) stay in one core's L2 while the thread's
+// blocks of W pass over them, and its buffer holds a block's kNtRows rows of out^T whole.
+template <typename T>
+inline void nt_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t M, int64_t K,
+                    const T* W, int64_t ldw, int64_t N) {
+  constexpr int64_t NP = kPanel<T>;
+  const at::Tensor xT = at::from_blob(const_cast<T*>(x), {M, K}, {ldx, 1}, c10::CppTypeToScalarType<T>::value).t();
+  std::vector<T> xp_store((M + NP - 1) / NP * K * NP);
+  T* xp = xp_store.data();
+  pack_panels_into<T>(xT, NP, xp);                                              // (ceil(M/NP), K, NP)
+  const int64_t ps = K * NP, blocks = (N + kNtRows - 1) / kNtRows;
+  const int64_t ldb = (M + NP - 1) / NP * NP;                                  // a row of out^T: M, whole panels
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> buf(kNtRows * ldb);                                          // (kNtRows, M) out^T
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t n = blk * kNtRows, nn = std::min(kNtRows, N - n);
+      if (init) transpose_into(buf.data(), ldb, init + n, ldi, M, nn);          // out^T starts as init^T
+      for (int64_t k0 = 0; k0 < K; k0 += kNtDepth) {
+        const int64_t kn = std::min(kNtDepth, K - k0);
+        for (int64_t m = 0; m < M; m += NP) {                                   // a panel of x^T: NP of x's rows
+          for_each_row_group(nn, [&](int64_t g, int64_t rows) {
+            with_rows(rows, [&](auto R) {
+              T* o = buf.data() + g * ldb + m;
+              const T* from = k0 || init ? o : nullptr;
+              gemm_rows<T, decltype(R)::value, kPanelVectors>(o, ldb, from, ldb, W + (n + g) * ldw + k0, ldw,
+                                                              xp + m / NP * ps + k0 * NP, NP, ps, kn, 0,
+                                                              std::min(NP, M - m));
+            });
+          });
+        }
+      }
+      transpose_into(out + n, ldo, buf.data(), ldb, nn, M);
+    }
+  });
+}
+
+}  // namespace lstmkit
