@@ -233,11 +233,28 @@ def test_cells_whose_products_take_onednn_match_torch(cls):
         assert_near(p.grad, q.grad, f"d{name}", 1e-4)
 
 
+@contextmanager
+def threads(n):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_threads():
+    """Two threads: gemm takes x W^T by hand whatever W's size (one thread: only past two L2 caches)."""
+    with threads(2):
+        yield
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("M", [3, 7, 20, 64, 128])
 @pytest.mark.parametrize("K, N", [(1, 9), (5, 7), (200, 50), (1100, 130)])
 @pytest.mark.parametrize("init", [None, "bias", "full"])
-def test_rows_times_w_as_stored_by_hand_equal_the_product_and_never_write_init(dtype, M, K, N, init):
+def test_rows_times_w_as_stored_by_hand_equal_the_product_and_never_write_init(dtype, M, K, N, init, two_threads):
     # b = W^T for W (N, K) as stored, its rows 3 apart from the next (a column slice of a wider W):
     # gemm takes it by hand (nt_gemm.h) where oneDNN does not; K = 1100 crosses blocks of k (512),
     # N = 130 blocks of W's rows (48) and a ragged end of each.
@@ -261,21 +278,20 @@ def test_rows_times_w_as_stored_by_hand_equal_the_product_and_never_write_init(d
 def test_rows_times_w_as_stored_do_not_depend_on_the_thread_count(dtype):
     g = torch.Generator().manual_seed(5)
     a = torch.randn(37, 650, generator=g, dtype=dtype)
-    W = torch.randn(2600, 650, generator=g, dtype=dtype)
-    before = torch.get_num_threads()
-    try:
-        outs = []
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
+    W = torch.randn(2600, 650, generator=g, dtype=dtype)        # 6.8 / 13.5 MB: by hand on one thread too
+    outs, paths = [], []
+    for n in (1, 2, 3):
+        with threads(n):
             outs.append(ext().gemm(a, W.t()))
-    finally:
-        torch.set_num_threads(before)
-    if ext().gemm_path(a, W.t()) == "W as stored":
+            paths.append(ext().gemm_path(a, W.t()))
+    if paths == ["W as stored"] * 3:
         assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    else:                                                             # oneDNN took it
+        assert dtype == torch.float32 and "onednn" in paths
     assert_product(outs[0], a, W.t())
 
 
-def test_gemm_path_names_each_way():
+def test_gemm_path_names_each_way(two_threads):
     a3, W = torch.randn(3, 40, dtype=torch.float64), torch.randn(30, 40, dtype=torch.float64)
     assert ext().gemm_path(a3[:1], W.t()) == "few rows"
     assert ext().gemm_path(a3, W.t()) == "W as stored"
@@ -284,3 +300,7 @@ def test_gemm_path_names_each_way():
     assert ext().gemm_path(a3.half(), W.t().half()) == "aten"
     with pytest.raises(RuntimeError, match="2-D"):
         ext().gemm_path(a3[0], W.t())
+    with threads(1):                       # one thread: by hand only where W passes two L2 caches
+        assert ext().gemm_path(a3, W.t()) == "aten"
+        big = torch.randn(4 * ext().cache_size(2) // 8 // 40 + 1, 40, dtype=torch.float64)
+        assert ext().gemm_path(a3, big.t()) == "W as stored"

@@ -36,7 +36,7 @@ static void check_cell(const Checks& c, const at::Tensor& x, const at::Tensor& w
   c.optional("b_hh", b_hh, "(G,)", {G});
 }
 
-// zx (1,B,G) = x W_ih^T (+ bias): the input projection of the one step, by ATen's GEMM.
+// zx (1,B,G) = x W_ih^T (+ bias): the input projection of the one step, by gemm.h (W_ih as stored).
 static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10::optional<at::Tensor>& bias) {
   return gemm_new(x, w_ih.t(), bias).unsqueeze(0);
 }
@@ -44,7 +44,8 @@ static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10
 // Which kernel a step takes. One row: the cell's one-step kernel (one_step.h: dot products against
 // the weights as stored, the bias summed by a loop; no ATen operator). Rows: packing the weights for
 // one step costs about as much as the product until ~20 rows (a copy of W against 2B flops per
-// weight), so the step takes ATen's GEMMs on the weights as stored, as torch.nn's cells do; the RNN
+// weight), so the step takes gemm.h's products on the weights as stored (by hand up to kNtMaxRows
+// rows, nt_gemm.h; ATen's GEMM beyond, as torch.nn's cells take it); the RNN
 // cell from kOneStepPackRows rows takes its kernel (measured, 2 threads, over torch's step: B = 20
 // H = 200 0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 20 H = 200 1.04; B = 8 H = 200 1.10 at
 // 2 threads, 1.3 at one: hence the floor). The LSTM and GRU cells with rows measured 0.8-1.2 (two

@@ -134,13 +134,22 @@ inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, 
 // ((8,512,2048) 61 / 23, (64,1300,2600) 61 / 53, (256,200,800) 56 / 64).
 constexpr int64_t kNtMaxRows = 128;
 
+// On one thread x W^T is taken by hand only where W passes kNtOneThreadL2 L2 caches: MKL's is ahead
+// where W is about one L2 (one thread, float32, 512 KB of L2: (20,200,800) 42 / 45, (20,256,1024)
+// 43 / 46) and behind from about three ((64,300,1200) 65 / 60, (20,512,2048) 48 / 42, (20,650,2600)
+// 36 / 28, (8,300,1200) 42 / 32).
+constexpr int64_t kNtOneThreadL2 = 2;
+
 // out (M,N) = (accumulate ? out : 0) + a (M,K) W^T by nt_gemm, where b (K,N) is the transposed view
 // of a row-major W (N,K), 3 <= M <= kNtMaxRows, rows of a and out contiguous, float32 or float64,
-// and oneDNN does not take it. Returns false (nothing done) otherwise (nt_rows_fit says whether it would).
+// two threads or more or W past kNtOneThreadL2 L2 caches, and oneDNN does not take it. Returns false
+// (nothing done) otherwise (nt_rows_fit says whether it would).
 inline bool nt_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   if (M <= kFewRows || M > kNtMaxRows || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
   if (b.stride(0) != 1 || b.stride(1) < K || a.stride(1) != 1 || out.stride(1) != 1) return false;
+  const int64_t w_bytes = K * N * static_cast<int64_t>(out.element_size());
+  if (at::get_num_threads() == 1 && w_bytes <= kNtOneThreadL2 * cache_bytes(2)) return false;
   return !gemm_uses_onednn(out.scalar_type(), M, K, N);
 }
 inline bool nt_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {

@@ -15,7 +15,8 @@
 //   cell needs nothing from the others), a barrier per step (two with a projection). Results do not
 //   depend on the thread count (same sums, same order), one row aside: one thread takes it from
 //   packed panels, a team by dot products against W_hh's rows (cpu_math.h's pack_one_row).
-// - more rows: ATen's GEMM (MKL) into the preallocated gate buffer, then the gate math by rows.
+// - more rows: gemm.h's product (oneDNN, MKL, or by hand with W_hh as stored for a call of fewer than
+//   kCopyMinSteps steps and few rows) into the preallocated gate buffer, then the gate math by rows.
 // Backward mirrors it: only dh_{t-1} = dz_t W_hh (+ dhs) is sequential.
 // Dimensions: T time, B batch, I input, H hidden, P projection (P == H without one), G = 4H.
 #include <ATen/Parallel.h>
