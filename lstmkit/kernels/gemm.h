@@ -86,6 +86,12 @@ inline bool gemm_uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t
   return dtype == at::kFloat && M >= kOneDnnMinRows && M * K * N >= limit(kOneDnnMinWork) && onednn_usable();
 }
 
+// Whether out, a and b are all float32 or all float64: the dtypes taken by hand.
+inline bool hand_dtypes(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const auto dtype = out.scalar_type();
+  return (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype && b.scalar_type() == dtype;
+}
+
 // Rows up to which a product may be taken by hand (few_rows).
 constexpr int64_t kFewRows = 2;
 
@@ -96,10 +102,6 @@ constexpr int64_t kFewRows = 2;
 // (nothing done) otherwise. (StepWeight makes the same choice, but its layout checks build two
 // tensor views: ~1 us more a cell step, measured; here the strides are read directly.)
 // (few_rows_fit says whether it would.)
-inline bool hand_dtypes(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  const auto dtype = out.scalar_type();
-  return (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype && b.scalar_type() == dtype;
-}
 inline bool few_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   if (M > kFewRows || M < 1 || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
