@@ -304,3 +304,16 @@ def test_gemm_path_names_each_way(two_threads):
         assert ext().gemm_path(a3, W.t()) == "aten"
         big = torch.randn(4 * ext().cache_size(2) // 8 // 40 + 1, 40, dtype=torch.float64)
         assert ext().gemm_path(a3, big.t()) == "W as stored"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K, N", [(7, 13), (100, 300), (128, 512)])
+def test_rows_times_w_as_stored_are_the_step_products_sums_bit_for_bit(dtype, K, N, two_threads):
+    # nt_gemm starts each output at init and adds k in order by FMAs, as the step product does:
+    # the first two of 20 rows equal those two rows alone through the panel product (few rows,
+    # row-major b), bit for bit
+    g = torch.Generator().manual_seed(K + N)
+    a, W = torch.randn(20, K, generator=g, dtype=dtype), torch.randn(N, K, generator=g, dtype=dtype)
+    bias = torch.randn(N, generator=g, dtype=dtype)
+    assert ext().gemm_path(a, W.t()) == "W as stored" and ext().gemm_path(a[:2], W.t().contiguous()) == "few rows"
+    assert torch.equal(ext().gemm(a, W.t(), bias)[:2], ext().gemm(a[:2], W.t().contiguous(), bias))
