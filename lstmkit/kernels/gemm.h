@@ -86,10 +86,14 @@ inline bool gemm_uses_onednn(at::ScalarType dtype, int64_t M, int64_t K, int64_t
   return dtype == at::kFloat && M >= kOneDnnMinRows && M * K * N >= limit(kOneDnnMinWork) && onednn_usable();
 }
 
-// Whether out, a and b are all float32 or all float64: the dtypes taken by hand.
-inline bool hand_dtypes(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  const auto dtype = out.scalar_type();
-  return (dtype == at::kFloat || dtype == at::kDouble) && a.scalar_type() == dtype && b.scalar_type() == dtype;
+// Whether a and b are both float32 or both float64 (the dtypes taken by hand), and out, where given,
+// of that dtype with contiguous rows: what either product by hand asks of out.
+inline bool hand_dtypes(const at::Tensor& a, const at::Tensor& b) {
+  const auto dtype = a.scalar_type();
+  return (dtype == at::kFloat || dtype == at::kDouble) && b.scalar_type() == dtype;
+}
+inline bool hand_out(const at::Tensor& out, const at::Tensor& a) {
+  return out.scalar_type() == a.scalar_type() && out.stride(1) == 1;
 }
 
 // Rows up to which a product may be taken by hand (few_rows).
@@ -101,15 +105,15 @@ constexpr int64_t kFewRows = 2;
 // register-blocked product (small_gemm), W's rows by dot products (gemv_dot). Returns false
 // (nothing done) otherwise. (StepWeight makes the same choice, but its layout checks build two
 // tensor views: ~1 us more a cell step, measured; here the strides are read directly.)
-// (few_rows_fit says whether it would.)
-inline bool few_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+// (few_rows_fit says whether it would, for an out that hand_out takes.)
+inline bool few_rows_fit(const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  if (M > kFewRows || M < 1 || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
-  if (K * N * static_cast<int64_t>(out.element_size()) > cache_bytes(2)) return false;
-  return a.stride(1) == 1 && out.stride(1) == 1 && (b.stride(1) == 1 || b.stride(0) == 1);
+  if (M > kFewRows || M < 1 || K < 1 || N < 1 || !hand_dtypes(a, b)) return false;
+  if (K * N * static_cast<int64_t>(a.element_size()) > cache_bytes(2)) return false;
+  return a.stride(1) == 1 && (b.stride(1) == 1 || b.stride(0) == 1);
 }
 inline bool few_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
-  if (!few_rows_fit(out, a, b)) return false;
+  if (!hand_out(out, a) || !few_rows_fit(a, b)) return false;
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   const auto dtype = out.scalar_type();
   const bool rowmajor = b.stride(1) == 1;
@@ -145,17 +149,17 @@ constexpr int64_t kNtOneThreadL2 = 2;
 // out (M,N) = (accumulate ? out : 0) + a (M,K) W^T by nt_gemm, where b (K,N) is the transposed view
 // of a row-major W (N,K), 3 <= M <= kNtMaxRows, rows of a and out contiguous, float32 or float64,
 // two threads or more or W past kNtOneThreadL2 L2 caches, and oneDNN does not take it. Returns false
-// (nothing done) otherwise (nt_rows_fit says whether it would).
-inline bool nt_rows_fit(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+// (nothing done) otherwise (nt_rows_fit says whether it would, for an out that hand_out takes).
+inline bool nt_rows_fit(const at::Tensor& a, const at::Tensor& b) {
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  if (M <= kFewRows || M > kNtMaxRows || K < 1 || N < 1 || !hand_dtypes(out, a, b)) return false;
-  if (b.stride(0) != 1 || b.stride(1) < K || a.stride(1) != 1 || out.stride(1) != 1) return false;
-  const int64_t w_bytes = K * N * static_cast<int64_t>(out.element_size());
+  if (M <= kFewRows || M > kNtMaxRows || K < 1 || N < 1 || !hand_dtypes(a, b)) return false;
+  if (b.stride(0) != 1 || b.stride(1) < K || a.stride(1) != 1) return false;
+  const int64_t w_bytes = K * N * static_cast<int64_t>(a.element_size());
   if (at::get_num_threads() == 1 && w_bytes <= kNtOneThreadL2 * cache_bytes(2)) return false;
-  return !gemm_uses_onednn(out.scalar_type(), M, K, N);
+  return !gemm_uses_onednn(a.scalar_type(), M, K, N);
 }
 inline bool nt_rows(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
-  if (!nt_rows_fit(out, a, b)) return false;
+  if (!hand_out(out, a) || !nt_rows_fit(a, b)) return false;
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "nt_rows", [&] {
     using T = scalar_t;
@@ -183,7 +187,7 @@ inline void gemm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, 
 inline at::Tensor gemm_new(const at::Tensor& a, const at::Tensor& b,
                            const c10::optional<at::Tensor>& init = c10::nullopt) {
   const int64_t M = a.size(0), N = b.size(1);
-  const bool by_hand = M <= kFewRows || (M <= kNtMaxRows && b.stride(0) == 1);   // (few_rows or nt_rows decide)
+  const bool by_hand = few_rows_fit(a, b) || nt_rows_fit(a, b);             // (out below: hand_out takes it)
   if (!by_hand && !gemm_uses_onednn(a.scalar_type(), M, a.size(1), N))
     return init ? at::addmm(*init, a, b) : at::mm(a, b);
   // a new tensor always (expand(...).contiguous() of one row is init itself: its storage would be written)

@@ -20,7 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <vector>
+#include <memory>
 
 #include "cpu_math.h"
 
@@ -63,22 +63,23 @@ inline void nt_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x,
                     const T* W, int64_t ldw, int64_t N) {
   constexpr int64_t NP = kPanel<T>;
   const at::Tensor xT = at::from_blob(const_cast<T*>(x), {M, K}, {ldx, 1}, c10::CppTypeToScalarType<T>::value).t();
-  std::vector<T> xp_store((M + NP - 1) / NP * K * NP);
-  T* xp = xp_store.data();
+  const std::unique_ptr<T[]> xp_store(new T[(M + NP - 1) / NP * K * NP]);  // every element written by the packing
+  T* xp = xp_store.get();
   pack_panels_into<T>(xT, NP, xp);                                              // (ceil(M/NP), K, NP)
   const int64_t ps = K * NP, blocks = (N + kNtRows - 1) / kNtRows;
   const int64_t ldb = (M + NP - 1) / NP * NP;                                  // a row of out^T: M, whole panels
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> buf(kNtRows * ldb);                                          // (kNtRows, M) out^T
+    const std::unique_ptr<T[]> buf_store(new T[kNtRows * ldb]);                 // (kNtRows, M) out^T, no zeros:
+    T* buf = buf_store.get();                                                   // each element written before read
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t n = blk * kNtRows, nn = std::min(kNtRows, N - n);
-      if (init) transpose_into(buf.data(), ldb, init + n, ldi, M, nn);          // out^T starts as init^T
+      if (init) transpose_into(buf, ldb, init + n, ldi, M, nn);                 // out^T starts as init^T
       for (int64_t k0 = 0; k0 < K; k0 += kNtDepth) {
         const int64_t kn = std::min(kNtDepth, K - k0);
         for (int64_t m = 0; m < M; m += NP) {                                   // a panel of x^T: NP of x's rows
           for_each_row_group(nn, [&](int64_t g, int64_t rows) {
             with_rows(rows, [&](auto R) {
-              T* o = buf.data() + g * ldb + m;
+              T* o = buf + g * ldb + m;
               const T* from = k0 || init ? o : nullptr;
               gemm_rows<T, decltype(R)::value, kPanelVectors>(o, ldb, from, ldb, W + (n + g) * ldw + k0, ldw,
                                                               xp + m / NP * ps + k0 * NP, NP, ps, kn, 0,
@@ -87,7 +88,7 @@ inline void nt_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x,
           });
         }
       }
-      transpose_into(out + n, ldo, buf.data(), ldb, nn, M);
+      transpose_into(out + n, ldo, buf, ldb, nn, M);
     }
   });
 }
