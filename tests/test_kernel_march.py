@@ -26,7 +26,7 @@ from lstmkit import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_TESTS = ["tests/test_kernels.py", "tests/test_gemm.py", "tests/test_cells_compiled.py",
-                "tests/test_modules_oracle.py", "tests/test_lstm_inference.py", "tests/test_dropin.py"]
+                "tests/test_modules_oracle.py", "tests/test_compiled_inference.py", "tests/test_dropin.py"]
 
 
 def _runs_avx2() -> bool:

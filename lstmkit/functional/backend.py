@@ -38,6 +38,11 @@ def recurrence_for(x: Tensor, *others: Tensor) -> types.SimpleNamespace:
     return kernels.recurrence_for(x, *others) or _torch_recurrences
 
 
+def _dense(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors contiguous (None as given): what the compiled cells' one call takes."""
+    return tuple(None if t is None else t.contiguous() for t in tensors)
+
+
 def _step_mask(lengths: Tensor | None, t: int) -> Tensor | None:
     """(B,1) bool: which sequences still run at step t (None: all of them)."""
     return None if lengths is None else (lengths > t).unsqueeze(1)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lstmkit.functional import ops
 from lstmkit.functional.backend import (
+    _dense,
     _input_grads,
     _output_grads,
     _project_steps,
@@ -44,9 +45,13 @@ def _forward_fake(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     return x.new_empty(T, B, H), x.new_empty(B, H), x.new_empty(T, B, G), x.new_empty(T, B, H), x.new_empty(T, B, H)
 
 
-def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rec=None):
+    """y (T,B,H), h_n (B,H) a view; one step is the compiled cell's one call; rec as ``lstm_op._inference``."""
     T = x.shape[0]
-    rec = recurrence_for(x, w_hh)
+    rec = rec or recurrence_for(x, w_hh)
+    if T == 1 and lengths is None and rec.name == "cpp":
+        h = rec.gru_cell_forward(*_dense(x[0], h0, w_ih, w_hh, b_ih, b_hh))[0]   # (B,H)
+        return h.unsqueeze(0), h
     _, _, hs = rec.gru_recurrence_forward(_project_steps(rec, x, w_ih, b_ih), h0, w_hh, b_hh, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)
     return y, hs[-1]                                        # a view: the operator copies it

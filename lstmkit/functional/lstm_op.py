@@ -24,6 +24,7 @@ from torch import Tensor
 
 from lstmkit.functional import ops, workspace
 from lstmkit.functional.backend import (
+    _dense,
     _input_grads,
     _output_grads,
     _recurrent_weight_grad,
@@ -57,11 +58,16 @@ def _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, keep_trace):
         x.new_empty(T, B, G // 4), x.new_empty(T, B, P)
 
 
-def _inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+def _inference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, rec=None):
     """y (T,B,P), h_n (B,P), c_n (B,H); h_n and c_n may be views (of y's last step, of a scratch
-    row): the operator copies them, an eager caller that stacks them need not."""
+    row): the operator copies them, an eager caller that stacks them need not. One step (a
+    streaming call) is the compiled cell's one call, the biases added in C++: the same sums as the
+    layer's (tested), less Python. rec: the namespace that runs x, where the caller has it."""
     T = x.shape[0]
-    rec = recurrence_for(x, w_hh)
+    rec = rec or recurrence_for(x, w_hh)
+    if T == 1 and lengths is None and w_hr is None and rec.name == "cpp":
+        h, c = rec.lstm_cell_forward(*_dense(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh))  # (B,H) each
+        return h.unsqueeze(0), h, c
     _, c_last, hs = rec.lstm_layer_forward(x, h0, c0, w_ih, w_hh, _bias(b_ih, b_hh), w_hr, lengths, cache=False)
     y = hs if lengths is None else hs * _valid_steps(lengths, T, hs)          # (T,B,P)
     return y, hs[-1], c_last[0]

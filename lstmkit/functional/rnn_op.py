@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lstmkit.functional import ops
 from lstmkit.functional.backend import (
+    _dense,
     _input_grads,
     _output_grads,
     _project_steps,
@@ -30,9 +31,10 @@ from lstmkit.functional.composite import rnn_layer_composite
 _INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, str nonlinearity, Tensor? lengths"
 
 
-def _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
-    """hs (T,B,H): the input projection in one product, then the recurrence."""
-    rec = recurrence_for(x, w_hh)
+def _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, rec=None):
+    """hs (T,B,H): the input projection in one product, then the recurrence (rec: the namespace
+    that runs x, where the caller has it)."""
+    rec = rec or recurrence_for(x, w_hh)
     zx = _project_steps(rec, x, w_ih, None if b_ih is None else b_ih + b_hh)            # (T,B,H)
     return rec.rnn_recurrence_forward(zx, h0, w_hh, nonlinearity, lengths)
 
@@ -43,9 +45,14 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
     return y, hs[-1].clone(), hs
 
 
-def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths):
-    """y (T,B,H), h_n (B,H): y is the states themselves (nothing else keeps them); h_n a copy."""
-    hs = _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths)
+def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, rec=None):
+    """y (T,B,H), h_n (B,H): y is the states themselves (nothing else keeps them); h_n a copy. One
+    step is the compiled cell's one call; rec as ``lstm_op._inference``."""
+    rec = rec or recurrence_for(x, w_hh)
+    if x.shape[0] == 1 and lengths is None and rec.name == "cpp":
+        h = rec.rnn_cell_forward(*_dense(x[0], h0, w_ih, w_hh, b_ih, b_hh), nonlinearity)   # (B,H)
+        return h.unsqueeze(0), h.clone()
+    hs = _states(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, lengths, rec)
     y = hs if lengths is None else hs * _valid_steps(lengths, x.shape[0], hs)
     return y, hs[-1].clone()
 

@@ -33,6 +33,7 @@ from lstmkit.modules.checks import (
     check_sizes,
     check_state,
 )
+from lstmkit.modules.compiled_inference import compiled_inference, compiled_step
 
 
 def padding_mask(lengths: Tensor, T: int) -> Tensor:
@@ -89,7 +90,17 @@ class RecurrentBase(nn.RNNBase):
     def forward(self, input, hx=None, lengths=None, return_trace: bool = False):
         """output, h_n (an LSTM: (h_n, c_n)) [, trace]; the subclass docstrings give the shapes.
         (lengths and return_trace are not keyword-only: torch.onnx's TorchScript exporter passes
-        every parameter's default positionally.)"""
+        every parameter's default positionally.) A call with nothing to record first tries the
+        compiled inference path (``modules/compiled_inference.py``: the same kernel calls, less
+        Python), then the general one."""
+        if lengths is None and not return_trace and runs_plain_layers(type(self)):
+            out = compiled_inference(self, input, hx)
+            if out is not None:
+                return out
+        return self.general_forward(input, hx, lengths, return_trace)
+
+    def general_forward(self, input, hx=None, lengths=None, return_trace: bool = False):
+        """forward's general path: checks, layouts, the operators of every layer and direction."""
         if torch.onnx.is_in_onnx_export():
             return self._onnx_forward(input, hx, lengths, return_trace)
         y, state_n, trace = self._forward(input, hx, lengths, return_trace)
@@ -155,6 +166,10 @@ class RecurrentBase(nn.RNNBase):
         if not isinstance(x_t, Tensor) or x_t.dim() not in (1, 2):
             got = f"shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
             raise TypeError(f"x_t should be a tensor of shape (B, input_size) or (input_size,), got {got}")
+        if runs_plain_layers(type(self)):
+            out = compiled_step(self, x_t, state)                               # nothing to record
+            if out is not None:
+                return out
         check_input(x_t.unsqueeze(0), self.input_size, self.weight_ih_l0)
         unbatched = x_t.dim() == 1
         x = x_t.unsqueeze(0) if unbatched else x_t                              # (B,I)
@@ -247,6 +262,16 @@ class RecurrentBase(nn.RNNBase):
 
     def _make_trace(self, raw: tuple[Tensor, ...], unbatched: bool):
         raise NotImplementedError
+
+
+@functools.cache
+def runs_plain_layers(cls: type) -> bool:
+    """Whether instances of cls run their layers as the class whose inference call is
+    ``_infer_direction`` (what ``compiled_inference`` calls): the class that gives cls its
+    ``_run_direction`` gives that too, and the loop over layers is RecurrentBase's. A subclass
+    that changes either keeps its own way."""
+    owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
+    return "_infer_direction" in vars(owner) and cls._run_layers is RecurrentBase._run_layers
 
 
 @functools.cache

@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import nn
 
 from lstmkit.functional import gru_layer
+from lstmkit.functional.gru_op import _inference as gru_inference
 from lstmkit.modules.base import RecurrentBase, refuse_unknown_arguments
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.init import check_chrono, check_keep_bias, init_keep_gate
@@ -53,6 +54,13 @@ class GRU(RecurrentBase, nn.GRU):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
         y, h_n, gates = gru_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, lengths, want_trace)
         return y, (h_n,), ((gates, y) if want_trace else None)
+
+    def _infer_direction(self, rec, x, state, weights):
+        """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
+        calls it directly; rec: the compiled namespace): y (T,B,H), (h_n (B,H),), a view."""
+        w_ih, w_hh, b_ih, b_hh, _ = weights
+        y, h_n = gru_inference(x, state[0], w_ih, w_hh, b_ih, b_hh, None, rec)
+        return y, (h_n,)
 
     def _make_trace(self, raw, unbatched: bool) -> GRUTrace:
         gates, y = (self._output_layout(t, unbatched) for t in raw)

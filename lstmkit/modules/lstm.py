@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from lstmkit.functional import lstm_layer
+from lstmkit.functional.lstm_op import _inference as lstm_inference
 from lstmkit.modules.base import RecurrentBase, padding_mask
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.init import check_chrono, check_keep_bias, init_keep_gate
-from lstmkit.modules.lstm_inference import compiled_inference
 from lstmkit.modules.trace import LSTMTrace
 
 
@@ -60,17 +60,6 @@ class LSTM(RecurrentBase, nn.LSTM):
         if self.forget_bias or self.chrono:
             init_keep_gate(self, 1, self.forget_bias, self.chrono, opposite=0)
 
-    def forward(self, input, hx=None, lengths=None, return_trace: bool = False):
-        """See the class docstring. A call with nothing to record first tries the compiled
-        inference path (``modules/lstm_inference.py``: the same kernel calls, less Python)."""
-        cls = type(self)                                  # (a subclass that changes how a layer runs: its way)
-        if lengths is None and not return_trace and cls._run_direction is LSTM._run_direction \
-                and cls._run_layers is RecurrentBase._run_layers:
-            out = compiled_inference(self, input, hx)
-            if out is not None:
-                return out
-        return super().forward(input, hx, lengths, return_trace)
-
     def _state_shapes(self, batch: int):
         LD = self.num_layers * self.num_directions
         return ((LD, batch, self.output_size), (LD, batch, self.hidden_size))
@@ -86,6 +75,13 @@ class LSTM(RecurrentBase, nn.LSTM):
         if lengths is not None:                             # the cell is held on padding: show zeros
             cs = cs * padding_mask(lengths, x.shape[0])
         return y, (h_n, c_n), (gates, cs, y)
+
+    def _infer_direction(self, rec, x, state, weights):
+        """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
+        calls it directly; rec: the compiled namespace): y (T,B,P), (h_n (B,P), c_n (B,H)), views."""
+        w_ih, w_hh, b_ih, b_hh, w_hr = weights
+        y, h_n, c_n = lstm_inference(x, *state, w_ih, w_hh, b_ih, b_hh, w_hr, None, rec)
+        return y, (h_n, c_n)
 
     def _step_layers(self, x, state):
         """step() where no gradient is needed, with the least per-call work: per layer one call of

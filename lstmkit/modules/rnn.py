@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from lstmkit.functional import NONLINEARITIES, rnn_layer
+from lstmkit.functional.rnn_op import _inference as rnn_inference
 from lstmkit.modules.base import RecurrentBase, refuse_unknown_arguments
 from lstmkit.modules.convert import torch_twin
 from lstmkit.modules.trace import RNNTrace
@@ -34,6 +35,13 @@ class RNN(RecurrentBase, nn.RNN):
         w_ih, w_hh, b_ih, b_hh, _ = self._weights(layer, direction)
         y, h_n = rnn_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, lengths)
         return y, (h_n,), ((y,) if want_trace else None)
+
+    def _infer_direction(self, rec, x, state, weights):
+        """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
+        calls it directly; rec: the compiled namespace): y (T,B,H), (h_n (B,H),)."""
+        w_ih, w_hh, b_ih, b_hh, _ = weights
+        y, h_n = rnn_inference(x, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, None, rec)
+        return y, (h_n,)
 
     def _make_trace(self, raw, unbatched: bool) -> RNNTrace:
         return RNNTrace(hidden=self._output_layout(raw[0], unbatched))

@@ -1,4 +1,4 @@
-"""lstmkit.LSTM's compiled inference path (``modules/lstm_inference.py``): where it runs it returns
+"""lstmkit.LSTM's compiled inference path (``modules/compiled_inference.py``): where it runs it returns
 exactly (bit for bit) what the general path returns, and it steps aside (returns None, the general
 path runs and raises torch.nn's errors) wherever anything could tell the two apart."""
 
@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstmkit
 from lstmkit import kernels
 from lstmkit.modules.base import RecurrentBase
-from lstmkit.modules.lstm_inference import compiled_inference
+from lstmkit.modules.compiled_inference import compiled_inference
 
 pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
                                 reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
 
 def general(module, x, hx=None):
     """The general path (operators, checks, layouts), which forward takes when this one steps aside."""
-    return RecurrentBase.forward(module, x, hx)
+    return RecurrentBase.general_forward(module, x, hx)
 
 
 def make(**kw):
@@ -193,4 +193,4 @@ def test_a_subclass_that_changes_a_layer_keeps_its_way():
     x = torch.randn(4, 3, 5)
     with torch.no_grad():
         assert torch.equal(m(x)[0], general(m, x)[0])
-        assert torch.equal(m(x)[0], RecurrentBase.forward(lstmkit.LSTM.from_torch(m.to_torch()), x)[0] + 1)
+        assert torch.equal(m(x)[0], RecurrentBase.general_forward(lstmkit.LSTM.from_torch(m.to_torch()), x)[0] + 1)
