@@ -10,7 +10,7 @@ inference <= 1.0 on B, C, D and <= 0.5 on A; streaming step <= 0.5; against the 
 
 Modes: ``infer`` is a forward under no_grad; ``train`` is forward plus backward of the sum of the
 outputs (the input projection and weight gradients included); ``stream`` is one step, B=1, of
-``lstmkit.LSTM.step`` against ``nn.LSTM`` called on a length-1 sequence.
+the module's ``step`` against its torch.nn twin called on a length-1 sequence (and the torch.nn cell).
 Models: ``lstm`` (default; the targets are for it), ``gru`` and ``rnn`` (tanh), each against its
 torch.nn twin and a loop over the matching torch.nn cell.
 """
@@ -111,10 +111,11 @@ def bench_config(name: str, mode: str, repeats: int, min_s: float, with_cell: bo
                   ms["lstmkit"] / ms["cell"] if "cell" in ms else None, model)
 
 
-def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
-    """ms per step, B=1: lstmkit's step() against nn.LSTM on one-step sequences and an LSTMCell."""
+def bench_stream(repeats: int, min_s: float, steps: int = 50, model: str = "lstm") -> Result:
+    """ms per step, B=1: lstmkit's step() against its torch.nn twin on one-step sequences and the
+    matching torch.nn cell."""
     B, I, H = STREAM
-    mine, ref, cell = _models(I, H)
+    mine, ref, cell = _models(I, H, model=model)
     xs = torch.randn(steps, B, I)
 
     def run_mine():
@@ -140,7 +141,7 @@ def bench_stream(repeats: int, min_s: float, steps: int = 50) -> Result:
 
     fns = {"lstmkit": no_grad(run_mine), "torch": no_grad(run_ref), "cell": no_grad(run_cell)}
     ms = {k: v / steps for k, v in median_ms(fns, repeats, min_s).items()}
-    return Result("stream", "step", (1, B, I, H), ms, ms["lstmkit"] / ms["torch"], ms["lstmkit"] / ms["cell"])
+    return Result("stream", "step", (1, B, I, H), ms, ms["lstmkit"] / ms["torch"], ms["lstmkit"] / ms["cell"], model)
 
 
 def to_markdown(results: Sequence[Result], info: dict) -> str:
@@ -167,8 +168,8 @@ def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MO
     """Time every config and mode (and the streaming step); print and optionally save the table.
 
     configs: names from CONFIGS; threads: torch.set_num_threads (None: leave as is); min_s: the least
-    duration of one timed sample (short calls are repeated inside it); models: among MODELS (the
-    streaming step is timed for the LSTM only). Returns the Results.
+    duration of one timed sample (short calls are repeated inside it); models: among MODELS (each
+    also times its streaming step). Returns the Results.
     """
     bad_models = [m for m in models if m not in MODELS]
     if bad_models:
@@ -190,8 +191,12 @@ def run_bench(configs: Sequence[str] = tuple(CONFIGS), modes: Sequence[str] = MO
                     r = results[-1]
                     print(f"{model:4s} {name:5s} {mode:6s} lstmkit/torch {r.ratio_torch:.2f}  "
                           f"({r.ms['lstmkit']:.3f} vs {r.ms['torch']:.3f} ms)", flush=True)
-    if stream and "lstm" in models:
-        results.append(bench_stream(repeats, min_s))
+    for model in models if stream else ():
+        results.append(bench_stream(repeats, min_s, model=model))
+        if verbose:
+            r = results[-1]
+            print(f"{model:4s} stream step   lstmkit/torch {r.ratio_torch:.2f}  "
+                  f"({r.ms['lstmkit']:.3f} vs {r.ms['torch']:.3f} ms)", flush=True)
     info = machine()
     table = to_markdown(results, info)
     if verbose:

@@ -29,6 +29,19 @@ def test_bench_times_every_model_against_its_twin(tmp_path):
     assert [r["model"] for r in json.loads(js.read_text())["results"]] == ["lstm", "gru", "rnn"]
 
 
+def test_bench_times_every_models_streaming_step():
+    threads = torch.get_num_threads()
+    try:
+        results = bench.run_bench(configs=[], repeats=1, threads=1, min_s=1e-4, verbose=False,
+                                  models=["lstm", "gru", "rnn"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r.model, r.config, r.mode) for r in results] == [(m, "stream", "step") for m in ("lstm", "gru", "rnn")]
+    for r in results:
+        assert set(r.ms) == {"lstmkit", "torch", "cell"} and all(v > 0 for v in r.ms.values())
+        assert r.ratio_cell == pytest.approx(r.ms["lstmkit"] / r.ms["cell"])
+
+
 def test_bench_cell_loops_compute_what_the_twins_compute():
     """The cell-loop baselines are the same model as the torch.nn twin (same weights, same outputs)."""
     for model in bench.MODELS:

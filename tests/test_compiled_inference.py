@@ -1,6 +1,7 @@
-"""lstmkit.LSTM's compiled inference path (``modules/compiled_inference.py``): where it runs it returns
-exactly (bit for bit) what the general path returns, and it steps aside (returns None, the general
-path runs and raises torch.nn's errors) wherever anything could tell the two apart."""
+"""The compiled inference path and streaming step of LSTM, GRU and RNN (``modules/compiled_inference.py``):
+where it runs it returns exactly (bit for bit) what the general path returns, and it steps aside
+(returns None, the general path runs and raises torch.nn's errors) wherever anything could tell the
+two apart."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 from lstmkit import kernels
+from lstmkit.modules import base
 from lstmkit.modules.base import RecurrentBase
-from lstmkit.modules.compiled_inference import compiled_inference
+from lstmkit.modules.compiled_inference import compiled_inference, compiled_step
 
 pytestmark = pytest.mark.skipif(not kernels.cpp_available(),
                                 reason=f"C++ CPU kernel unavailable: {kernels._build_error}")
@@ -194,3 +196,131 @@ def test_a_subclass_that_changes_a_layer_keeps_its_way():
     with torch.no_grad():
         assert torch.equal(m(x)[0], general(m, x)[0])
         assert torch.equal(m(x)[0], RecurrentBase.general_forward(lstmkit.LSTM.from_torch(m.to_torch()), x)[0] + 1)
+
+
+KINDS = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}
+
+
+def _finals(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 3}, {"batch_first": True}, {"bias": False},
+                                {"dtype": torch.float64, "num_layers": 2}, {"bidirectional": True},
+                                {"bidirectional": True, "num_layers": 2, "batch_first": True},
+                                {"num_layers": 2, "dropout": 0.5}, {"nonlinearity": "relu"}])
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_gru_and_rnn_equal_the_general_path_bit_for_bit(kind, kw, T, with_hx):
+    if kind == "gru" and "nonlinearity" in kw:
+        pytest.skip("the GRU has no nonlinearity")
+    torch.manual_seed(0)
+    m = KINDS[kind](5, 7, **kw).eval()
+    dtype = kw.get("dtype", torch.float32)
+    B = 3
+    x = torch.randn(*((B, T) if kw.get("batch_first") else (T, B)), 5, dtype=dtype)
+    L = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
+    hx = torch.randn(L, B, 7, dtype=dtype) if with_hx else None
+    with torch.no_grad():
+        fast = compiled_inference(m, x, hx)
+        want = general(m, x, hx)
+        assert fast is not None, "the compiled inference path should run here"
+        assert torch.equal(fast[0], want[0]) and torch.equal(fast[1], want[1])
+        assert fast[1].data_ptr() != fast[0].data_ptr()          # h_n is its own tensor, as torch.nn's
+        assert torch.equal(m(x, hx)[0], fast[0])                 # forward takes it
+    ref = m.to_torch().eval()
+    with torch.no_grad():
+        y_ref, h_ref = ref(x, hx)
+    tol = {"rtol": 0, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 2e-6}
+    torch.testing.assert_close(fast[0], y_ref, **tol)
+    torch.testing.assert_close(fast[1], h_ref, **tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2}, {"dtype": torch.float64, "num_layers": 3}, {"bias": False},
+                                {"proj_size": 3}])
+@pytest.mark.parametrize("B", [0, 1, 2, 20])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_streaming_step_is_the_general_step_bit_for_bit_and_steps_equal_one_call(kind, kw, B, threads, monkeypatch):
+    """B=0 is unbatched input ((I,), state (L,·)); 20 rows take the RNN cell's own kernel."""
+    if kind != "lstm" and "proj_size" in kw:
+        pytest.skip("only the LSTM has a projection")
+    torch.manual_seed(1)
+    m = KINDS[kind](5, 7, **kw).eval()
+    dtype = kw.get("dtype", torch.float32)
+    xs = torch.randn(4, *((B,) if B else ()), 5, dtype=dtype)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            state, ys, states = None, [], []
+            for x_t in xs:
+                assert compiled_step(m, x_t, state) is not None, "the compiled step should run here"
+                y_t, state = m.step(x_t, state)
+                for a in _finals(state):
+                    assert a.data_ptr() != y_t.data_ptr()            # the state is not the output
+                ys.append(y_t)
+                states.append(state)
+            y, final = m(xs if B else xs.unsqueeze(1))             # one call over the whole sequence
+            monkeypatch.setattr(base, "compiled_step", lambda *args: None)
+            want_state = None
+            for x_t, y_t, got_state in zip(xs, ys, states, strict=True):
+                want_y, want_state = m.step(x_t, want_state)       # the general step
+                assert torch.equal(y_t, want_y)
+                for a, b in zip(_finals(got_state), _finals(want_state), strict=True):
+                    assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(old)
+    tol = {"rtol": 0, "atol": 1e-13} if dtype == torch.float64 else {"rtol": 0, "atol": 1e-6}
+    torch.testing.assert_close(torch.stack(ys), y if B else y.squeeze(1), **tol)
+    for a, b in zip(_finals(state), _finals(final), strict=True):
+        torch.testing.assert_close(a, b if B else b.squeeze(1), **tol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", ["grad", "dropout_training", "bidirectional", "state_list", "state_shape",
+                                  "state_grad", "parametrized", "float16", "torch_backend", "three_dims",
+                                  "input_size"])
+def test_a_step_steps_aside_where_anything_could_tell(kind, case):
+    torch.manual_seed(0)
+    m = KINDS[kind](5, 7, num_layers=2).eval()
+    x, state = torch.randn(3, 5), None
+    if case == "dropout_training":
+        m = KINDS[kind](5, 7, num_layers=2, dropout=0.5).train()
+    elif case == "bidirectional":
+        m = KINDS[kind](5, 7, bidirectional=True)
+    elif case == "state_list":
+        state = [torch.zeros(2, 3, 7)] * (2 if kind == "lstm" else 1)
+    elif case == "state_shape":
+        state = (torch.zeros(2, 4, 7),) * 2 if kind == "lstm" else torch.zeros(2, 4, 7)
+    elif case == "state_grad":
+        h = torch.zeros(2, 3, 7, requires_grad=True)
+        state = (h, torch.zeros(2, 3, 7)) if kind == "lstm" else h
+    elif case == "parametrized":
+        class Double(torch.nn.Module):
+            def forward(self, w):
+                return 2 * w
+        parametrize.register_parametrization(m, "weight_hh_l1", Double())
+    elif case == "float16":
+        x = x.half()
+    elif case == "three_dims":
+        x = torch.randn(1, 3, 5)
+    elif case == "input_size":
+        x = torch.randn(3, 6)
+    with torch.set_grad_enabled(case in ("grad", "state_grad")):
+        if case == "torch_backend":
+            with kernels.backend("torch"):
+                assert compiled_step(m, x, state) is None
+        else:
+            assert compiled_step(m, x, state) is None
+
+
+def test_a_subclass_that_changes_a_layer_keeps_its_way_in_a_step_too():
+    torch.manual_seed(0)
+    m = _OwnLayers(5, 7).eval()
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        y, _ = m.step(x)
+        plain = lstmkit.LSTM.from_torch(m.to_torch()).eval()
+        assert torch.equal(y, plain.step(x)[0] + 1)

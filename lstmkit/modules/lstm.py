@@ -6,7 +6,6 @@ directions and layouts in ``lstmkit.modules.base``.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from lstmkit.functional import lstm_layer
@@ -82,22 +81,6 @@ class LSTM(RecurrentBase, nn.LSTM):
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         y, h_n, c_n = lstm_inference(x, *state, w_ih, w_hh, b_ih, b_hh, w_hr, None, rec)
         return y, (h_n, c_n)
-
-    def _step_layers(self, x, state):
-        """step() where no gradient is needed, with the least per-call work: per layer one call of
-        the entry on a one-step sequence (its inference path), without ``_run_direction``'s
-        trace bookkeeping. x (B,I); state h (L,B,P), c (L,B,H). Returns y (B,P) and
-        (h_n (L,B,P), c_n (L,B,H))."""
-        h, c = state
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            _, h_n, c_n, _, _ = lstm_layer(x.unsqueeze(0), h[layer], c[layer], *self._weights(layer, 0), None)
-            x = h_n                                                            # (B,P)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-            hs.append(h_n)
-            cs.append(c_n)
-        return x, (torch.stack(hs), torch.stack(cs))                          # stack copies: y is not h_n
 
     def _make_trace(self, raw, unbatched: bool) -> LSTMTrace:
         gates, cs, y = (self._output_layout(t, unbatched) for t in raw)
