@@ -87,6 +87,8 @@ def grid_cases() -> list[Case]:
             for B in (1, 20, 256):
                 cases.append(Case(model, 50, B, H, H))
     cases += [Case("lstm", T, 8, 128, 128) for T in (1, 8, 2000)]                  # time
+    cases += [Case(model, 1, 8, 128, 128) for model in NAMES if model != "lstm"]   # one step: streaming,
+    cases += [Case(model, 1, 1, 200, 200, layers=2) for model in NAMES]            # generating word by word
     cases += [Case("lstm", 50, 20, 32, 256), Case("lstm", 50, 20, 1000, 100),      # input unlike H
               Case("lstm", 50, 20, 300, 650)]
     cases += [Case("lstm", 35, 20, 200, 200, layers=2), Case("lstm", 35, 20, 650, 650, layers=2),

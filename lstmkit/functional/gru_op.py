@@ -126,7 +126,12 @@ def gru_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
     if ops.use_composite(*args):
         y, h_n, gates = gru_layer_composite(*args, lengths)
     elif keep_trace or ops.needs_cache(*args):
-        layer = _EagerGRULayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.gru_layer
+        eager = ops.plain_eager(*args)
+        if eager and not keep_trace and x.shape[0] == 1 and lengths is None \
+                and (rec := recurrence_for(x, w_hh)).name == "cpp":
+            h = rec.gru_cell_step(*_dense(x[0], *args[1:]))                      # (B,H), a C++ autograd node
+            return h.unsqueeze(0).clone(), h.clone(), None  # (the node keeps h: a caller may write into y)
+        layer = _EagerGRULayer.apply if eager else torch.ops.lstmkit.gru_layer
         y, h_n, gates, _, _ = layer(*args, lengths)
     else:
         layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.gru_layer_inference

@@ -166,7 +166,12 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_
     if ops.use_composite(*args):
         y, h_n, c_n, gates, cs = lstm_layer_composite(*args, lengths)
     elif keep_trace or ops.needs_cache(*args):
-        layer = _EagerLSTMLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.lstm_layer
+        eager = ops.plain_eager(*args)
+        if eager and not keep_trace and x.shape[0] == 1 and lengths is None and w_hr is None \
+                and (rec := recurrence_for(x, w_hh)).name == "cpp":
+            h, c = rec.lstm_cell_step(*_dense(x[0], *args[1:7]))                 # (B,H) each, a C++ autograd node
+            return h.unsqueeze(0).clone(), h.clone(), c.clone(), None, None   # (the node keeps its outputs)
+        layer = _EagerLSTMLayer.apply if eager else torch.ops.lstmkit.lstm_layer
         y, h_n, c_n, gates, cs, _ = layer(*args, lengths, keep_trace)
     else:
         layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.lstm_layer_inference

@@ -125,7 +125,11 @@ def rnn_layer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | 
     if ops.use_composite(*args):
         return rnn_layer_composite(*args, nonlinearity, lengths)
     if ops.needs_cache(*args):
-        layer = _EagerRNNLayer.apply if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer
+        eager = ops.plain_eager(*args)
+        if eager and x.shape[0] == 1 and lengths is None and (rec := recurrence_for(x, w_hh)).name == "cpp":
+            h = rec.rnn_cell_step(*_dense(x[0], *args[1:]), nonlinearity)        # (B,H), a C++ autograd node
+            return h.unsqueeze(0).clone(), h.clone()        # (the node keeps h: a caller may write into y)
+        layer = _EagerRNNLayer.apply if eager else torch.ops.lstmkit.rnn_layer
         y, h_n, _ = layer(*args, nonlinearity, lengths)
         return y, h_n
     layer = _inference if ops.plain_eager(*args) else torch.ops.lstmkit.rnn_layer_inference
