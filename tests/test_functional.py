@@ -115,15 +115,14 @@ def test_lstm_inference_equals_function_forward(backend, lengths, proj):
 def test_lstm_inference_in_chunks_equals_one_chunk(backend, lengths, bias, monkeypatch):
     """The input projection taken 2 steps at a time (a ragged last chunk, lengths ending inside,
     before and after a chunk) gives the one-chunk results within 1e-12 (float64)."""
-    from lstmkit.functional import lstm as F
 
     torch.manual_seed(6)
     args = [leaf(T, B, I), leaf(B, H), leaf(B, H), leaf(4 * H, I), leaf(4 * H, H),
             leaf(4 * H) if bias else None, leaf(4 * H) if bias else None, None, lengths]
     with use_backend(backend), torch.no_grad():
         want = ops.lstm_layer_inference(*args)
-        monkeypatch.setattr(F, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)          # the PyTorch path's
-        monkeypatch.setattr(kernels, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)    # the compiled path's
+        monkeypatch.setattr(kernels, "ZX_CHUNK_ELEMENTS", 2 * B * 4 * H)    # both paths
+        monkeypatch.setattr(kernels, "ZX_CHUNK_MIN_ROWS", 0)
         got = ops.lstm_layer_inference(*args)
     for name, a, b in zip(("y", "h_n", "c_n"), got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)

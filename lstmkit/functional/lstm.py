@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.functional.backend import _alias, _input_projection, _step_mask, register_torch
-from lstmkit.kernels import ZX_CHUNK_ELEMENTS
+from lstmkit.kernels import zx_chunk_elements
 
 
 def lstm_recurrence_forward(
@@ -119,7 +119,7 @@ def lstm_layer_forward(
 
     x (T,B,I); bias (4H,) = b_ih + b_hh, or None. Returns what ``lstm_recurrence_forward`` returns.
     gates_out (cache only): a (T,B,4H) tensor for the gates (zx is written into it, then the gates).
-    With cache=False the projection is taken in chunks of about ``kernels.ZX_CHUNK_ELEMENTS`` elements, each
+    With cache=False the projection is taken in chunks of about ``kernels.zx_chunk_elements(4H)`` elements, each
     into the same buffer, and no gates or cell states are kept (inference: no backward, no trace).
     The compiled kernels (``lstmkit.kernels``) do the same in one C++ call.
     """
@@ -127,7 +127,7 @@ def lstm_layer_forward(
         zx = _input_projection(x, w_ih, bias, out=gates_out)                   # (T,B,4H)
         return lstm_recurrence_forward(zx, h0, c0, w_hh, w_hr, lengths, gates_out=gates_out)
     T, B, _ = x.shape
-    steps = max(1, ZX_CHUNK_ELEMENTS // max(1, B * w_ih.shape[0]))             # steps per chunk
+    steps = max(1, zx_chunk_elements(w_ih.shape[0]) // max(1, B * w_ih.shape[0]))  # steps per chunk
     hs = x.new_empty(T, B, h0.shape[1])                                        # (T,B,P)
     buf = None
     h, c = h0, c0
