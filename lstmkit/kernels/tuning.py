@@ -4,7 +4,7 @@ What it is: each of the C++ kernels' path choices that a constant used to make i
 ``tuning.h``, one table per thread count. ``ensure(ext, folder, threads)`` gives the table for a
 thread count the values this machine measured: read from ``tuning.json`` beside the built kernel
 (``folder``, the build's cache folder: one per source, compiler, CPU and torch), or, the first time
-a thread count is seen, measured (about 1.5 s) and written there (a temporary file, then a
+a thread count is seen, measured (about 5 s) and written there (a temporary file, then a
 rename: a reader never sees half of one). ``measure(ext, threads)`` times each choice side by
 side, the two paths interleaved in one process (the median of per-round ratios). At each candidate
 a path keeps the side the built-in value gives it unless the other is more than TOLERANCE (5%)
@@ -12,7 +12,9 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
 
 - ``small_forward_rows`` / ``small_backward_rows``: rows up to which a step takes the hand-written
   product rather than a GEMM per step (forward; backward). The largest of 32, 64, 128, 256 up to
-  which the hand-written one won (16 if it lost at 32), H = 256, 16 steps.
+  which the hand-written one won (16 if it lost at 32), at H = 256 (16 steps) and 512 (8 steps):
+  where the built-in value admits it, it is dropped only if it lost at both; elsewhere taken only
+  if it won at both.
 - ``fuse_min_rows``: rows from which inference takes each step's input projection in the step
   (where the weights fit in L2) rather than one GEMM per chunk: the smallest of 1, 2, 4, 8, 16 from
   which the fused one won (never, if it lost at 16), H = 128, I = 64, 48 steps. (The kernel also
@@ -146,23 +148,45 @@ def _lstm_case(B: int, H: int, T: int = 16, I: int | None = None) -> dict:
                 w_hh=rand(4 * H, H), b=rand(4 * H))
 
 
+# The hidden sizes (and steps) a rows limit is measured at: the hand-written product's lead over a
+# GEMM per step grows with H (at H = 256 the two are near a tie from 128 rows, and one run measured
+# the limit 128, another 256; at B = 256, H = 512-1000 the hand-written one was 1.1-1.25x faster).
+ROWS_SIZES = ((256, 16), (512, 8))
+
+
+def _at_sizes(one: Callable[[int, int], float], default_side: bool) -> float:
+    """A path's time ratio over ROWS_SIZES, the size most in favour of the built-in side: the path a
+    limit admits by default must lose at every size to be dropped, and the other must win at every
+    size to be taken."""
+    rs = [one(H, T) for H, T in ROWS_SIZES]
+    return min(rs) if default_side else max(rs)
+
+
 def _small_forward(ext, threads: int, log: dict) -> int:
+    default = ext.default_tuning()["small_forward_rows"]
+
     def wins(B):
-        c = _lstm_case(B, 256)
-        run = lambda path: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, path, False)  # noqa: E731
-        return ratio(lambda: run(1), lambda: run(2))
-    return _largest_won([32, 64, 128, 256], wins, 16, ext.default_tuning()["small_forward_rows"], log)
+        def one(H, T):
+            c = _lstm_case(B, H, T)
+            run = lambda path: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, path, False)  # noqa: E731
+            return ratio(lambda: run(1), lambda: run(2))
+        return _at_sizes(one, B <= default)
+    return _largest_won([32, 64, 128, 256], wins, 16, default, log)
 
 
 def _small_backward(ext, threads: int, log: dict) -> int:
+    default = ext.default_tuning()["small_backward_rows"]
+
     def wins(B):
-        c = _lstm_case(B, 256)
-        gates, cs, hs = ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 0, True)
-        dhs, dc = torch.ones_like(hs), torch.zeros_like(c["c0"])
-        run = lambda path: ext.lstm_backward(dhs, dc, gates, cs, c["h0"], c["c0"], c["w_hh"], None, None,  # noqa: E731
-                                             path, False)
-        return ratio(lambda: run(1), lambda: run(2))
-    return _largest_won([32, 64, 128, 256], wins, 16, ext.default_tuning()["small_backward_rows"], log)
+        def one(H, T):
+            c = _lstm_case(B, H, T)
+            gates, cs, hs = ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 0, True)
+            dhs, dc = torch.ones_like(hs), torch.zeros_like(c["c0"])
+            run = lambda path: ext.lstm_backward(dhs, dc, gates, cs, c["h0"], c["c0"], c["w_hh"], None,  # noqa: E731
+                                                 None, path, False)
+            return ratio(lambda: run(1), lambda: run(2))
+        return _at_sizes(one, B <= default)
+    return _largest_won([32, 64, 128, 256], wins, 16, default, log)
 
 
 def _fuse_min(ext, threads: int, log: dict) -> int:
