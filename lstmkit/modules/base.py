@@ -73,8 +73,14 @@ class RecurrentBase(nn.RNNBase):
         """P: the size of h_t of one direction (proj_size when set, else hidden_size)."""
         return self.proj_size or self.hidden_size
 
-    def _suffix(self, layer: int, direction: int) -> str:
+    @staticmethod
+    def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _layer_weight_names(self) -> tuple[tuple[str, ...], ...]:
+        """The names of (w_ih, w_hh, b_ih, b_hh, w_hr) of every layer and direction, layer k // D,
+        direction k % D (built once per shape: a streaming step reads them on every call)."""
+        return _layer_weight_names(self.num_layers, self.num_directions)
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent. A plain
@@ -272,6 +278,11 @@ def runs_plain_layers(cls: type) -> bool:
     that changes either keeps its own way."""
     owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
     return "_infer_direction" in vars(owner) and cls._run_layers is RecurrentBase._run_layers
+
+
+@functools.cache
+def _layer_weight_names(num_layers: int, D: int) -> tuple[tuple[str, ...], ...]:
+    return tuple(_weight_names(RecurrentBase._suffix(k // D, k % D)) for k in range(num_layers * D))
 
 
 @functools.cache

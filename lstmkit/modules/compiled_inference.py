@@ -25,8 +25,6 @@ Dimensions: T time, B batch, I input, H hidden, P projection (H without one), L 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
@@ -58,15 +56,6 @@ def _given_state(module, hx, B: int, like: Tensor) -> tuple[Tensor, ...] | None:
     return given
 
 
-@functools.cache
-def _names(num_layers: int, D: int) -> tuple[tuple[str, ...], ...]:
-    """The parameter names (w_ih, w_hh, b_ih, b_hh, w_hr) of each layer and direction, layer k // D,
-    direction k % D, as torch.nn names them."""
-    return tuple(tuple(n + f"_l{k // D}" + ("_reverse" if k % D else "")
-                       for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
-                 for k in range(num_layers * D))
-
-
 def _layers(module, dtype: torch.dtype) -> list[tuple] | None:
     """(w_ih, w_hh, b_ih, b_hh, w_hr) of every layer and direction (layer k // D, direction k % D),
     each a parameter (or None where the module has none); None where one is anything else (a
@@ -74,7 +63,7 @@ def _layers(module, dtype: torch.dtype) -> list[tuple] | None:
     the general path reads it as an attribute), of another dtype, or would want a gradient."""
     params, grad = module._parameters, torch.is_grad_enabled()
     layers = []
-    for names in _names(module.num_layers, 2 if module.bidirectional else 1):
+    for names in module._layer_weight_names():
         weights = tuple(params.get(name) for name in names)
         w_ih, w_hh, b_ih, b_hh, w_hr = weights
         if w_ih is None or w_hh is None or (module.bias and (b_ih is None or b_hh is None)) \
