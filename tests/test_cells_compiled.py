@@ -68,7 +68,7 @@ def calls(monkeypatch):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("B,I,H", [(1, 7, 13), (5, 100, 100), (20, 200, 200), (3, 16, 650)])
+@pytest.mark.parametrize("B,I,H", [(1, 7, 13), (5, 100, 100), (8, 33, 37), (20, 200, 200), (3, 16, 650)])
 def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_tolerance(kind, dtype, bias, B, I, H,
                                                                                      calls, monkeypatch, one_thread):
     ours, theirs = make(kind, I, H, bias=bias, dtype=dtype)

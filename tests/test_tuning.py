@@ -100,6 +100,9 @@ def test_a_measurement_gives_every_limit_a_candidate_value(restore_limits):
     one_thread = (ext().default_tuning()["rows_per_member"],)         # not measured: nothing to split
     assert limits["rows_per_member"] in ((2, 3, 4, 5, 6, 8, 16) if threads > 1 else one_thread)
     assert limits["onednn_min_work"] in (1 << 20, 1 << 22, 1 << 24, 1 << 26, tuning.NEVER)
+    team_default = (ext().default_tuning()["team_step_work"],)        # not measured at one thread
+    team = tuple(4 * H * H for H in tuning.TEAM_SIZES) + (1 << 20,)
+    assert limits["team_step_work"] in (team if threads > 1 else team_default)
     for name, ratios in entry["ratios"].items():
         assert name in tuning.LIMITS and ratios and all(r > 0 for r in ratios.values())
 
@@ -182,9 +185,9 @@ def test_the_cache_is_measured_once_then_read(tmp_path, monkeypatch, restore_lim
     "not json {", "[]", '{"format": 99, "threads": {}}', '{"format": 1, "threads": []}',
     '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": 1}}}}',
     '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": -1, "small_forward_rows": 1, '
-    '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1}}}}',
+    '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1, "team_step_work": 1}}}}',
     '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": true, "small_forward_rows": 1, '
-    '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1}}}}',
+    '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1, "team_step_work": 1}}}}',
 ])
 def test_a_corrupt_or_foreign_cache_is_measured_over(tmp_path, monkeypatch, restore_limits, content):
     monkeypatch.setenv("LSTMKIT_TUNING", "measure")

@@ -86,9 +86,8 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
                             const std::string& nonlinearity) {
   const Checks c("rnn_cell_forward", "x", x);
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
-  if (x.size(0) == 1 || x.size(0) >= kOneStepPackRows) return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
-  const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
-  return rnn_forward(project(x, w_ih, bias), h, w_hh, nonlinearity, c10::nullopt)[0];
+  const int64_t B = x.size(0);
+  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, B == 1 || B >= kOneStepPackRows);
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products

@@ -23,6 +23,8 @@
 #include <string>
 #include <type_traits>
 
+#include "tuning.h"
+
 namespace lstmkit {
 
 template <typename T> struct ExpConst;
@@ -541,8 +543,8 @@ inline at::Tensor pack_panels(const at::Tensor& A, int64_t NP) {
 // packing would copy W for a single use, while a GEMM reads it once for all rows. (LSTM: use_small.)
 constexpr int64_t kOneStepGemmRows = 2;
 
-// A step with fewer multiply-adds than this runs on one thread: a barrier per step costs more.
-constexpr int64_t kParallelWork = 16384;
+// A step with fewer multiply-adds than limit(kTeamStepWork) (tuning.h) runs on one thread: a
+// barrier per step costs more than the second thread saves.
 // A call with fewer multiply-adds in all than this runs on one thread: waking a sleeping thread
 // costs ~10 us (a streaming step, B=1, H=128, took 19 us with two threads and 8 us with one).
 constexpr int64_t kParallelCall = 1 << 21;
@@ -550,7 +552,7 @@ constexpr int64_t kParallelCall = 1 << 21;
 // The threads that share a loop of steps of work multiply-adds each (team.h's run_team): all of
 // ATen's, or one where a barrier per step or waking them would cost more than they save.
 inline int team_threads(int64_t work, int64_t steps) {
-  return work >= kParallelWork && work * steps >= kParallelCall ? at::get_num_threads() : 1;
+  return work >= limit(kTeamStepWork) && work * steps >= kParallelCall ? at::get_num_threads() : 1;
 }
 
 // Steps from which one thread packs W for a single row (pack_one_row).

@@ -53,7 +53,7 @@ std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, c
                                      const c10::optional<at::Tensor>& b_hh, bool cache);
 at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                        const std::string& nonlinearity);
+                        const std::string& nonlinearity, bool by_units);
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
 std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,

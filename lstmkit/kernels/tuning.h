@@ -22,10 +22,17 @@
 namespace lstmkit {
 
 // The limits, by name. Defaults (2 threads, this AMD EPYC): see the comments where they are used.
-enum Limit : int { kSmallForwardRows, kSmallBackwardRows, kFuseMinRows, kRowsPerMember, kOneDnnMinWork, kLimits };
+// team_step_work: multiply-adds a step from which a loop over time takes a team (cpu_math.h's
+// team_threads). It was the constant 16384 (a team from B = 1, H = 64); on this AMD EPYC (Zen 3, 2
+// threads) the team of an LSTM step of one row then lost at H = 100 (1.2-1.3x one thread's time)
+// and won from H = 128 (0.6-0.8): hence measured (tuning.py), the old constant the default.
+enum Limit : int {
+  kSmallForwardRows, kSmallBackwardRows, kFuseMinRows, kRowsPerMember, kOneDnnMinWork, kTeamStepWork, kLimits
+};
 inline constexpr std::array<const char*, kLimits> kLimitNames = {
-    "small_forward_rows", "small_backward_rows", "fuse_min_rows", "rows_per_member", "onednn_min_work"};
-inline constexpr std::array<int64_t, kLimits> kLimitDefaults = {256, 128, 4, 2, int64_t(1) << 22};
+    "small_forward_rows", "small_backward_rows", "fuse_min_rows", "rows_per_member", "onednn_min_work",
+    "team_step_work"};
+inline constexpr std::array<int64_t, kLimits> kLimitDefaults = {256, 128, 4, 2, int64_t(1) << 22, 16384};
 
 // Thread counts with a table of their own; larger counts share the last one.
 constexpr int kTunedThreadCounts = 64;

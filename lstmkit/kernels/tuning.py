@@ -24,6 +24,10 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
   W read by each thread) rather than by units: as fuse_min_rows, over 2, 3, 4, 5, 6, 8 (16 if it
   lost at 8), H = 300 (the middle of the sizes users pick; at 512 by units does best), 16 steps.
   Not measured at one thread.
+- ``team_step_work``: multiply-adds a step from which a loop over time takes a team of threads
+  rather than one (a barrier a step against half the work): the smallest of 4 H^2 for H = 64, 100,
+  128, 181, 256 (an LSTM step of one row, 128 steps) from which the team won (1 M, H = 512, if it
+  lost at 256). Not measured at one thread.
 - ``onednn_min_work``: multiply-adds from which a float32 product goes to oneDNN rather than ATen:
   the smallest of 1 M, 4 M, 16 M, 64 M from which oneDNN won (never, if it lost at 64 M).
   Not measured where oneDNN is not usable.
@@ -57,7 +61,8 @@ FORMAT = 1
 NEVER = 1 << 62                       # a limit no call reaches (the path past it is never taken)
 MODES = ("measure", "defaults")
 
-LIMITS = ("small_forward_rows", "small_backward_rows", "fuse_min_rows", "rows_per_member", "onednn_min_work")
+LIMITS = ("small_forward_rows", "small_backward_rows", "fuse_min_rows", "rows_per_member", "onednn_min_work",
+          "team_step_work")
 
 
 def mode() -> str:
@@ -209,6 +214,20 @@ def _rows_per_member(ext, threads: int, log: dict) -> int:
     return _smallest_won([2, 3, 4, 5, 6, 8], wins, 16, ext.default_tuning()["rows_per_member"], log)
 
 
+# Hidden sizes whose one-row LSTM step (4 H^2 multiply-adds) team_step_work is measured at, and the
+# steps: enough that every call passes kParallelCall (cpu_math.h, 2 M multiply-adds a call).
+TEAM_SIZES, TEAM_STEPS = (64, 100, 128, 181, 256), 128
+
+
+def _team_step(ext, threads: int, log: dict) -> int:
+    def wins(work):
+        c = _lstm_case(1, round((work // 4) ** 0.5), T=TEAM_STEPS)
+        run = lambda: ext.lstm_forward(c["zx"], c["h0"], c["c0"], c["w_hh"], None, None, 1, False)  # noqa: E731
+        return ratio(_under_limit(ext, threads, "team_step_work", work, run),
+                     _under_limit(ext, threads, "team_step_work", work + 1, run))
+    return _smallest_won([4 * H * H for H in TEAM_SIZES], wins, 1 << 20, ext.default_tuning()["team_step_work"], log)
+
+
 def _onednn_min(ext, threads: int, log: dict) -> int:
     shapes = {1 << 20: (64, 128, 128), 1 << 22: (64, 256, 256), 1 << 24: (256, 256, 256), 1 << 26: (256, 512, 512)}
 
@@ -241,6 +260,7 @@ def measure(ext, threads: int) -> dict:
                      "fuse_min_rows": _fuse_min}
             if threads > 1:
                 steps["rows_per_member"] = _rows_per_member
+                steps["team_step_work"] = _team_step
             if onednn_usable(ext):
                 steps["onednn_min_work"] = _onednn_min
             for name, step in steps.items():
