@@ -43,7 +43,7 @@ from . import tuning as _tuning
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
-            "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp")
+            "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp", "stack_cpu.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "nt_gemm.h", "one_step.h", "team.h", "tuning.h",
             "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
@@ -404,6 +404,18 @@ def rnn_cell_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor
     return _ext.rnn_cell_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
+def stack_inference(kind: str, x: Tensor, state: tuple[Tensor, ...], weights: list[Tensor | None], directions: int,
+                    nonlinearity: str) -> list[Tensor]:
+    """Every layer and direction of a module's inference in one call (kernels/stack_cpu.cpp): kind
+    'lstm', 'gru' or 'rnn'; x (T,B,I); state () or (h_0 (L*D,B,P),) or, an LSTM, (h_0, c_0 (L*D,B,H));
+    weights (w_ih, w_hh, b_ih, b_hh, w_hr) for each layer and direction in turn, None where absent.
+    -> [y (T,B,D*P), h_n (L*D,B,P)] and, an LSTM, c_n (L*D,B,H): the calls the general path makes for
+    each layer (``functional.*_op._inference``), the same bits."""
+    G = weights[1].shape[0]                                 # (an LSTM's 4H: its zx chunks; unused otherwise)
+    return _ext.stack_inference(kind, x, list(state), weights, directions, nonlinearity, _path,
+                                zx_chunk_elements(G))
+
+
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -412,7 +424,8 @@ _cpp_ns: types.SimpleNamespace | None = None
 _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_layer_forward_pair", "lstm_recurrence_forward",
                   "lstm_recurrence_backward", "gru_recurrence_forward", "gru_recurrence_backward",
                   "rnn_recurrence_forward", "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward",
-                  "rnn_cell_forward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project")
+                  "rnn_cell_forward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project",
+                  "stack_inference")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

@@ -45,5 +45,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");
   m.def("set_tuning", &lstmkit::set_tuning, "(threads, limit, value): set one of tuning.h's limits");
   m.def("default_tuning", &lstmkit::default_tuning, "() -> {limit: value}: the built-in defaults");
+  m.def("stack_inference", &lstmkit::stack_inference,
+        "(kind, x, state, weights, directions, nonlinearity, path, chunk_elems) -> [y, h_n] (an LSTM: [y, h_n, c_n]):"
+        " every layer of a module's inference (state: [] or [h0] or [h0, c0]; weights: (w_ih, w_hh, b_ih, b_hh, w_hr)"
+        " per layer and direction, None where absent)");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -1,7 +1,7 @@
 // entries.h: the compiled entry points, declared once: bindings.cpp names them for Python, and
 // cell_cpu.cpp composes the one-step cells from the sequence recurrences. Each is defined in the
 // file of its cell (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp, cell_cpu.cpp) or of its job (cell_autograd.cpp,
-// gemm.cpp, tuning.cpp).
+// gemm.cpp, tuning.cpp, stack_cpu.cpp).
 #pragma once
 
 #include <torch/extension.h>
@@ -84,4 +84,8 @@ std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tenso
 std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
                                           const at::Tensor& ghn, const at::Tensor& h_new, int64_t need);
+std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tensor& input,
+                                        const std::vector<at::Tensor>& state,
+                                        const std::vector<c10::optional<at::Tensor>>& weights, int64_t directions,
+                                        const std::string& nonlinearity, int64_t path, int64_t chunk_elems);
 }  // namespace lstmkit

@@ -82,6 +82,11 @@ class RecurrentBase(nn.RNNBase):
         direction k % D (built once per shape: a streaming step reads them on every call)."""
         return _layer_weight_names(self.num_layers, self.num_directions)
 
+    def _stack_kind_of(self) -> str | None:
+        """What ``kernels.stack_inference`` runs this module's layers as ('lstm', 'gru', 'rnn'), or
+        None where its class changes a layer's inference call (``stack_kind``)."""
+        return stack_kind(type(self))
+
     def _weights(self, layer: int, direction: int) -> tuple[Tensor | None, ...]:
         """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction; None where absent. A plain
         parameter is read from ``_parameters`` (``nn.Module.__getattr__`` costs ~1 us a name, and a
@@ -278,6 +283,19 @@ def runs_plain_layers(cls: type) -> bool:
     that changes either keeps its own way."""
     owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
     return "_infer_direction" in vars(owner) and cls._run_layers is RecurrentBase._run_layers
+
+
+@functools.cache
+def stack_kind(cls: type) -> str | None:
+    """'lstm', 'gru' or 'rnn' where instances of cls run every layer as this package's LSTM, GRU or
+    RNN does in inference (``runs_plain_layers``, and ``_infer_direction`` is that class's own), so
+    the compiled stack (``kernels.stack_inference``: the same calls in C++) may run them all in one
+    call; None otherwise (a subclass that changes a layer's call keeps its own way)."""
+    if not runs_plain_layers(cls):
+        return None
+    owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
+    kind = vars(owner).get("_stack_kind")
+    return kind if kind is not None and cls._infer_direction is owner._infer_direction else None
 
 
 @functools.cache

@@ -55,6 +55,8 @@ class GRU(RecurrentBase, nn.GRU):
         y, h_n, gates = gru_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, lengths, want_trace)
         return y, (h_n,), ((gates, y) if want_trace else None)
 
+    _stack_kind = "gru"                   # kernels.stack_inference runs its layers (base.stack_kind)
+
     def _infer_direction(self, rec, x, state, weights):
         """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
         calls it directly; rec: the compiled namespace): y (T,B,H), (h_n (B,H),), a view."""

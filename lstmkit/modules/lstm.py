@@ -75,6 +75,8 @@ class LSTM(RecurrentBase, nn.LSTM):
             cs = cs * padding_mask(lengths, x.shape[0])
         return y, (h_n, c_n), (gates, cs, y)
 
+    _stack_kind = "lstm"                   # kernels.stack_inference runs its layers (base.stack_kind)
+
     def _infer_direction(self, rec, x, state, weights):
         """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
         calls it directly; rec: the compiled namespace): y (T,B,P), (h_n (B,P), c_n (B,H)), views."""

@@ -36,6 +36,8 @@ class RNN(RecurrentBase, nn.RNN):
         y, h_n = rnn_layer(x, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, lengths)
         return y, (h_n,), ((y,) if want_trace else None)
 
+    _stack_kind = "rnn"                   # kernels.stack_inference runs its layers (base.stack_kind)
+
     def _infer_direction(self, rec, x, state, weights):
         """What ``_run_direction`` calls where nothing is recorded or watched (``compiled_inference``
         calls it directly; rec: the compiled namespace): y (T,B,H), (h_n (B,H),)."""
