@@ -1,7 +1,8 @@
 """Every layer of an LSTM, GRU or RNN's inference in one C++ call (``kernels.stack_inference``,
 kernels/stack_cpu.cpp): it runs for this package's classes, gives exactly (bit for bit) what the
 loop over layers in Python gives (the same kernel calls), leaves a subclass's own layer call alone,
-and refuses a raw call it cannot run with an error, never a crash."""
+and refuses a raw call it cannot run with an error, never a crash. One step where autograd
+records (``kernels.stack_one_step``): the general path's values and every gradient, bit for bit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import lstmkit
 from lstmkit import kernels
 from lstmkit.modules import base
+from lstmkit.modules.base import RecurrentBase
 from lstmkit.modules.compiled_inference import compiled_inference
 from lstmkit.modules.variant_lstm import VariantLSTM
 
@@ -24,18 +26,27 @@ CASES = ([(k, kw) for k in KINDS for kw in _KW] + [("rnn", {"nonlinearity": "rel
          + [("lstm", {"proj_size": 3, "num_layers": 2}), ("lstm", {"proj_size": 4, "bidirectional": True})])
 
 
-@pytest.fixture
-def stack_calls(monkeypatch):
-    """Counts the compiled namespace's stack_inference calls."""
+def _counter(monkeypatch, name):
+    """Counts the compiled namespace's calls of name."""
     rec = kernels.compiled_cells()
-    original, calls = rec.stack_inference, {"n": 0}
+    original, calls = getattr(rec, name), {"n": 0}
 
     def counting(*args):
         calls["n"] += 1
         return original(*args)
 
-    monkeypatch.setattr(rec, "stack_inference", counting)
+    monkeypatch.setattr(rec, name, counting)
     return calls
+
+
+@pytest.fixture
+def stack_calls(monkeypatch):
+    return _counter(monkeypatch, "stack_inference")
+
+
+@pytest.fixture
+def step_calls(monkeypatch):
+    return _counter(monkeypatch, "stack_one_step")
 
 
 def _state(kind, m, B, dtype):
@@ -136,3 +147,87 @@ def test_the_raw_entry_refuses_what_it_cannot_run(kind, T):
     for args, message in bad:
         with pytest.raises((RuntimeError, ValueError, IndexError), match=message):
             call(*args)
+
+
+_STEP_KW = [{}, {"num_layers": 3}, {"bias": False}, {"batch_first": True, "num_layers": 2},
+            {"dtype": torch.float64, "num_layers": 2}]
+
+
+@pytest.mark.parametrize("kind,kw", [(k, kw) for k in KINDS for kw in _STEP_KW]
+                         + [("rnn", {"nonlinearity": "relu", "num_layers": 2})])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("wants", ["params", "x_and_hx", "hx_only"])
+def test_one_step_with_a_gradient_equals_the_general_path_in_values_and_every_gradient(kind, kw, B, wants,
+                                                                                      step_calls):
+    torch.manual_seed(0)
+    m = KINDS[kind](6, 9, **kw)                                 # training mode, as a training loop has it
+    dtype = kw.get("dtype", torch.float32)
+    if wants == "hx_only":
+        m.requires_grad_(False)
+
+    def inputs():
+        torch.manual_seed(1)
+        x = torch.randn(B, 1, 6, dtype=dtype) if kw.get("batch_first") else torch.randn(1, B, 6, dtype=dtype)
+        hx = _state(kind, m, B, dtype) if wants != "params" else None
+        if wants != "params":
+            x.requires_grad_(wants == "x_and_hx")
+            hx = tuple(t.requires_grad_() for t in hx) if kind == "lstm" else hx.requires_grad_()
+        return x, hx
+
+    def run(forward):
+        x, hx = inputs()
+        out = _flat(forward(m, x, hx))
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=dtype).view_as(o)).sum() for o in out)
+        leaves = [t for t in (x, *(_flat((x, hx))[1:] if hx is not None else ())) if t.requires_grad]
+        leaves += [p for p in m.parameters() if p.requires_grad]
+        return out, torch.autograd.grad(loss, leaves)
+
+    fast_out, fast_grads = run(lambda mod, x, hx: mod(x, hx))
+    assert step_calls["n"] == 1
+    general_out, general_grads = run(lambda mod, x, hx: RecurrentBase.general_forward(mod, x, hx))
+    assert step_calls["n"] == 1
+    for got, want in zip((*fast_out, *fast_grads), (*general_out, *general_grads), strict=True):
+        assert got.shape == want.shape and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_streaming_step_with_a_gradient_takes_it_too(kind, step_calls):
+    torch.manual_seed(0)
+    m = KINDS[kind](4, 5, num_layers=2).double()
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    y, state = m.step(x)
+    assert step_calls["n"] == 1
+    y2, _ = m.step(x, state)                                    # the graph runs through both steps
+    assert step_calls["n"] == 2
+    with torch.no_grad():
+        want = RecurrentBase.general_forward(m, torch.stack([x, x]))[0]
+    torch.testing.assert_close(torch.stack([y, y2]), want, rtol=0, atol=1e-12)
+    g = torch.autograd.grad(y2.sum(), x)[0]
+    x_ref = x.detach().requires_grad_()
+    g_ref = torch.autograd.grad(RecurrentBase.general_forward(m, torch.stack([x_ref, x_ref]))[0][1].sum(), x_ref)[0]
+    torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_second_derivatives_through_one_recorded_step(kind, step_calls):
+    torch.manual_seed(0)
+    m = KINDS[kind](3, 4, num_layers=2).double()
+    x = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    hx = (h, torch.randn(2, 2, 4, dtype=torch.float64)) if kind == "lstm" else h
+
+    def f(x, h):
+        state = (h, hx[1]) if kind == "lstm" else h
+        return m(x, state)[0]
+
+    assert torch.autograd.gradgradcheck(f, (x, h))
+    assert step_calls["n"] > 0
+
+
+@pytest.mark.parametrize("case", ["bidirectional", "projection", "dropout_training", "two_steps"])
+def test_a_recorded_call_steps_aside_where_the_one_step_does_not_apply(case, step_calls):
+    kw = {"bidirectional": {"bidirectional": True}, "projection": {"proj_size": 3},
+          "dropout_training": {"num_layers": 2, "dropout": 0.5}, "two_steps": {}}[case]
+    m = lstmkit.LSTM(6, 9, **kw)
+    x = torch.randn(2 if case == "two_steps" else 1, 3, 6)
+    assert compiled_inference(m, x, None) is None and step_calls["n"] == 0

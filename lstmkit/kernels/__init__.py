@@ -416,6 +416,14 @@ def stack_inference(kind: str, x: Tensor, state: tuple[Tensor, ...], weights: li
                                 zx_chunk_elements(G))
 
 
+def stack_one_step(kind: str, x: Tensor, state: tuple[Tensor, ...], weights: list[Tensor | None],
+                   nonlinearity: str) -> list[Tensor]:
+    """One step (x (1,B,I)) of every layer of a unidirectional module where autograd records, in one
+    call (kernels/stack_cpu.cpp): arguments and result as ``stack_inference``; each layer the cell's
+    C++ autograd step, as the general path's one-step layer with a gradient calls it."""
+    return _ext.stack_one_step(kind, x, list(state), weights, nonlinearity, _path)
+
+
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -425,7 +433,7 @@ _CPP_FUNCTIONS = ("lstm_layer_forward", "lstm_layer_forward_pair", "lstm_recurre
                   "lstm_recurrence_backward", "gru_recurrence_forward", "gru_recurrence_backward",
                   "rnn_recurrence_forward", "rnn_recurrence_backward", "lstm_cell_forward", "gru_cell_forward",
                   "rnn_cell_forward", "lstm_cell_step", "gru_cell_step", "rnn_cell_step", "mm", "project",
-                  "stack_inference")
+                  "stack_inference", "stack_one_step")
 
 
 def mm(a: Tensor, b: Tensor) -> Tensor:

@@ -49,5 +49,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kind, x, state, weights, directions, nonlinearity, path, chunk_elems) -> [y, h_n] (an LSTM: [y, h_n, c_n]):"
         " every layer of a module's inference (state: [] or [h0] or [h0, c0]; weights: (w_ih, w_hh, b_ih, b_hh, w_hr)"
         " per layer and direction, None where absent)");
+  m.def("stack_one_step", &lstmkit::stack_one_step,
+        "(kind, x, state, weights, nonlinearity, path) -> as stack_inference, one step (T = 1) of a unidirectional"
+        " module with autograd: each layer the cell's C++ autograd step");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

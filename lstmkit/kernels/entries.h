@@ -88,4 +88,8 @@ std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tenso
                                         const std::vector<at::Tensor>& state,
                                         const std::vector<c10::optional<at::Tensor>>& weights, int64_t directions,
                                         const std::string& nonlinearity, int64_t path, int64_t chunk_elems);
+std::vector<at::Tensor> stack_one_step(const std::string& kind, const at::Tensor& input,
+                                       const std::vector<at::Tensor>& state,
+                                       const std::vector<c10::optional<at::Tensor>>& weights,
+                                       const std::string& nonlinearity, int64_t path);
 }  // namespace lstmkit

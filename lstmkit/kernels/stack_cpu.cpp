@@ -1,5 +1,6 @@
 // stack_cpu.cpp: a recurrent module's inference in one call: every layer and direction of an LSTM,
-// GRU or RNN, without lengths and with nothing recorded, and the final states stacked.
+// GRU or RNN, without lengths and with nothing recorded, and the final states stacked; and one step
+// of every layer where autograd records (stack_one_step, below).
 //
 // What it is: the loop over layers of lstmkit/modules/compiled_inference.py in C++, over the very
 // calls the general path makes for a layer in inference (lstmkit/functional/*_op.py's _inference:
@@ -86,11 +87,11 @@ static DirectionOut rnn_direction(const at::Tensor& x, const at::Tensor& h0, con
   return {hs, hs[-1], at::Tensor()};
 }
 
-std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tensor& input,
-                                        const std::vector<at::Tensor>& state, const std::vector<MaybeTensor>& weights,
-                                        int64_t directions, const std::string& nonlinearity, int64_t path,
-                                        int64_t chunk_elems) {
-  const Checks c("stack_inference", "x", input);
+// The arguments both entries share, checked: kind, directions, five weights (w_ih and w_hh given) for
+// each of L layers and D directions, the state empty or its tensors (L*D, B, ·), x (T,B,I). -> L.
+static int64_t check_stack(const Checks& c, const std::string& kind, const at::Tensor& input,
+                           const std::vector<at::Tensor>& state, const std::vector<MaybeTensor>& weights,
+                           int64_t directions) {
   const bool lstm = kind == "lstm";
   TORCH_CHECK(lstm || kind == "gru" || kind == "rnn", c.fn, ": kind should be 'lstm', 'gru' or 'rnn', got '", kind,
               "'");
@@ -110,15 +111,29 @@ std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tenso
   for (const auto& s : state)
     TORCH_CHECK(s.size(0) == L * directions, c.fn, ": state should have L*D = ", L * directions,
                 " in its first dimension, got ", s.size(0));
+  return L;
+}
 
-  // zero states where none are given (B,P) and (B,H), shared by every layer, as the general path's
-  const int64_t B = input.size(1), P = weights[1]->size(1);
-  const int64_t H = lstm ? weights[1]->size(0) / 4 : P;
+// Zero states where none are given, (B,P) and for an LSTM (B,H), shared by every layer, as the
+// general path's; empty where the state is given.
+static std::vector<at::Tensor> zero_state(bool lstm, const at::Tensor& input, const std::vector<at::Tensor>& state,
+                                          const std::vector<MaybeTensor>& weights) {
   std::vector<at::Tensor> zeros;
-  if (state.empty()) {
-    zeros.push_back(at::zeros({B, P}, input.options()));
-    if (lstm) zeros.push_back(at::zeros({B, H}, input.options()));
-  }
+  if (!state.empty()) return zeros;
+  const int64_t B = input.size(1), P = weights[1]->size(1);
+  zeros.push_back(at::zeros({B, P}, input.options()));
+  if (lstm) zeros.push_back(at::zeros({B, weights[1]->size(0) / 4}, input.options()));
+  return zeros;
+}
+
+std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tensor& input,
+                                        const std::vector<at::Tensor>& state, const std::vector<MaybeTensor>& weights,
+                                        int64_t directions, const std::string& nonlinearity, int64_t path,
+                                        int64_t chunk_elems) {
+  const Checks c("stack_inference", "x", input);
+  const int64_t L = check_stack(c, kind, input, state, weights, directions);
+  const bool lstm = kind == "lstm";
+  const std::vector<at::Tensor> zeros = zero_state(lstm, input, state, weights);
   auto h_at = [&](int64_t k) { return state.empty() ? zeros[0] : state[0][k]; };
   auto c_at = [&](int64_t k) { return state.empty() ? zeros[1] : state[1][k]; };
   auto one = [&](const at::Tensor& x, int64_t k) {
@@ -158,6 +173,46 @@ std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tenso
     x = at::cat({f.y, r.y.flip(0)}, 2);                                         // (T,B,2P)
   }
   std::vector<at::Tensor> out = {x, at::stack(h_n)};                           // stack copies: h_n is not y
+  if (lstm) out.push_back(at::stack(c_n));
+  return out;
+}
+
+// One step (T = 1) of every layer of a unidirectional module where autograd records (a generation
+// or streaming loop in training): each layer is the cell's C++ autograd step (cell_autograd.cpp:
+// *_cell_step), called as the general path's one-step layer calls it with a gradient
+// (functional/*_op.py: lstm_layer, gru_layer, rnn_layer), its output copied as there (the node keeps
+// h, and a caller may write into y); the final states stacked. The same values and gradients as
+// the general path (tested). No projection (an LSTM with w_hr takes its layer kernel there).
+std::vector<at::Tensor> stack_one_step(const std::string& kind, const at::Tensor& input,
+                                       const std::vector<at::Tensor>& state, const std::vector<MaybeTensor>& weights,
+                                       const std::string& nonlinearity, int64_t path) {
+  const Checks c("stack_one_step", "x", input);
+  const int64_t L = check_stack(c, kind, input, state, weights, 1);
+  TORCH_CHECK(input.size(0) == 1, c.fn, ": x should hold one step (T = 1), got T = ", input.size(0));
+  const bool lstm = kind == "lstm";
+  const std::vector<at::Tensor> zeros = zero_state(lstm, input, state, weights);
+  at::Tensor x = input;
+  std::vector<at::Tensor> h_n, c_n;
+  for (int64_t k = 0; k < L; ++k) {
+    const MaybeTensor* w = weights.data() + 5 * k;
+    TORCH_CHECK(!w[4], c.fn, ": layer ", k, " has a projection (w_hr): one step of it is the layer kernel's");
+    const at::Tensor x0 = x[0].contiguous(), h0 = (state.empty() ? zeros[0] : state[0][k]).contiguous();
+    const at::Tensor w_ih = w[0]->contiguous(), w_hh = w[1]->contiguous();
+    at::Tensor h;
+    if (lstm) {
+      const at::Tensor c0 = (state.empty() ? zeros[1] : state[1][k]).contiguous();
+      const auto hc = lstm_cell_step(x0, h0, c0, w_ih, w_hh, dense(w[2]), dense(w[3]), path);
+      h = hc[0];
+      c_n.push_back(hc[1]);
+    } else if (kind == "gru") {
+      h = gru_cell_step(x0, h0, w_ih, w_hh, dense(w[2]), dense(w[3]));
+    } else {
+      h = rnn_cell_step(x0, h0, w_ih, w_hh, dense(w[2]), dense(w[3]), nonlinearity);
+    }
+    h_n.push_back(h);
+    x = h.unsqueeze(0).clone();                                                 // (1,B,P)
+  }
+  std::vector<at::Tensor> out = {x, at::stack(h_n)};
   if (lstm) out.push_back(at::stack(c_n));
   return out;
 }

@@ -19,9 +19,14 @@ LSTM layer are those two calls made at once (``kernels.lstm_layer_forward_pair``
 the input flipped in time, its output flipped back, as there; at two threads each runs on one
 thread, where BLAS's input projection may round its last bits differently: equal to 1e-14 in
 float64, tested); a GRU's or RNN's one after the other, as there.
+One step (T=1: a streaming or generation loop) where autograd records takes every layer's C++
+autograd step in one call (``kernels.stack_one_step``: the calls the general path's one-step layers
+make with a gradient, the same values and gradients, tested), for this package's unidirectional
+classes without a projection.
 What it is not: a second implementation. It returns None, and the general path runs (and raises
 torch.nn's errors), wherever anything could tell the two apart or anything is out of the
-ordinary: a gradient or a trace wanted, lengths, a PackedSequence, unbatched input to forward,
+ordinary: a trace wanted, a gradient through more than one step (or through a bidirectional
+module, a projection or a subclass's own layer call), lengths, a PackedSequence, unbatched input to forward,
 dropout while training, a parametrized or pruned weight, hx not plain tensors of the exact shapes,
 a dtype or device the kernel does not take, the kernel not built or not selected, a tracer,
 compiler, exporter, transform, autocast or mode watching, a subclass that runs its layers its own way.
@@ -40,10 +45,11 @@ _FLOATS = (torch.float32, torch.float64)
 _Parameter = torch.nn.Parameter
 
 
-def _given_state(module, hx, B: int, like: Tensor) -> tuple[Tensor, ...] | None:
+def _given_state(module, hx, B: int, like: Tensor, grad_ok: bool = False) -> tuple[Tensor, ...] | None:
     """hx's tensors, (h_0 (L*D,B,P),) or, for an LSTM, (h_0, c_0 (L*D,B,H)), where they are plain
-    tensors of the exact shapes, dtype and device; () for None; None where the general path must
-    look at hx (anything else: it raises torch.nn's error or converts)."""
+    tensors of the exact shapes, dtype and device (and, unless grad_ok, not wanting a gradient); ()
+    for None; None where the general path must look at hx (anything else: it raises torch.nn's error
+    or converts)."""
     if hx is None:
         return ()
     if module.mode != "LSTM":                         # GRU, RNN: h_0 itself; an LSTM: a tuple (h_0, c_0)
@@ -56,17 +62,18 @@ def _given_state(module, hx, B: int, like: Tensor) -> tuple[Tensor, ...] | None:
         given = hx
     for t, shape in zip(given, module._state_shapes(B), strict=True):
         if type(t) is not Tensor or tuple(t.shape) != shape or t.dtype is not like.dtype \
-                or t.device != like.device or t.requires_grad:
+                or t.device != like.device or (t.requires_grad and not grad_ok):
             return None
     return given
 
 
-def _layers(module, dtype: torch.dtype) -> list[tuple] | None:
+def _layers(module, dtype: torch.dtype, grad_ok: bool = False) -> list[tuple] | None:
     """(w_ih, w_hh, b_ih, b_hh, w_hr) of every layer and direction (layer k // D, direction k % D),
     each a parameter (or None where the module has none); None where one is anything else (a
     parametrized, pruned or dropped weight, a tensor swapped in by ``torch.func.functional_call``:
-    the general path reads it as an attribute), of another dtype, or would want a gradient."""
-    params, grad = module._parameters, torch.is_grad_enabled()
+    the general path reads it as an attribute), of another dtype, or (unless grad_ok) would want a
+    gradient."""
+    params, grad = module._parameters, torch.is_grad_enabled() and not grad_ok
     layers = []
     for names in module._layer_weight_names():
         weights = tuple(params.get(name) for name in names)
@@ -86,15 +93,25 @@ def _run(module, x: Tensor, hx) -> tuple[Tensor, tuple[Tensor, ...]] | None:
     T, B, I = x.shape
     if T == 0 or B == 0 or I != module.input_size or (module.dropout and module.training):
         return None
-    layers = _layers(module, x.dtype)
-    given = None if layers is None else _given_state(module, hx, B, x)
+    step = T == 1 and torch.is_grad_enabled()      # one step may record: each layer's C++ autograd step
+    if x.requires_grad and torch.is_grad_enabled() and not step:
+        return None
+    layers = _layers(module, x.dtype, step)
+    given = None if layers is None else _given_state(module, hx, B, x, step)
     rec = None if given is None else compiled_unobserved(x, *given)
     if rec is None:
         return None
     D, kind = 2 if module.bidirectional else 1, module._stack_kind_of()
+    flat = [w for weights in layers for w in weights]
+    nonlinearity = module.nonlinearity if kind == "rnn" else "tanh"
+    if step and (x.requires_grad or any(t.requires_grad for t in given)
+                 or any(w is not None and w.requires_grad for w in flat)):
+        if kind is None or D == 2 or module.proj_size:
+            return None
+        y, *finals = rec.stack_one_step(kind, x, given, flat, nonlinearity)   # (the one-step layers' calls)
+        return y, tuple(finals)
     if kind is not None:                              # every layer in one C++ call: the same calls
-        y, *finals = rec.stack_inference(kind, x, given, [w for weights in layers for w in weights], D,
-                                         module.nonlinearity if kind == "rnn" else "tanh")
+        y, *finals = rec.stack_inference(kind, x, given, flat, D, nonlinearity)
         return y, tuple(finals)
     zeros = given or tuple(x.new_zeros(shape[1:]) for shape in module._state_shapes(B))  # (B,·) each
 
@@ -137,10 +154,10 @@ def _result(y: Tensor, finals: tuple[Tensor, ...]):
 
 
 def compiled_inference(module, input, hx):
-    """``module(input, hx)`` where nothing needs a gradient or a trace: output, h_n (an LSTM:
-    (h_n, c_n)); None where the general path must run (see the module docstring)."""
-    if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS \
-            or input.requires_grad:
+    """``module(input, hx)`` where nothing is traced and nothing needs a gradient, or one step that
+    does: output, h_n (an LSTM: (h_n, c_n)); None where the general path must run (see the module
+    docstring)."""
+    if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS:
         return None
     x = input.transpose(0, 1) if module.batch_first else input                 # (T,B,I)
     out = _run(module, x, hx)
@@ -151,10 +168,9 @@ def compiled_inference(module, input, hx):
 
 
 def compiled_step(module, x_t, state):
-    """``module.step(x_t, state)`` where nothing needs a gradient: y_t (B,P) (unbatched: (P,)) and
-    the new state; None where the general step must run. A step is a one-step forward."""
-    if type(x_t) is not Tensor or x_t.device.type != "cpu" or x_t.dtype not in _FLOATS or x_t.requires_grad \
-            or module.bidirectional:
+    """``module.step(x_t, state)``: y_t (B,P) (unbatched: (P,)) and the new state; None where the
+    general step must run. A step is a one-step forward (with a gradient: ``_run``'s one step)."""
+    if type(x_t) is not Tensor or x_t.device.type != "cpu" or x_t.dtype not in _FLOATS or module.bidirectional:
         return None
     if x_t.dim() == 2:
         out = _run(module, x_t.unsqueeze(0), state)
