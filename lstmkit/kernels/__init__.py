@@ -183,7 +183,7 @@ def load_extension(verbose: bool = False):
 
 def tune(threads: int | None = None, again: bool = False) -> dict | None:
     """Give the kernels' path limits for this thread count (torch's now, by default) this machine's
-    values: from the cache beside the built kernel, or measured once (~5 s) and cached there; with
+    values: from the cache beside the built kernel, or measured once (~8 s) and cached there; with
     again, measured anew. Returns the entry ({"limits", "ratios", "seconds", "when"}), or None where
     nothing is measured (LSTMKIT_TUNING=defaults, without again; or no kernel). Runs by itself the
     first time a thread count calls a kernel; see ``lstmkit.kernels.tuning``."""

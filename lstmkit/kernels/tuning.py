@@ -4,7 +4,7 @@ What it is: each of the C++ kernels' path choices that a constant used to make i
 ``tuning.h``, one table per thread count. ``ensure(ext, folder, threads)`` gives the table for a
 thread count the values this machine measured: read from ``tuning.json`` beside the built kernel
 (``folder``, the build's cache folder: one per source, compiler, CPU and torch), or, the first time
-a thread count is seen, measured (about 5 s) and written there (a temporary file, then a
+a thread count is seen, measured (about 8 s) and written there (a temporary file, then a
 rename: a reader never sees half of one). ``measure(ext, threads)`` times each choice side by
 side, the two paths interleaved in one process (the median of per-round ratios). At each candidate
 a path keeps the side the built-in value gives it unless the other is more than TOLERANCE (5%)
@@ -12,7 +12,7 @@ faster ("won" below): near-ties keep the built-in value, and measuring twice giv
 
 - ``small_forward_rows`` / ``small_backward_rows``: rows up to which a step takes the hand-written
   product rather than a GEMM per step (forward; backward). The largest of 32, 64, 128, 256 up to
-  which the hand-written one won (16 if it lost at 32), at H = 256 (16 steps) and 512 (8 steps):
+  which the hand-written one won (16 if it lost at 32), at H = 512 (8 steps) and 1000 (2 steps):
   where the built-in value admits it, it is dropped only if it lost at both; elsewhere taken only
   if it won at both.
 - ``fuse_min_rows``: rows from which inference takes each step's input projection in the step
@@ -154,9 +154,12 @@ def _lstm_case(B: int, H: int, T: int = 16, I: int | None = None) -> dict:
 
 
 # The hidden sizes (and steps) a rows limit is measured at: the hand-written product's lead over a
-# GEMM per step grows with H (at H = 256 the two are near a tie from 128 rows, and one run measured
-# the limit 128, another 256; at B = 256, H = 512-1000 the hand-written one was 1.1-1.25x faster).
-ROWS_SIZES = ((256, 16), (512, 8))
+# GEMM per step grows with H, and the limit matters for large batches of large H. Measured, forward,
+# B = 256, time hand-written / GEMM per step: H = 256 1.10, 512 0.86-1.01, 650 0.89-0.95, 1000
+# 0.79-0.94 (B = 128: 0.87-0.91, 0.72, 0.76-0.80, 0.57). At (256, 512) a run that found 512 a tie
+# by noise dropped 256 rows, and B = 256, H = 1000 then ran 1.3-1.45x torch.nn's time: so 512 and
+# 1000 (few steps: a call there is large). At H = 256, B = 256 the built-in 256 rows then costs ~10%.
+ROWS_SIZES = ((512, 8), (1000, 2))
 
 
 def _at_sizes(one: Callable[[int, int], float], default_side: bool) -> float:
