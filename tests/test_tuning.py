@@ -182,11 +182,13 @@ def test_the_cache_is_measured_once_then_read(tmp_path, monkeypatch, restore_lim
 
 
 @pytest.mark.parametrize("content", [
-    "not json {", "[]", '{"format": 99, "threads": {}}', '{"format": 1, "threads": []}',
-    '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": 1}}}}',
-    '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": -1, "small_forward_rows": 1, '
+    "not json {", "[]", '{"format": 99, "threads": {}}', '{"format": 2, "threads": []}',
+    '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": 1, "small_forward_rows": 1, '   # an older
+    '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1, "team_step_work": 1}}}}',  # format
+    '{"format": 2, "threads": {"3": {"limits": {"fuse_min_rows": 1}}}}',
+    '{"format": 2, "threads": {"3": {"limits": {"fuse_min_rows": -1, "small_forward_rows": 1, '
     '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1, "team_step_work": 1}}}}',
-    '{"format": 1, "threads": {"3": {"limits": {"fuse_min_rows": true, "small_forward_rows": 1, '
+    '{"format": 2, "threads": {"3": {"limits": {"fuse_min_rows": true, "small_forward_rows": 1, '
     '"small_backward_rows": 1, "rows_per_member": 1, "onednn_min_work": 1, "team_step_work": 1}}}}',
 ])
 def test_a_corrupt_or_foreign_cache_is_measured_over(tmp_path, monkeypatch, restore_limits, content):
