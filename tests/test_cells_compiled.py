@@ -90,13 +90,16 @@ def test_compiled_step_is_the_general_path_bit_for_bit_and_torch_nn_within_toler
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind,B,I,H,kw", [
     ("rnn", 20, 200, 200, {}), ("rnn", 16, 300, 650, {"nonlinearity": "relu"}), ("rnn", 64, 50, 129, {}),
-    ("rnn", 1, 900, 1000, {"nonlinearity": "relu"}), ("rnn", 1, 5, 3, {}),
+    ("rnn", 17, 700, 700, {}), ("rnn", 1, 900, 1000, {"nonlinearity": "relu"}), ("rnn", 1, 5, 3, {}),
     ("lstm", 1, 300, 650, {}), ("lstm", 1, 7, 13, {}), ("gru", 1, 500, 700, {}), ("gru", 1, 7, 13, {})])
 def test_one_step_kernels_do_not_depend_on_thread_count_and_equal_torch_nn(dtype, bias, kind, B, I, H, kw, calls):
-    """The cells' one-step kernels (one_step.h: one row, and the RNN cell's batches): each thread
-    packs (or, one row, reads) and takes its own units. Sizes: a team of two from 512K multiply-adds
-    (the larger ones; 650, 129, 1000 and 700 units leave a ragged vector), one thread below. Bit for
-    bit at one and two threads; torch.nn's within TOLERANCE."""
+    """The cells' one-step kernels (one_step.h: one row, and the RNN cell's batches of 16 rows or
+    more whose weights fit the team's L2 caches): each thread packs (or, one row, reads) and takes
+    its own units. Sizes: a team of two from 512K multiply-adds (the larger ones; 650, 129, 1000 and
+    700 units leave a ragged vector), one thread below. Bit for bit at one and two threads where the
+    one-step kernel runs at both; torch.nn's within TOLERANCE always (the RNN cell's batches past
+    the L2 caches take two GEMMs, as torch.nn's cell does: 16 x 300 x 650 and 17 x 700 x 700 here,
+    in float64 at least)."""
     ours, theirs = make(kind, I, H, bias=bias, dtype=dtype, **kw)
     x, hx = torch.randn(B, I, dtype=dtype), state(kind, B, H, dtype)
     threads = torch.get_num_threads()
@@ -111,9 +114,12 @@ def test_one_step_kernels_do_not_depend_on_thread_count_and_equal_torch_nn(dtype
     assert calls["n"] == 2
     with torch.no_grad():
         expected = as_tuple(theirs(x, hx))
+    weight_bytes = (I + H) * H * x.element_size()
+    one_step_kernel = B == 1 or all(weight_bytes <= n * kernels.load_extension().cache_size(2) for n in (1, 2))
     for a, b, e in zip(*got, expected, strict=True):
-        assert torch.equal(a, b)
+        assert torch.equal(a, b) or not one_step_kernel
         torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+        torch.testing.assert_close(b, e, **TOLERANCE[dtype])
 
 
 def grads_of(cell, kind, x, hx, weights):

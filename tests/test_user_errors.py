@@ -1,15 +1,23 @@
 """Every mistake a user can make ends in one line on stderr and exit code 2, never a traceback
-(issue 11): each case runs as its own `python -m lstmkit` process, as a user would meet it."""
+(issue 11). Cases that train or crash run as their own `python -m lstmkit` process, as a user would
+meet them; refusals that end before anything is trained or written run the command line's own
+main() in this process (the same code from argument to exit code, without a ~3 s start-up each)."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import torch
 from safetensors.torch import load_file
+
+from lstmkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -21,6 +29,22 @@ def lstmkit(*args, cwd=None, code=None):
     """Run ``python -m lstmkit ARGS`` (or ``python -c CODE``); returns the finished process."""
     cmd = [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "lstmkit", *map(str, args)]
     return subprocess.run(cmd, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def refuse(*args):
+    """``lstmkit ARGS`` by the command line's main() in this process; returns what a process would
+    have: its exit code, stdout and stderr (LSTMKIT_DEBUG unset, as ENV has it; torch's thread count
+    as it was before)."""
+    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.environ.pop("LSTMKIT_DEBUG", None)
+        try:
+            code = main(list(map(str, args)))
+        except SystemExit as e:  # (argparse's own exits, e.g. --help)
+            code = e.code
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def fails(p, *expected):
@@ -38,9 +62,14 @@ def fails(p, *expected):
 def runs(tmp_path_factory):
     """One tiny text run and one tiny sentence run, trained once for the module."""
     root = tmp_path_factory.mktemp("runs")
-    for task, extra in (("text", ["--steps", "4", "--hidden-size", "8"]), ("sentence", ["--steps", "4"])):
-        p = lstmkit("train", task, *QUICK, *extra, "--out", root / task)
-        assert p.returncode == 0, p.stderr[-2000:]
+    train_both = ("import sys\nfrom lstmkit.cli import main\n"  # two commands, one process, one start-up
+                  "args = sys.argv[1:]; cut = args.index(';')\n"
+                  "sys.exit(main(args[:cut]) or main(args[cut + 1:]))")
+    text = ["train", "text", *QUICK, "--steps", "4", "--hidden-size", "8", "--out", root / "text"]
+    sentence = ["train", "sentence", *QUICK, "--steps", "4", "--out", root / "sentence"]
+    p = lstmkit(*text, ";", *sentence, code=train_both)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (root / "text" / "model.safetensors").exists() and (root / "sentence" / "model.safetensors").exists()
     return root
 
 
@@ -72,14 +101,20 @@ OPTIONS = [  # (arguments after `train`, text the one line must hold)
 
 @pytest.mark.parametrize("args,expected", OPTIONS, ids=[" ".join(a) for a, _ in OPTIONS])
 def test_bad_option_is_one_line(tmp_path, args, expected):
-    fails(lstmkit("train", *args, "--quiet", "--out", tmp_path / "r"), expected)
+    fails(refuse("train", *args, "--quiet", "--out", tmp_path / "r"), expected)
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_a_bad_option_in_its_own_process_is_one_line(tmp_path):
+    args, expected = OPTIONS[0]
+    fails(lstmkit("train", *args, "--quiet", "--out", tmp_path / "r"), expected)
+    assert not (tmp_path / "r").exists()
 
 
 def test_csv_row_without_its_label(tmp_path):
     data = tmp_path / "c.csv"
     data.write_text("sequence,label\n" + "".join(f"{i} {i + 1},{'ab'[i % 2]}\n" for i in range(40)) + "1 2\n")
-    fails(lstmkit("train", "classify", "--data", data, *QUICK, "--out", tmp_path / "r"),
+    fails(refuse("train", "classify", "--data", data, *QUICK, "--out", tmp_path / "r"),
           "row 42 has no 'label' value")
 
 
@@ -92,7 +127,7 @@ def test_model_null_and_model_too_large_in_config(runs, tmp_path):
         (run / "config.json").write_text(json.dumps(config))
         for command in ("evaluate", "predict"):
             extra = ["--input", "만났다"] if command == "predict" else []
-            line = fails(lstmkit(command, run, *extra), "config.json cannot be used")
+            line = fails(refuse(command, run, *extra), "config.json cannot be used")
             assert ("JSON object, got null" if model is None else "does not fit in memory") in line
 
 
@@ -102,33 +137,33 @@ def test_vocab_that_does_not_match_the_model(runs, tmp_path):
     vocab = json.loads((run / "vocab.json").read_text())
     for tampered in (vocab[:-3], vocab + ["\u2603", "\u2604"]):
         (run / "vocab.json").write_text(json.dumps(tampered))
-        fails(lstmkit("evaluate", run), "do not belong together")
-        fails(lstmkit("generate", run, "--length", "5"), "do not belong together")
+        fails(refuse("evaluate", run), "do not belong together")
+        fails(refuse("generate", run, "--length", "5"), "do not belong together")
     (run / "vocab.json").write_text(json.dumps({"a": 1}))
-    fails(lstmkit("generate", run, "--length", "5"), "vocab.json is not a list of single characters")
+    fails(refuse("generate", run, "--length", "5"), "vocab.json is not a list of single characters")
     run = tmp_path / "sentence"
     shutil.copytree(runs / "sentence", run)
     (run / "vocab.json").write_text(json.dumps(["<pad>", "<unk>", "x"]))
-    fails(lstmkit("predict", run, "--input", "만났다"), "do not belong together")
+    fails(refuse("predict", run, "--input", "만났다"), "do not belong together")
 
 
 def test_generate_options(runs):
-    fails(lstmkit("generate", runs / "text", "--temperature", "inf"), "--temperature must be > 0 and finite")
-    fails(lstmkit("generate", runs / "text", "--temperature", "nan"), "--temperature must be > 0 and finite")
-    fails(lstmkit("generate", runs / "text", "--length", "1000000000"), "--length must be in 1..")
-    fails(lstmkit("generate", runs / "text", "--seed", "-5"), "--seed must be in [0, 2**63)")
+    fails(refuse("generate", runs / "text", "--temperature", "inf"), "--temperature must be > 0 and finite")
+    fails(refuse("generate", runs / "text", "--temperature", "nan"), "--temperature must be > 0 and finite")
+    fails(refuse("generate", runs / "text", "--length", "1000000000"), "--length must be in 1..")
+    fails(refuse("generate", runs / "text", "--seed", "-5"), "--seed must be in [0, 2**63)")
 
 
 def test_out_naming_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
-    fails(lstmkit("train", "adding", *QUICK, "--out", tmp_path / "f"))
+    fails(refuse("train", "adding", *QUICK, "--out", tmp_path / "f"))
 
 
 def test_unknown_words_are_named(runs):
-    p = lstmkit("predict", runs / "sentence", "--input", "귀여운 외계인을 만났다 xyz 오늘 하루 종일 기분이")
+    p = refuse("predict", runs / "sentence", "--input", "귀여운 외계인을 만났다 xyz 오늘 하루 종일 기분이")
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip() == "lstmkit: note: 2 word(s) not in the task's vocabulary, read as <unk>: 외계인을, xyz"
-    p = lstmkit("predict", runs / "sentence", "--input", "귀여운 강아지를 만났다")
+    p = refuse("predict", runs / "sentence", "--input", "귀여운 강아지를 만났다")
     assert p.returncode == 0 and p.stderr == ""
 
 

@@ -2,8 +2,8 @@
 //
 // What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
 // kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
-// the files of their layers; one_step.h); the RNN cell's 2 to kOneStepPackRows - 1 rows: its two
-// products into one buffer (rnn_one_step); else the recurrences over a one-step sequence, with
+// the files of their layers; one_step.h); the RNN cell's 2 to kOneStepPackRows - 1 rows, and any
+// rows where its weights outgrow the team's L2 caches: its two products into one buffer (rnn_one_step); else the recurrences over a one-step sequence, with
 // gemm.h's products. Backward: the recurrences' backward over a one-step sequence (their checks,
 // their cell math), the weight gradients here. A cell called step by step from Python pays one call each way instead of a
 // layer's operator machinery. cache=false: only the new state (inference); cache=true: also what the
@@ -53,6 +53,20 @@ static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10
 // threads), so they keep the GEMMs.
 constexpr int64_t kOneStepPackRows = 16;
 
+// Whether the RNN cell's W_ih and W_hh together fit the L2 caches of the threads that would run its
+// team kernel (one L2 a thread, as the CPU reports it: cpu_math.h). Past them the team's product
+// reads its packed panels from L3 again for every block of rows, and gemm.h's cache-blocked products
+// on the weights as stored are ahead. Measured side by side (this AMD EPYC, 512 KB of L2 a core),
+// time over torch's step, I = H, B = 16-128, team / two products: 2 threads H = 300 (720 KB)
+// 0.79-0.88 / 0.89-1.20, H = 512 (2 MB) 0.87-0.92 / 0.75-1.03, H = 650 0.84-0.99 / 0.65-0.92,
+// H = 1000 0.83-0.97 / 0.55-0.83; one thread H = 200 (320 KB) 0.82-0.93 / 0.94-1.00, H = 300
+// 0.93-1.07 / 0.92-0.99, H = 650 0.98-1.66 / 0.70-1.00.
+static bool rnn_weights_fit_team(const at::Tensor& x, const at::Tensor& w_ih) {
+  const int64_t I = x.size(1), H = w_ih.size(0);
+  const int64_t bytes = (I + H) * H * static_cast<int64_t>(x.element_size());
+  return bytes <= static_cast<int64_t>(at::get_num_threads()) * cache_bytes(2);
+}
+
 // -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
 std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -88,7 +102,8 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
   const Checks c("rnn_cell_forward", "x", x);
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
   const int64_t B = x.size(0);
-  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, B == 1 || B >= kOneStepPackRows);
+  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity,
+                      B == 1 || (B >= kOneStepPackRows && rnn_weights_fit_team(x, w_ih)));
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products
