@@ -1,7 +1,7 @@
 """Every mistake a user can make ends in one line on stderr and exit code 2, never a traceback
-(issue 11). Cases that train or crash run as their own `python -m lstmkit` process, as a user would
-meet them; refusals that end before anything is trained or written run the command line's own
-main() in this process (the same code from argument to exit code, without a ~3 s start-up each)."""
+(issue 11). Some cases run as their own `python -m lstmkit` process, as a user would meet them;
+the others run the command line's own main() in this process: the same code from the arguments to
+the exit code and the one line, without a ~3 s start-up of Python and torch each."""
 
 import contextlib
 import io
@@ -32,7 +32,8 @@ def lstmkit(*args, cwd=None, code=None):
 
 
 def refuse(*args):
-    """``lstmkit ARGS`` by the command line's main() in this process; returns what a process would
+    """``lstmkit ARGS`` by the command line's main() in this process (a refusal, or a run that stops
+    with one: train restores the thread count it set); returns what a process would
     have: its exit code, stdout and stderr (LSTMKIT_DEBUG unset, as ENV has it; torch's thread count
     as it was before)."""
     out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
@@ -167,31 +168,33 @@ def test_unknown_words_are_named(runs):
     assert p.returncode == 0 and p.stderr == ""
 
 
-NAN_AT_STEP = """
-import sys, torch
-from lstmkit.tasks.adding import AddingTask
-from lstmkit.cli import main
-calls = [0]
-plain = AddingTask.loss_fn
-def loss_fn(self, out, batch):
-    loss = plain(self, out, batch)
-    if torch.is_grad_enabled():
-        calls[0] += 1
-        if calls[0] == int(sys.argv[1]):
-            loss = loss * float(sys.argv[2])
-    return loss
-AddingTask.loss_fn = loss_fn
-sys.exit(main(sys.argv[3:]))
-"""
+@pytest.fixture
+def loss_turns(monkeypatch):
+    """loss_turns(step, factor): the adding task's training loss times factor (nan, inf) at that
+    step's call, in this process (the run itself goes through the command line's main())."""
+    from lstmkit.tasks.adding import AddingTask
+
+    plain, calls = AddingTask.loss_fn, [0]
+
+    def turn(step: int, factor: float):
+        def loss_fn(self, out, batch):
+            loss = plain(self, out, batch)
+            if torch.is_grad_enabled():
+                calls[0] += 1
+                if calls[0] == step:
+                    loss = loss * factor
+            return loss
+        monkeypatch.setattr(AddingTask, "loss_fn", loss_fn)
+    return turn
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf"])
-def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, bad):
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, bad, loss_turns):
     out = tmp_path / "r"
     args = ["train", "adding", *QUICK, "--steps", "30", "--checkpoint-every", "10", "--eval-every", "5",
             "--hidden-size", "8", "--out", out]
-    line = fails(lstmkit(14, bad, *args, code=NAN_AT_STEP), "training stopped at step 14",
-                 "checkpoint.safetensors keeps the last good state")
+    loss_turns(14, float(bad))
+    line = fails(refuse(*args), "training stopped at step 14", "checkpoint.safetensors keeps the last good state")
     assert "not finite" in line
     assert not (out / "results.json").exists()
     for name in ("checkpoint.safetensors", "model.safetensors", "best.safetensors"):
@@ -199,12 +202,13 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
         assert all(t.isfinite().all() for t in tensors.values()), name
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == 10  # nothing logged for the bad step
-    p = lstmkit("evaluate", out)  # the run is still usable
+    p = lstmkit("evaluate", out)  # the run is still usable, by a process of its own
     assert p.returncode == 0, p.stderr
 
 
-def test_non_finite_before_any_checkpoint(tmp_path):
-    line = fails(lstmkit(1, "nan", "train", "adding", *QUICK, "--steps", "5", "--out", tmp_path / "r",
-                         code=NAN_AT_STEP), "training stopped at step 1", "no checkpoint was written yet")
+def test_non_finite_before_any_checkpoint(tmp_path, loss_turns):
+    loss_turns(1, float("nan"))
+    line = fails(refuse("train", "adding", *QUICK, "--steps", "5", "--out", tmp_path / "r"),
+                 "training stopped at step 1", "no checkpoint was written yet")
     assert line
     assert not (tmp_path / "r" / "model.safetensors").exists()
