@@ -54,8 +54,14 @@ def outside_autocast(entry: Callable) -> Callable:
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:
-    """True when autograd records and any of the tensors requires a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    """True when autograd records and any of the tensors requires a gradient. (A loop, not any() over
+    a generator: a cell called step by step asks this every call, and the generator cost ~1 us.)"""
+    if not torch.is_grad_enabled():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
 
 
 def needs_cache(*tensors: Tensor | None) -> bool:

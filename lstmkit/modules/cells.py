@@ -50,7 +50,7 @@ class _CellBase:
         where it refuses one, or anywhere else, this returns None and the general path runs (and
         raises torch.nn's error for what is wrong). A cell called step by step pays these checks on
         every call: they are ordered cheapest first."""
-        if type(input) is not Tensor or input.dim() != 2 or input.device.type != "cpu" \
+        if type(input) is not Tensor or input.dim() != 2 or not input.is_cpu \
                 or (input.dtype is not torch.float32 and input.dtype is not torch.float64):
             return None
         p = self._parameters
