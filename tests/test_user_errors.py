@@ -31,11 +31,10 @@ def lstmkit(*args, cwd=None, code=None):
     return subprocess.run(cmd, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def refuse(*args):
-    """``lstmkit ARGS`` by the command line's main() in this process (a refusal, or a run that stops
-    with one: train restores the thread count it set); returns what a process would
-    have: its exit code, stdout and stderr (LSTMKIT_DEBUG unset, as ENV has it; torch's thread count
-    as it was before)."""
+def run_here(*args):
+    """``lstmkit ARGS`` by the command line's main() in this process; returns what a process would
+    have returned: its exit code, stdout and stderr (LSTMKIT_DEBUG unset, as ENV has it; torch's
+    thread count as it was before, which train restores itself)."""
     out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
     with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         os.environ.pop("LSTMKIT_DEBUG", None)
@@ -102,7 +101,7 @@ OPTIONS = [  # (arguments after `train`, text the one line must hold)
 
 @pytest.mark.parametrize("args,expected", OPTIONS, ids=[" ".join(a) for a, _ in OPTIONS])
 def test_bad_option_is_one_line(tmp_path, args, expected):
-    fails(refuse("train", *args, "--quiet", "--out", tmp_path / "r"), expected)
+    fails(run_here("train", *args, "--quiet", "--out", tmp_path / "r"), expected)
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
@@ -115,7 +114,7 @@ def test_a_bad_option_in_its_own_process_is_one_line(tmp_path):
 def test_csv_row_without_its_label(tmp_path):
     data = tmp_path / "c.csv"
     data.write_text("sequence,label\n" + "".join(f"{i} {i + 1},{'ab'[i % 2]}\n" for i in range(40)) + "1 2\n")
-    fails(refuse("train", "classify", "--data", data, *QUICK, "--out", tmp_path / "r"),
+    fails(run_here("train", "classify", "--data", data, *QUICK, "--out", tmp_path / "r"),
           "row 42 has no 'label' value")
 
 
@@ -128,7 +127,7 @@ def test_model_null_and_model_too_large_in_config(runs, tmp_path):
         (run / "config.json").write_text(json.dumps(config))
         for command in ("evaluate", "predict"):
             extra = ["--input", "만났다"] if command == "predict" else []
-            line = fails(refuse(command, run, *extra), "config.json cannot be used")
+            line = fails(run_here(command, run, *extra), "config.json cannot be used")
             assert ("JSON object, got null" if model is None else "does not fit in memory") in line
 
 
@@ -138,33 +137,33 @@ def test_vocab_that_does_not_match_the_model(runs, tmp_path):
     vocab = json.loads((run / "vocab.json").read_text())
     for tampered in (vocab[:-3], vocab + ["\u2603", "\u2604"]):
         (run / "vocab.json").write_text(json.dumps(tampered))
-        fails(refuse("evaluate", run), "do not belong together")
-        fails(refuse("generate", run, "--length", "5"), "do not belong together")
+        fails(run_here("evaluate", run), "do not belong together")
+        fails(run_here("generate", run, "--length", "5"), "do not belong together")
     (run / "vocab.json").write_text(json.dumps({"a": 1}))
-    fails(refuse("generate", run, "--length", "5"), "vocab.json is not a list of single characters")
+    fails(run_here("generate", run, "--length", "5"), "vocab.json is not a list of single characters")
     run = tmp_path / "sentence"
     shutil.copytree(runs / "sentence", run)
     (run / "vocab.json").write_text(json.dumps(["<pad>", "<unk>", "x"]))
-    fails(refuse("predict", run, "--input", "만났다"), "do not belong together")
+    fails(run_here("predict", run, "--input", "만났다"), "do not belong together")
 
 
 def test_generate_options(runs):
-    fails(refuse("generate", runs / "text", "--temperature", "inf"), "--temperature must be > 0 and finite")
-    fails(refuse("generate", runs / "text", "--temperature", "nan"), "--temperature must be > 0 and finite")
-    fails(refuse("generate", runs / "text", "--length", "1000000000"), "--length must be in 1..")
-    fails(refuse("generate", runs / "text", "--seed", "-5"), "--seed must be in [0, 2**63)")
+    fails(run_here("generate", runs / "text", "--temperature", "inf"), "--temperature must be > 0 and finite")
+    fails(run_here("generate", runs / "text", "--temperature", "nan"), "--temperature must be > 0 and finite")
+    fails(run_here("generate", runs / "text", "--length", "1000000000"), "--length must be in 1..")
+    fails(run_here("generate", runs / "text", "--seed", "-5"), "--seed must be in [0, 2**63)")
 
 
 def test_out_naming_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
-    fails(refuse("train", "adding", *QUICK, "--out", tmp_path / "f"))
+    fails(run_here("train", "adding", *QUICK, "--out", tmp_path / "f"))
 
 
 def test_unknown_words_are_named(runs):
-    p = refuse("predict", runs / "sentence", "--input", "귀여운 외계인을 만났다 xyz 오늘 하루 종일 기분이")
+    p = run_here("predict", runs / "sentence", "--input", "귀여운 외계인을 만났다 xyz 오늘 하루 종일 기분이")
     assert p.returncode == 0, p.stderr
     assert p.stderr.strip() == "lstmkit: note: 2 word(s) not in the task's vocabulary, read as <unk>: 외계인을, xyz"
-    p = refuse("predict", runs / "sentence", "--input", "귀여운 강아지를 만났다")
+    p = run_here("predict", runs / "sentence", "--input", "귀여운 강아지를 만났다")
     assert p.returncode == 0 and p.stderr == ""
 
 
@@ -194,7 +193,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     args = ["train", "adding", *QUICK, "--steps", "30", "--checkpoint-every", "10", "--eval-every", "5",
             "--hidden-size", "8", "--out", out]
     loss_turns(14, float(bad))
-    line = fails(refuse(*args), "training stopped at step 14", "checkpoint.safetensors keeps the last good state")
+    line = fails(run_here(*args), "training stopped at step 14", "checkpoint.safetensors keeps the last good state")
     assert "not finite" in line
     assert not (out / "results.json").exists()
     for name in ("checkpoint.safetensors", "model.safetensors", "best.safetensors"):
@@ -208,7 +207,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_non_finite_before_any_checkpoint(tmp_path, loss_turns):
     loss_turns(1, float("nan"))
-    line = fails(refuse("train", "adding", *QUICK, "--steps", "5", "--out", tmp_path / "r"),
+    line = fails(run_here("train", "adding", *QUICK, "--steps", "5", "--out", tmp_path / "r"),
                  "training stopped at step 1", "no checkpoint was written yet")
     assert line
     assert not (tmp_path / "r" / "model.safetensors").exists()
