@@ -3,9 +3,10 @@
 // What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
 // kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
 // the files of their layers; one_step.h); the RNN cell's 2 to kOneStepPackRows - 1 rows, and any
-// rows where its weights outgrow the team's L2 caches: its two products into one buffer (rnn_one_step); else the recurrences over a one-step sequence, with
-// gemm.h's products. Backward: the recurrences' backward over a one-step sequence (their checks,
-// their cell math), the weight gradients here. A cell called step by step from Python pays one call each way instead of a
+// rows where its weights outgrow the team's L2 caches: its two products into one buffer
+// (rnn_one_step); else the recurrences over a one-step sequence, with gemm.h's products. Backward:
+// the recurrences' backward over a one-step sequence (their checks, their cell math), the weight
+// gradients here. A cell called step by step from Python pays one call each way instead of a
 // layer's operator machinery. cache=false: only the new state (inference); cache=true: also what the
 // backward reads. The cells' autograd nodes, which call these, are in cell_autograd.cpp.
 // What it is not: a new recurrence; lstmkit/modules/cells.py takes these only where nothing
