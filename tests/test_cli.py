@@ -24,17 +24,6 @@ def lstmkit(*args, check=True):
     return p
 
 
-# `lstmkit train` of each task in turn, by the command line's main() in one process (one start-up
-# of Python and torch, ~3 s, instead of eight); exits with the first failing run's code.
-TRAIN_EACH = """
-import sys
-from lstmkit.cli import main
-root, tasks = sys.argv[1], sys.argv[2:]
-for task in tasks:
-    code = main(["train", task, "--quick", "--quiet", "--out", f"{root}/{task}"])
-    if code:
-        sys.exit(code)
-"""
 TASKS = ("sentence", "adding", "copy", "reber", "temporal-order", "text", "classify", "forecast")
 
 
@@ -42,8 +31,9 @@ TASKS = ("sentence", "adding", "copy", "reber", "temporal-order", "text", "class
 def runs_dir(tmp_path_factory):
     """One quick run per task, shared by the tests below."""
     d = tmp_path_factory.mktemp("runs")
-    p = subprocess.run([sys.executable, "-c", TRAIN_EACH, str(d), *TASKS], env=ENV, capture_output=True, text=True,
-                       timeout=600)
+    trains = [arg for task in TASKS for arg in (";", "train", task, *QUICK, "--out", str(d / task))]
+    p = subprocess.run([sys.executable, str(ROOT / "tests/commands_in_one_process.py"), *trains], env=ENV,
+                       capture_output=True, text=True, timeout=600)  # one start-up of Python and torch, not eight
     assert p.returncode == 0, p.stderr[-2000:]
     for task in TASKS:
         assert f"run folder: {d / task}" in p.stdout

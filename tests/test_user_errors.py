@@ -25,10 +25,10 @@ ENV.pop("LSTMKIT_DEBUG", None)
 QUICK = ["--quick", "--quiet", "--threads", "1"]
 
 
-def lstmkit(*args, cwd=None, code=None):
-    """Run ``python -m lstmkit ARGS`` (or ``python -c CODE``); returns the finished process."""
-    cmd = [sys.executable, "-c", code, *map(str, args)] if code else [sys.executable, "-m", "lstmkit", *map(str, args)]
-    return subprocess.run(cmd, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=300)
+def lstmkit(*args):
+    """Run ``python -m lstmkit ARGS``; returns the finished process."""
+    return subprocess.run([sys.executable, "-m", "lstmkit", *map(str, args)], env=ENV, capture_output=True, text=True,
+                          timeout=300)
 
 
 def run_here(*args):
@@ -62,12 +62,10 @@ def fails(p, *expected):
 def runs(tmp_path_factory):
     """One tiny text run and one tiny sentence run, trained once for the module."""
     root = tmp_path_factory.mktemp("runs")
-    train_both = ("import sys\nfrom lstmkit.cli import main\n"  # two commands, one process, one start-up
-                  "args = sys.argv[1:]; cut = args.index(';')\n"
-                  "sys.exit(main(args[:cut]) or main(args[cut + 1:]))")
     text = ["train", "text", *QUICK, "--steps", "4", "--hidden-size", "8", "--out", root / "text"]
     sentence = ["train", "sentence", *QUICK, "--steps", "4", "--out", root / "sentence"]
-    p = lstmkit(*text, ";", *sentence, code=train_both)
+    p = subprocess.run([sys.executable, str(ROOT / "tests/commands_in_one_process.py"), *map(str, text), ";",
+                        *map(str, sentence)], env=ENV, capture_output=True, text=True, timeout=300)  # one start-up
     assert p.returncode == 0, p.stderr[-2000:]
     assert (root / "text" / "model.safetensors").exists() and (root / "sentence" / "model.safetensors").exists()
     return root

@@ -281,8 +281,13 @@ def runs_plain_layers(cls: type) -> bool:
     ``_infer_direction`` (what ``compiled_inference`` calls): the class that gives cls its
     ``_run_direction`` gives that too, and the loop over layers is RecurrentBase's. A subclass
     that changes either keeps its own way."""
-    owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
+    owner = _direction_owner(cls)
     return "_infer_direction" in vars(owner) and cls._run_layers is RecurrentBase._run_layers
+
+
+def _direction_owner(cls: type) -> type:
+    """The class in cls's MRO that defines ``_run_direction``."""
+    return next(k for k in cls.__mro__ if "_run_direction" in vars(k))
 
 
 @functools.cache
@@ -293,7 +298,7 @@ def stack_kind(cls: type) -> str | None:
     call; None otherwise (a subclass that changes a layer's call keeps its own way)."""
     if not runs_plain_layers(cls):
         return None
-    owner = next(k for k in cls.__mro__ if "_run_direction" in vars(k))
+    owner = _direction_owner(cls)
     kind = vars(owner).get("_stack_kind")
     return kind if kind is not None and cls._infer_direction is owner._infer_direction else None
 
