@@ -2,26 +2,19 @@
 same budget for every model, and its option checks."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from in_process import run_here
 
 from lstmkit.ablate import DEFAULT_MODELS, MODELS, AblateSettings, format_table, run_config, title
 from lstmkit.cli import main
 from lstmkit.variants import NAMED
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-
 
 def test_quick_ablation_end_to_end(tmp_path):
     out = tmp_path / "ablate"
-    p = subprocess.run([sys.executable, "-m", "lstmkit", "ablate", "--quick", "--models", "lstm,cifg,nfg,rnn",
-                        "--tasks", "adding,reber", "--seeds", "0,1", "--jobs", "2", "--quiet", "--out", str(out)],
-                       env=ENV, capture_output=True, text=True, timeout=300)
+    p = run_here("ablate", "--quick", "--models", "lstm,cifg,nfg,rnn", "--tasks", "adding,reber", "--seeds", "0,1",
+                 "--jobs", "2", "--quiet", "--out", out)                      # (its runs: worker processes)
     assert p.returncode == 0, p.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     rows = results["runs"]
@@ -75,7 +68,6 @@ def test_the_table_shows_mean_and_spread_per_task_and_the_mean_over_tasks():
     (["--jobs", "-1"], "--jobs and --patience must be >= 0"),
 ])
 def test_bad_options_are_one_line(args, message, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "lstmkit", "ablate", "--quick", *args, "--out", str(tmp_path / "a")],
-                       env=ENV, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+    p = run_here("ablate", "--quick", *args, "--out", tmp_path / "a")
+    assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "a").exists()

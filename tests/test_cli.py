@@ -1,4 +1,7 @@
-"""Every subcommand end to end through a subprocess, and every bad-input message (exit code 2)."""
+"""Every subcommand end to end through a subprocess, and every bad-input message (exit code 2).
+Where one command is run for many inputs (evaluate over every task, predict over three), one runs as
+its own ``python -m lstmkit`` process and the rest by the command line's main() in this process
+(tests/in_process.py: the same code, without a ~3 s start-up of Python and torch each)."""
 
 import json
 import os
@@ -8,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from in_process import run_here
 
 from lstmkit.cli import main
 
@@ -45,7 +49,8 @@ def runs_dir(tmp_path_factory):
                                        ("temporal-order", "chance 25%"), ("text", "bits per character"),
                                        ("classify", "10 classes"), ("forecast", "naive last-value")])
 def test_train_then_evaluate_every_task(runs_dir, task, word):
-    p = lstmkit("evaluate", runs_dir / task)
+    p = lstmkit("evaluate", runs_dir / task) if task == "sentence" else run_here("evaluate", runs_dir / task, threads=1)
+    assert p.returncode == 0, p.stderr[-2000:]
     assert word in p.stdout and "test set" in p.stdout
     saved = json.loads((runs_dir / task / "results.json").read_text())
     assert saved["summary"] in p.stdout  # evaluate reproduces the score the training run reported
@@ -59,16 +64,18 @@ def test_generate_text(runs_dir):
 def test_predict_sentence_classify_forecast(runs_dir):
     p = lstmkit("predict", runs_dir / "sentence", "--input", "귀여운 강아지를 출근길에서 만났다 오늘 하루 종일 기분이")
     assert p.stdout.split()[0] in {"좋았다", "나빴다", "슬펐다", "설렜다", "피곤했다"}
-    p = lstmkit("predict", runs_dir / "classify", "--input", " ".join(["3"] * 64))
+    p = run_here("predict", runs_dir / "classify", "--input", " ".join(["3"] * 64), threads=1)
+    assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split()[0] in {str(i) for i in range(10)}
-    p = lstmkit("predict", runs_dir / "forecast", "--input", "10 20 30 40 50")
+    p = run_here("predict", runs_dir / "forecast", "--input", "10 20 30 40 50", threads=1)
+    assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.startswith("next value: ") and float(p.stdout.split()[-1]) == float(p.stdout.split()[-1])
 
 
 def test_bench_is_a_command_like_the_others():
     """bench's options come through the main parser; a bad one is one line and exit code 2."""
-    p = lstmkit("bench", "--help")
-    assert "--grid" in p.stdout and "--no-onnxruntime" in p.stdout and "Traceback" not in p.stderr
+    p = run_here("bench", "--help")
+    assert p.returncode == 0 and "--grid" in p.stdout and "--no-onnxruntime" in p.stdout and "Traceback" not in p.stderr
     p = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--repeats", "0"], capture_output=True, text=True,
                        env=ENV, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
@@ -165,7 +172,8 @@ def test_a_finished_run_is_never_overwritten(bad, runs_dir):
 def test_generate_needs_only_the_run_folder_not_the_corpus(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
-    lstmkit("train", "text", *QUICK, "--data", corpus, "--out", tmp_path / "run")
+    trained = run_here("train", "text", *QUICK, "--data", corpus, "--out", tmp_path / "run", threads=1)
+    assert trained.returncode == 0, trained.stderr[-2000:]
     corpus.unlink()                                           # the user's file moved away
     p = lstmkit("generate", tmp_path / "run", "--prompt", "the ", "--length", 10)
     assert p.stdout.startswith("the ") and set(p.stdout.strip()) <= set("the cat sat on mat.")

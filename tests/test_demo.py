@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from in_process import run_here
 from torch_oracle import require_cpp, use_backend
 
 from lstmkit.cli import main
@@ -21,8 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 def test_quick_demo_end_to_end_over_two_seeds(tmp_path):
     out = tmp_path / "demo"
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "lstmkit", "demo", "--quick", "--seeds", "0,1", "--jobs", "2",
-                        "--quiet", "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+    p = run_here("demo", "--quick", "--seeds", "0,1", "--jobs", "2", "--quiet", "--out", out)  # (workers: processes)
     assert p.returncode == 0, p.stderr[-2000:]
     assert time.perf_counter() - t0 < 90 or "compiling" in p.stderr  # the first run may build the kernel
     results = json.loads((out / "results.json").read_text())
@@ -46,8 +46,7 @@ def test_quick_demo_end_to_end_over_two_seeds(tmp_path):
             "rnn": (0, 0, 0), "gru": (0, 0, 100), "lstm": (0, 0, 100)}[r["model"]]
         assert json.loads((run / "results.json").read_text())["test"]["accuracy"] == r["test_accuracy"]
     lstm = next(r for r in rows if r["model"] == "lstm" and r["distance"] == 30 and r["seed"] == 1)
-    p = subprocess.run([sys.executable, "-m", "lstmkit", "evaluate", str(out / lstm["run"])], env=ENV,
-                       capture_output=True, text=True, timeout=300)
+    p = run_here("evaluate", out / lstm["run"], threads=1)  # (the runs ran at one thread)
     assert p.returncode == 0 and f"{lstm['test_accuracy']:.1%}" in p.stdout
     (out / "table.md").unlink()  # --report writes the same table again from results.json alone
     assert main(["demo", "--report", str(out)]) == 0
@@ -109,8 +108,12 @@ def test_demo_options_are_checked(capsys, tmp_path, args, message):
 
 
 # The guard: the demo itself at a moderate distance, the same 600 steps for both cells, two seeds.
+# On the PyTorch backend (~7 s a run) its four runs go to two worker processes of one thread each (a
+# run's numbers do not depend on the process it ran in: test_a_seed_sweep_gives_the_same_rows_in_
+# parallel_as_one_by_one); on the compiled one (~2 s a run, less than a worker's start-up) and with
+# two threads a run, one process.
 GUARD = ["--models", "rnn,lstm", "--distances", "40", "--seeds", "0,1", "--steps", "600", "--size", "1000",
-         "--hidden-size", "32", "--patience", "0", "--jobs", "1", "--quiet"]
+         "--hidden-size", "32", "--patience", "0", "--quiet"]
 
 
 def assert_the_claim(out: Path) -> None:
@@ -129,7 +132,8 @@ def test_the_articles_claim_holds_for_each_seed_on_each_backend(tmp_path, name):
     """At 40 filler words the LSTM remembers and the RNN forgets, in each of two seeds, on the PyTorch
     and on the compiled recurrences (whose sums round differently: the numbers may move, not the verdict)."""
     with use_backend(name):  # the demo hands the backend on to its runs
-        assert main(["demo", *GUARD, "--out", str(tmp_path / "d")]) == 0
+        jobs = "2" if name == "torch" else "1"
+        assert main(["demo", *GUARD, "--jobs", jobs, "--out", str(tmp_path / "d")]) == 0
     assert_the_claim(tmp_path / "d")
 
 
@@ -141,7 +145,8 @@ def test_the_articles_claim_holds_with_two_threads(tmp_path):
     require_cpp()
     env = {**ENV, "LSTMKIT_BACKEND": "cpp", "OMP_WAIT_POLICY": "PASSIVE"}
     env.pop("OMP_NUM_THREADS")
-    command = [sys.executable, "-m", "lstmkit", "demo", *GUARD, "--threads", "2", "--out", str(tmp_path / "d")]
+    command = [sys.executable, "-m", "lstmkit", "demo", *GUARD, "--jobs", "1", "--threads", "2", "--out",
+               str(tmp_path / "d")]
     p = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads((tmp_path / "d" / "results.json").read_text())["threads"] == 2

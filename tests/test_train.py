@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from in_process import run_here
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -98,7 +99,8 @@ def _checkpoint_step(path: Path) -> int:
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tmp_path):
     args = [sys.executable, "-m", "lstmkit", "train", "copy", "--quick", "--quiet", "--steps", "240",
             "--checkpoint-every", "20", "--patience", "0", "--dropout", "0.2", "--hidden-size", "24"]
-    subprocess.run(args + ["--out", str(tmp_path / "full")], env=ENV, check=True, capture_output=True)
+    full_run = run_here(*args[3:], "--out", tmp_path / "full", threads=1)        # (as ENV's processes run)
+    assert full_run.returncode == 0, full_run.stderr[-2000:]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(killed)], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

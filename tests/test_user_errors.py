@@ -3,21 +3,17 @@
 the others run the command line's own main() in this process: the same code from the arguments to
 the exit code and the one line, without a ~3 s start-up of Python and torch each."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
+from in_process import run_here
 from safetensors.torch import load_file
-
-from lstmkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -29,22 +25,6 @@ def lstmkit(*args):
     """Run ``python -m lstmkit ARGS``; returns the finished process."""
     return subprocess.run([sys.executable, "-m", "lstmkit", *map(str, args)], env=ENV, capture_output=True, text=True,
                           timeout=300)
-
-
-def run_here(*args):
-    """``lstmkit ARGS`` by the command line's main() in this process; returns what a process would
-    have returned: its exit code, stdout and stderr (LSTMKIT_DEBUG unset, as ENV has it; torch's
-    thread count as it was before, which train restores itself)."""
-    out, err, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
-    with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        os.environ.pop("LSTMKIT_DEBUG", None)
-        try:
-            code = main(list(map(str, args)))
-        except SystemExit as e:  # (argparse's own exits, e.g. --help)
-            code = e.code
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def fails(p, *expected):
@@ -64,9 +44,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     text = ["train", "text", *QUICK, "--steps", "4", "--hidden-size", "8", "--out", root / "text"]
     sentence = ["train", "sentence", *QUICK, "--steps", "4", "--out", root / "sentence"]
-    p = subprocess.run([sys.executable, str(ROOT / "tests/commands_in_one_process.py"), *map(str, text), ";",
-                        *map(str, sentence)], env=ENV, capture_output=True, text=True, timeout=300)  # one start-up
-    assert p.returncode == 0, p.stderr[-2000:]
+    for args in (text, sentence):
+        p = run_here(*args)
+        assert p.returncode == 0, p.stderr[-2000:]
     assert (root / "text" / "model.safetensors").exists() and (root / "sentence" / "model.safetensors").exists()
     return root
 
