@@ -122,6 +122,57 @@ def test_one_step_kernels_do_not_depend_on_thread_count_and_equal_torch_nn(dtype
         torch.testing.assert_close(b, e, **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("B,I,H", [(2, 5, 3), (9, 33, 37), (8, 128, 128), (12, 100, 101), (16, 100, 100),
+                                   (3, 0, 20), (20, 200, 200), (130, 20, 24)])
+@pytest.mark.parametrize("kind,path", [("lstm", 0), ("lstm", 2), ("gru", None)])
+def test_the_cells_rows_by_team_or_by_gemm_calls_equal_torch_nn(dtype, bias, B, I, H, kind, path):
+    """The LSTM and GRU cells' step of several rows at two threads (kernels/one_step.h's
+    rows_step_by_team): one team on the weights as stored where W_ih and W_hh fit the team's L2
+    caches (one thread below 512K multiply-adds: 9 x 33 x 37; two from there: 12 x 100 x 101 with a
+    ragged vector, 8 x 128 x 128, 16 x 100 x 100; float64's 20 x 200 x 200 past them, and 130 rows
+    past the team's 128), else two GEMM calls; the LSTM cell's path 2 (BLAS) always the GEMM calls.
+    The new state, and with the cache what the backward reads (the activated gates; the GRU's
+    W_hn h + b_hn too), equal torch.nn's step and the cell's formula within TOLERANCE (no input
+    features too)."""
+    require_cpp()
+    ext = kernels.load_extension()
+    g = torch.Generator().manual_seed(B * 1000 + H)
+    G = (4 if kind == "lstm" else 3) * H
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype) * 0.5
+    x, h, c, w_ih, w_hh = r(B, I), r(B, H), r(B, H), r(G, I), r(G, H)
+    b_ih, b_hh = (r(G), r(G)) if bias else (torch.zeros(G, dtype=dtype), torch.zeros(G, dtype=dtype))
+    given = (b_ih, b_hh) if bias else (None, None)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        if kind == "lstm":
+            bare, cached = (ext.lstm_cell_forward(x, h, c, w_ih, w_hh, *given, path, k) for k in (False, True))
+        else:
+            bare, cached = (ext.gru_cell_forward(x, h, w_ih, w_hh, *given, k) for k in (False, True))
+    finally:
+        torch.set_num_threads(threads)
+    gi, gh = x @ w_ih.T + b_ih, h @ w_hh.T + b_hh                                 # (B,G) each
+    if kind == "lstm":
+        z = gi + gh                                                               # [i f g o]
+        want = torch._VF.lstm_cell(x, (h, c), w_ih, w_hh, *given)
+        kept = [torch.cat([z[:, :2 * H].sigmoid(), z[:, 2 * H:3 * H].tanh(), z[:, 3 * H:].sigmoid()], dim=1)]
+    else:
+        rz = (gi[:, :2 * H] + gh[:, :2 * H]).sigmoid()                            # [r z]
+        n = (gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:]).tanh()
+        want = [torch._VF.gru_cell(x, h, w_ih, w_hh, *given)]
+        kept = [torch.cat([rz, n], dim=1), gh[:, 2 * H:]]
+    for got in (bare, cached):
+        for a, e in zip(got[:len(want)], want, strict=True):
+            torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+    assert len(bare) == len(want) and all(torch.equal(a, b) for a, b in zip(bare, cached[:len(want)], strict=True))
+    for a, e in zip(cached[len(want):], kept, strict=True):
+        torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+
+
 def grads_of(cell, kind, x, hx, weights):
     """Outputs and the gradients of a fixed weighting of them w.r.t. x, the state and every parameter."""
     x = x.clone().requires_grad_()

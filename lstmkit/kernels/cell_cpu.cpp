@@ -2,9 +2,11 @@
 //
 // What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
 // kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
-// the files of their layers; one_step.h); the RNN cell's 2 to kOneStepPackRows - 1 rows, and any
-// rows where its weights outgrow the team's L2 caches: its two products into one buffer
-// (rnn_one_step); else the recurrences over a one-step sequence, with gemm.h's products. Backward:
+// the files of their layers; one_step.h); the LSTM cell's rows, the RNN cell's 2 to
+// kOneStepPackRows - 1 rows and any rows where its weights outgrow the team's L2 caches: two products
+// by gemm.h into one buffer, then the cell by loops (lstm_one_step: the calls its layer makes for one
+// step, the same bits; rnn_one_step); else (the GRU cell's rows) the recurrence over a one-step
+// sequence, with gemm.h's products. Backward:
 // the recurrences' backward over a one-step sequence (their checks, their cell math), the weight
 // gradients here. A cell called step by step from Python pays one call each way instead of a
 // layer's operator machinery. cache=false: only the new state (inference); cache=true: also what the
@@ -75,8 +77,12 @@ std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor&
                                           int64_t path, bool cache) {
   const Checks c("lstm_cell_forward", "x", x);
   check_cell(c, x, w_ih, 4, "(4H, I)", b_ih, b_hh);
-  if (x.size(0) == 1 && (path == 0 || path == 1)) return lstm_one_step(x, h, c0, w_ih, w_hh, b_ih, b_hh, cache);
-  // rows (or path 2, BLAS): a GEMM a product, through the layer (which also refuses any other path)
+  // one row (auto or hand-written) or rows (auto, or BLAS: two GEMM calls): the step's own kernels;
+  // else through the layer (the packed product of path 1 with rows, an empty batch; it also
+  // refuses any other path)
+  const int64_t B = x.size(0);
+  if ((B == 1 && (path == 0 || path == 1)) || (B > 1 && (path == 0 || path == 2)))
+    return lstm_one_step(x, h, c0, w_ih, w_hh, b_ih, b_hh, cache, path == 2);
   const c10::optional<at::Tensor> bias = b_ih ? c10::optional<at::Tensor>(*b_ih + *b_hh) : c10::nullopt;
   const auto out = lstm_layer_forward(x.unsqueeze(0), h, c0, w_ih, w_hh, bias, c10::nullopt, c10::nullopt, path,
                                       cache, int64_t(1) << 20, c10::nullopt);

@@ -47,7 +47,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
 std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                                      bool cache);
+                                      bool cache, bool gemm_calls);
 std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
                                      const c10::optional<at::Tensor>& b_hh, bool cache);

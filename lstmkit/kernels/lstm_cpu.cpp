@@ -675,12 +675,75 @@ void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& 
   });
 }
 
+// Gate elements below which a rows step's cells run on the calling thread: waking a team for them
+// costs more than they take (the cells of B = 8 rows of H = 128: ~3 us).
+constexpr int64_t kCellRowsWork = int64_t(1) << 14;
+
+// Whether a step of B rows (2 or more) takes the team below (lstm_rows_team_impl) rather than two
+// GEMM calls (lstm_rows_step_impl): with a team of two threads or more, where W_ih and W_hh together
+// fit the team's L2 caches (one L2 a thread, as the CPU reports it: cpu_math.h; the RNN cell's rule,
+// cell_cpu.cpp), up to gemm.h's kNtMaxRows rows, and where gemm.h would not hand either product to
+// oneDNN. Measured side by side (this AMD EPYC, 512 KB of L2 a core), time of the step over
+// torch's (torch._VF.lstm_cell), I = H, team / two GEMM calls: 2 threads, within the caches, B = 3
+// H = 64 0.42 / 0.45, B = 8 H = 128 0.39 / 0.57, B = 16 H = 100 0.35 / 0.45; past them, B = 8
+// H = 200 0.42 / 0.43, B = 20 H = 200 0.62 / 0.65, B = 64 H = 256 0.56 / 0.50, B = 5 H = 512
+// 0.49 / 0.48, B = 20 H = 650 0.56 / 0.54; one thread (ATen's GEMM, gemm.h), B = 20 H = 200
+// 0.90 / 0.77, B = 8 H = 128 0.59 / 0.56.
+inline bool rows_step_by_team(const at::Tensor& x, int64_t H) {
+  const int64_t B = x.size(0), I = x.size(1), G = 4 * H;
+  const int threads = at::get_num_threads();
+  const int64_t bytes = (I + H) * G * static_cast<int64_t>(x.element_size());
+  return threads > 1 && B >= 2 && B <= kNtMaxRows && bytes <= threads * cache_bytes(2) &&
+         !gemm_uses_onednn(x.scalar_type(), B, I, G) && !gemm_uses_onednn(x.scalar_type(), B, H, G);
+}
+
+// Rows, as one team for the step split by units (run_one_step, as the one-row step): each member
+// takes its own units' rows of W_ih and W_hh as stored (nt_gemm.h's product, on x^T and h^T packed
+// once by the caller), z = x W_ih^T then z += h W_hh^T, then its units' cells (b added there). Each
+// member reads only its share of the weights, which stays in its own L2 from call to call, and the
+// step wakes the team once. Every sum is one chain over k in order whatever the split.
+template <typename T>
+void lstm_rows_team_impl(const T* x, const T* h, const T* c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                         const T* b, T* z, T* c, T* out, int64_t B, int64_t I, int64_t H) {
+  const int64_t G = 4 * H;
+  const NtRows<T> xs(x, I, B, I), hs(h, H, B, H);                               // x^T, h^T packed
+  const T *wi = w_ih.data_ptr<T>(), *wh = w_hh.data_ptr<T>();
+  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    const auto buf = hs.scratch();                                              // (both: the same rows)
+    for (int64_t q = 0; q < 4; ++q) {
+      const int64_t n0 = q * H + j0, n1 = q * H + j1;
+      if (I > 0) nt_columns<T>(z, G, static_cast<const T*>(nullptr), 0, xs, wi, I, n0, n1, buf.get());
+      nt_columns<T>(z, G, I > 0 ? z : nullptr, G, hs, wh, H, n0, n1, buf.get());
+    }
+    for (int64_t r = 0; r < B; ++r) cell_forward(z + r * G, b, c0 + r * H, c + r * H, out + r * H, H, j0, j1);
+  });
+}
+
+// Rows elsewhere: the very calls of lstm_layer_forward's BLAS step over a one-step sequence,
+// z = x W_ih^T, then z += h W_hh^T (gemm.h, the weights as stored), then the cell by rows (b added
+// there); without the layer's buffers for a sequence, its ATen bias sum, views and copies, and its
+// thread team for a few rows' cells (that layer call took 25-35 us more at B = 8, I = H = 128).
+template <typename T>
+void lstm_rows_step_impl(const at::Tensor& x, const at::Tensor& h, const T* c0, const at::Tensor& w_ih,
+                         const at::Tensor& w_hh, const T* b, at::Tensor& z, T* c, T* out, int64_t B, int64_t H) {
+  gemm_out(z, x, w_ih.t(), false);                                              // (B,4H) x W_ih^T
+  gemm_out(z, h, w_hh.t(), true);                                               //  + h W_hh^T
+  const int64_t G = 4 * H;
+  T* pz = z.data_ptr<T>();
+  at::parallel_for(0, B, std::max<int64_t>(1, kCellRowsWork / G), [&](int64_t b0, int64_t b1) {
+    for (int64_t r = b0; r < b1; ++r) cell_forward(pz + r * G, b, c0 + r * H, c + r * H, out + r * H, H, 0, H);
+  });
+}
+
 // -> {h', c'} or, with cache, {h', c', gates (B,4H)}: x (B,I), w_ih (4H,I) and both biases checked by
-// the caller (cell_cpu.cpp), the rest here; b_ih + b_hh by summed_bias (one_step.h).
+// the caller (cell_cpu.cpp), the rest here; b_ih + b_hh by summed_bias (one_step.h). One row: the
+// team's dot products (lstm_cell_step_impl); rows: a team on the weights as stored
+// (lstm_rows_team_impl, where rows_step_by_team) or two GEMM calls (lstm_rows_step_impl; always
+// with gemm_calls, the cell's path 2).
 std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
                                       const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                                      bool cache) {
+                                      bool cache, bool gemm_calls) {
   const Checks c("lstm_cell_forward", "x", x);
   const int64_t B = x.size(0), I = x.size(1), H = w_ih.size(0) / 4;
   c.tensor("h", h, "(B, H)", {B, H});
@@ -691,9 +754,17 @@ std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, 
   if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_one_step", [&] {
     std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, 4 * H);
     bias.resize(4 * H, scalar_t(0));                                            // none: zeros for cell_forward
-    lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih, w_hh,
-                                  bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                  B, I, H);
+    if (B == 1)
+      lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
+                                    w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
+                                    out.data_ptr<scalar_t>(), B, I, H);
+    else if (!gemm_calls && rows_step_by_team(x, H))
+      lstm_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
+                                    w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
+                                    out.data_ptr<scalar_t>(), B, I, H);
+    else
+      lstm_rows_step_impl<scalar_t>(x, h, c0.data_ptr<scalar_t>(), w_ih, w_hh, bias.data(), z,
+                                    c1.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), B, H);
   });
   if (!cache) return {out, c1};
   return {out, c1, z};

@@ -59,43 +59,66 @@ inline void transpose_into(T* dst, int64_t ldd, const T* src, int64_t lds, int64
     for (int64_t c = 0; c < C; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
+// x (M,K) as nt_gemm reads it: x^T in panels of kPanel of x's rows ((ceil(M/NP), K, NP) elements).
+template <typename T>
+struct NtRows {
+  std::unique_ptr<T[]> store;
+  const T* xp;
+  int64_t M, K, ldb;                                                            // ldb: M in whole panels
+  NtRows(const T* x, int64_t ldx, int64_t M_, int64_t K_) : M(M_), K(K_) {
+    constexpr int64_t NP = kPanel<T>;
+    const at::Tensor xT = at::from_blob(const_cast<T*>(x), {M, K}, {ldx, 1}, c10::CppTypeToScalarType<T>::value).t();
+    store.reset(new T[(M + NP - 1) / NP * K * NP]);                             // every element written by the packing
+    pack_panels_into<T>(xT, NP, store.get());
+    xp = store.get();
+    ldb = (M + NP - 1) / NP * NP;
+  }
+  // a thread's scratch for one block's out^T (kNtRows, ldb): no zeros, each element written before read
+  std::unique_ptr<T[]> scratch() const { return std::unique_ptr<T[]>(new T[kNtRows * ldb]); }
+};
+
+// out[:, n0:n1) = (init ? init : 0) + x W[n0:n1)^T, x packed (NtRows), W (N,K) with rows ldw apart,
+// in blocks of kNtRows of W's rows, buf a thread's scratch (NtRows::scratch). init may be out itself.
+template <typename T>
+inline void nt_columns(T* out, int64_t ldo, const T* init, int64_t ldi, const NtRows<T>& x, const T* W, int64_t ldw,
+                       int64_t n0, int64_t n1, T* buf) {
+  constexpr int64_t NP = kPanel<T>;
+  const int64_t M = x.M, K = x.K, ldb = x.ldb, ps = K * NP;
+  for (int64_t n = n0; n < n1; n += kNtRows) {
+    const int64_t nn = std::min(kNtRows, n1 - n);
+    if (init) transpose_into(buf, ldb, init + n, ldi, M, nn);                   // out^T starts as init^T
+    for (int64_t k0 = 0; k0 < K; k0 += kNtDepth) {
+      const int64_t kn = std::min(kNtDepth, K - k0);
+      for (int64_t m = 0; m < M; m += NP) {                                     // a panel of x^T: NP of x's rows
+        for_each_row_group(nn, [&](int64_t g, int64_t rows) {
+          with_rows(rows, [&](auto R) {
+            T* o = buf + g * ldb + m;
+            const T* from = k0 || init ? o : nullptr;
+            gemm_rows<T, decltype(R)::value, kPanelVectors>(o, ldb, from, ldb, W + (n + g) * ldw + k0, ldw,
+                                                            x.xp + m / NP * ps + k0 * NP, NP, ps, kn, 0,
+                                                            std::min(NP, M - m));
+          });
+        });
+      }
+    }
+    transpose_into(out + n, ldo, buf, ldb, nn, M);
+  }
+}
+
 // out (M,N) = (init ? init : 0) + x (M,K) W^T, W (N,K) with rows ldw apart; rows of x, out and init
-// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for. Made for the few
-// rows of gemm.h's kNtMaxRows: x^T's panels (M K elements) stay in one core's L2 while the thread's
-// blocks of W pass over them, and its buffer holds a block's kNtRows rows of out^T whole.
+// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for, each taking whole
+// blocks of kNtRows of W's rows. Made for the few rows of gemm.h's kNtMaxRows: x^T's panels (M K
+// elements) stay in one core's L2 while the thread's blocks of W pass over them, and its buffer
+// holds a block's kNtRows rows of out^T whole.
 template <typename T>
 inline void nt_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, int64_t M, int64_t K,
                     const T* W, int64_t ldw, int64_t N) {
-  constexpr int64_t NP = kPanel<T>;
-  const at::Tensor xT = at::from_blob(const_cast<T*>(x), {M, K}, {ldx, 1}, c10::CppTypeToScalarType<T>::value).t();
-  const std::unique_ptr<T[]> xp_store(new T[(M + NP - 1) / NP * K * NP]);  // every element written by the packing
-  T* xp = xp_store.get();
-  pack_panels_into<T>(xT, NP, xp);                                              // (ceil(M/NP), K, NP)
-  const int64_t ps = K * NP, blocks = (N + kNtRows - 1) / kNtRows;
-  const int64_t ldb = (M + NP - 1) / NP * NP;                                  // a row of out^T: M, whole panels
+  const NtRows<T> xp(x, ldx, M, K);
+  const int64_t blocks = (N + kNtRows - 1) / kNtRows;
   const int64_t grain = std::max<int64_t>(1, kNtThreadWork / (kNtRows * M * std::max<int64_t>(K, 1)));
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    const std::unique_ptr<T[]> buf_store(new T[kNtRows * ldb]);                 // (kNtRows, M) out^T, no zeros:
-    T* buf = buf_store.get();                                                   // each element written before read
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t n = blk * kNtRows, nn = std::min(kNtRows, N - n);
-      if (init) transpose_into(buf, ldb, init + n, ldi, M, nn);                 // out^T starts as init^T
-      for (int64_t k0 = 0; k0 < K; k0 += kNtDepth) {
-        const int64_t kn = std::min(kNtDepth, K - k0);
-        for (int64_t m = 0; m < M; m += NP) {                                   // a panel of x^T: NP of x's rows
-          for_each_row_group(nn, [&](int64_t g, int64_t rows) {
-            with_rows(rows, [&](auto R) {
-              T* o = buf + g * ldb + m;
-              const T* from = k0 || init ? o : nullptr;
-              gemm_rows<T, decltype(R)::value, kPanelVectors>(o, ldb, from, ldb, W + (n + g) * ldw + k0, ldw,
-                                                              xp + m / NP * ps + k0 * NP, NP, ps, kn, 0,
-                                                              std::min(NP, M - m));
-            });
-          });
-        }
-      }
-      transpose_into(out + n, ldo, buf, ldb, nn, M);
-    }
+    const auto buf = xp.scratch();
+    nt_columns<T>(out, ldo, init, ldi, xp, W, ldw, b0 * kNtRows, std::min(N, b1 * kNtRows), buf.get());
   });
 }
 
