@@ -2,10 +2,11 @@
 //
 // What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
 // kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
-// the files of their layers; one_step.h); the LSTM cell's rows, the RNN cell's 2 to
-// kOneStepPackRows - 1 rows and any rows where its weights outgrow the team's L2 caches: two products
-// by gemm.h into one buffer, then the cell by loops (lstm_one_step: the calls its layer makes for one
-// step, the same bits; rnn_one_step); else (the GRU cell's rows) the recurrence over a one-step
+// the files of their layers; one_step.h); the LSTM and GRU cells' rows where their weights fit the
+// team's L2 caches: one team on the weights as stored (one_step.h's rows_step_by_team); the LSTM
+// cell's other rows, the RNN cell's 2 to kOneStepPackRows - 1 rows and any rows where its weights
+// outgrow the team's L2 caches: two products by gemm.h into one buffer, then the cell by loops
+// (lstm_one_step, rnn_one_step); else (the GRU cell's other rows) the recurrence over a one-step
 // sequence, with gemm.h's products. Backward:
 // the recurrences' backward over a one-step sequence (their checks, their cell math), the weight
 // gradients here. A cell called step by step from Python pays one call each way instead of a
@@ -21,6 +22,7 @@
 #include "checks.h"
 #include "entries.h"
 #include "gemm.h"
+#include "one_step.h"
 
 namespace lstmkit {
 
@@ -96,7 +98,8 @@ std::vector<at::Tensor> gru_cell_forward(const at::Tensor& x, const at::Tensor& 
                                          const c10::optional<at::Tensor>& b_hh, bool cache) {
   const Checks c("gru_cell_forward", "x", x);
   check_cell(c, x, w_ih, 3, "(3H, I)", b_ih, b_hh);
-  if (x.size(0) == 1) return gru_one_step(x, h, w_ih, w_hh, b_ih, b_hh, cache);
+  const int64_t B = x.size(0);
+  if (B == 1 || rows_step_by_team(x, w_ih.size(0) / 3, 3)) return gru_one_step(x, h, w_ih, w_hh, b_ih, b_hh, cache);
   const auto out = gru_forward(project(x, w_ih, b_ih), h, w_hh, b_hh, c10::nullopt, cache);
   if (!cache) return {out[2][0]};
   return {out[2][0], out[0][0], out[1][0]};

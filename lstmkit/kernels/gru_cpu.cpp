@@ -163,6 +163,35 @@ void gru_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at
   });
 }
 
+// Rows where rows_step_by_team (one_step.h), as the LSTM cell's (lstm_cpu.cpp): one team for the
+// step split by units, each member taking its own units' rows of W_ih and W_hh as stored (nt_gemm.h's
+// product, on x^T and h^T packed once by the caller) into gi (in the gates tensor) and gh, each
+// starting as its bias, then its units' gate math (the layer's one-step call took ~30 us more at B = 8,
+// I = H = 128: its projection, buffers for a sequence and a GEMM call for h W_hh^T).
+template <typename T>
+void gru_rows_team_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* b_ih,
+                        const T* b_hh, T* gates, T* gh, T* ghn, T* out, int64_t B, int64_t I, int64_t H) {
+  const int64_t G = 3 * H;
+  const NtRows<T> xs(x, I, B, I), hs(h, H, B, H);                               // x^T, h^T packed
+  const T *wi = w_ih.data_ptr<T>(), *wh = w_hh.data_ptr<T>();
+  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    const auto buf = hs.scratch();                                              // (both: the same rows)
+    for (int64_t q = 0; q < 3; ++q) {
+      const int64_t n0 = q * H + j0, n1 = q * H + j1;
+      if (I > 0 || b_ih)                                                        // (no inputs: gi = b_ih alone)
+        nt_columns<T>(gates, G, b_ih, 0, xs, wi, I, n0, n1, buf.get());
+      else
+        for (int64_t b = 0; b < B; ++b) std::fill(gates + b * G + n0, gates + b * G + n1, T(0));
+      nt_columns<T>(gh, G, b_hh, 0, hs, wh, H, n0, n1, buf.get());
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      T* g = gates + b * G;
+      gru_cell_forward(g + j0, gh + b * G + j0, h + b * H + j0, g + j0, g + H + j0, g + 2 * H + j0, ghn + b * H + j0,
+                       out + b * H + j0, H, j1 - j0);
+    }
+  });
+}
+
 // cache false (inference): gates and gh_n go to one scratch row each and come back undefined.
 std::vector<at::Tensor> gru_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                                     const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths,
@@ -222,7 +251,8 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& dhs, const at::Tensor& ga
 }
 
 // -> {h'} or, with cache, {h', gates (B,3H), ghn (B,H)}: x (B,I), w_ih (3H,I) and both biases checked
-// by the caller (cell_cpu.cpp), the rest here.
+// by the caller (cell_cpu.cpp), the rest here. One row: the team's dot products; rows (where
+// cell_cpu.cpp sends them: rows_step_by_team): the team on the weights as stored.
 std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
                                      const c10::optional<at::Tensor>& b_hh, bool cache) {
@@ -233,10 +263,15 @@ std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, c
   at::Tensor gates = at::empty({B, 3 * H}, x.options()), gh = at::empty({B, 3 * H}, x.options());
   at::Tensor ghn = at::empty({B, H}, x.options()), out = at::empty({B, H}, x.options());
   if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_one_step", [&] {
-    gru_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
-                                 b_ih ? b_ih->data_ptr<scalar_t>() : nullptr, b_hh ? b_hh->data_ptr<scalar_t>() : nullptr,
-                                 gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
-                                 out.data_ptr<scalar_t>(), B, I, H);
+    const scalar_t *bi = b_ih ? b_ih->data_ptr<scalar_t>() : nullptr, *bh = b_hh ? b_hh->data_ptr<scalar_t>() : nullptr;
+    if (B == 1)
+      gru_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh, bi, bh,
+                                   gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
+                                   out.data_ptr<scalar_t>(), B, I, H);
+    else
+      gru_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh, bi, bh,
+                                   gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
+                                   out.data_ptr<scalar_t>(), B, I, H);
   });
   if (!cache) return {out};
   return {out, gates, ghn};

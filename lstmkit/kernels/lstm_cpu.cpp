@@ -679,24 +679,6 @@ void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& 
 // costs more than they take (the cells of B = 8 rows of H = 128: ~3 us).
 constexpr int64_t kCellRowsWork = int64_t(1) << 14;
 
-// Whether a step of B rows (2 or more) takes the team below (lstm_rows_team_impl) rather than two
-// GEMM calls (lstm_rows_step_impl): with a team of two threads or more, where W_ih and W_hh together
-// fit the team's L2 caches (one L2 a thread, as the CPU reports it: cpu_math.h; the RNN cell's rule,
-// cell_cpu.cpp), up to gemm.h's kNtMaxRows rows, and where gemm.h would not hand either product to
-// oneDNN. Measured side by side (this AMD EPYC, 512 KB of L2 a core), time of the step over
-// torch's (torch._VF.lstm_cell), I = H, team / two GEMM calls: 2 threads, within the caches, B = 3
-// H = 64 0.42 / 0.45, B = 8 H = 128 0.39 / 0.57, B = 16 H = 100 0.35 / 0.45; past them, B = 8
-// H = 200 0.42 / 0.43, B = 20 H = 200 0.62 / 0.65, B = 64 H = 256 0.56 / 0.50, B = 5 H = 512
-// 0.49 / 0.48, B = 20 H = 650 0.56 / 0.54; one thread (ATen's GEMM, gemm.h), B = 20 H = 200
-// 0.90 / 0.77, B = 8 H = 128 0.59 / 0.56.
-inline bool rows_step_by_team(const at::Tensor& x, int64_t H) {
-  const int64_t B = x.size(0), I = x.size(1), G = 4 * H;
-  const int threads = at::get_num_threads();
-  const int64_t bytes = (I + H) * G * static_cast<int64_t>(x.element_size());
-  return threads > 1 && B >= 2 && B <= kNtMaxRows && bytes <= threads * cache_bytes(2) &&
-         !gemm_uses_onednn(x.scalar_type(), B, I, G) && !gemm_uses_onednn(x.scalar_type(), B, H, G);
-}
-
 // Rows, as one team for the step split by units (run_one_step, as the one-row step): each member
 // takes its own units' rows of W_ih and W_hh as stored (nt_gemm.h's product, on x^T and h^T packed
 // once by the caller), z = x W_ih^T then z += h W_hh^T, then its units' cells (b added there). Each
@@ -758,7 +740,7 @@ std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, 
       lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
                                     w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
                                     out.data_ptr<scalar_t>(), B, I, H);
-    else if (!gemm_calls && rows_step_by_team(x, H))
+    else if (!gemm_calls && rows_step_by_team(x, H, 4))
       lstm_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
                                     w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
                                     out.data_ptr<scalar_t>(), B, I, H);

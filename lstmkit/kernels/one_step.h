@@ -7,7 +7,8 @@
 // step needs no barrier, the team reads each weight once, and results do not depend on the thread
 // count (every sum is taken in the same order). One row reads W as stored (no copy). With rows the
 // packing, a copy of W for this one step, costs about as much as the product below ~20 rows: which
-// cells take these with rows is decided in cell_cpu.cpp (kOneStepPackRows).
+// cells take these with rows is decided in cell_cpu.cpp (kOneStepPackRows); the LSTM and GRU cells'
+// rows read W as stored by nt_gemm.h's product instead (rows_step_by_team).
 // What it is not: a loop over time (the layer kernels pack once per call and meet once per step).
 // Dimensions: B batch, K the product's inner size (I or H), H hidden, gates 1 (RNN), 3 (GRU), 4 (LSTM).
 #pragma once
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "cpu_math.h"
+#include "gemm.h"
 #include "team.h"
 
 namespace lstmkit {
@@ -51,6 +53,25 @@ std::vector<T> summed_bias(const c10::optional<at::Tensor>& b_ih, const c10::opt
   bias.resize(G);
   for (int64_t j = 0; j < G; ++j) bias[j] = bi[j] + bh[j];
   return bias;
+}
+
+// Whether a step of B rows (2 or more) of a cell (gates 4: LSTM, 3: GRU; G = gates H) takes one team
+// on the weights as stored (lstm_rows_team_impl, gru_rows_team_impl: each member the rows of W of its
+// own units, nt_gemm.h's product) rather than two GEMM calls: with a team of two threads or more,
+// where W_ih and W_hh together fit the team's L2 caches (one L2 a thread, as the CPU reports it:
+// cpu_math.h; the RNN cell's rule, cell_cpu.cpp), up to gemm.h's kNtMaxRows rows, and where gemm.h
+// would not hand either product to oneDNN. Measured side by side (this AMD EPYC, 512 KB of L2 a
+// core), LSTM cell, time of the step over torch's (torch._VF.lstm_cell), I = H, team / two GEMM
+// calls: 2 threads, within the caches, B = 3 H = 64 0.42 / 0.45, B = 8 H = 128 0.39 / 0.57, B = 16
+// H = 100 0.35 / 0.45; past them, B = 8 H = 200 0.42 / 0.43, B = 20 H = 200 0.62 / 0.65, B = 64
+// H = 256 0.56 / 0.50, B = 5 H = 512 0.49 / 0.48, B = 20 H = 650 0.56 / 0.54; one thread (ATen's
+// GEMM, gemm.h), B = 20 H = 200 0.90 / 0.77, B = 8 H = 128 0.59 / 0.56.
+inline bool rows_step_by_team(const at::Tensor& x, int64_t H, int64_t gates) {
+  const int64_t B = x.size(0), I = x.size(1), G = gates * H;
+  const int threads = at::get_num_threads();
+  const int64_t bytes = (I + H) * G * static_cast<int64_t>(x.element_size());
+  return threads > 1 && B >= 2 && B <= kNtMaxRows && bytes <= threads * cache_bytes(2) &&
+         !gemm_uses_onednn(x.scalar_type(), B, I, G) && !gemm_uses_onednn(x.scalar_type(), B, H, G);
 }
 
 // body(j0, j1) once per member, for its units [j0, j1) of every row (whole vectors: team_slice).
