@@ -163,27 +163,15 @@ void gru_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at
   });
 }
 
-// Rows where rows_step_by_team (one_step.h), as the LSTM cell's (lstm_cpu.cpp): one team for the
-// step split by units, each member taking its own units' rows of W_ih and W_hh as stored (nt_gemm.h's
-// product, on x^T and h^T packed once by the caller) into gi (in the gates tensor) and gh, each
-// starting as its bias, then its units' gate math (the layer's one-step call took ~30 us more at B = 8,
-// I = H = 128: its projection, buffers for a sequence and a GEMM call for h W_hh^T).
+// Rows where rows_step_by_team: one team on the weights as stored (one_step.h's rows_team_step),
+// gi = x W_ih^T + b_ih (in the gates tensor) and gh = h W_hh^T + b_hh, then each member's units'
+// gate math (the layer's one-step call took ~30 us more at B = 8, I = H = 128: its projection,
+// buffers for a sequence and a GEMM call for h W_hh^T).
 template <typename T>
 void gru_rows_team_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* b_ih,
                         const T* b_hh, T* gates, T* gh, T* ghn, T* out, int64_t B, int64_t I, int64_t H) {
   const int64_t G = 3 * H;
-  const NtRows<T> xs(x, I, B, I), hs(h, H, B, H);                               // x^T, h^T packed
-  const T *wi = w_ih.data_ptr<T>(), *wh = w_hh.data_ptr<T>();
-  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
-    const auto buf = hs.scratch();                                              // (both: the same rows)
-    for (int64_t q = 0; q < 3; ++q) {
-      const int64_t n0 = q * H + j0, n1 = q * H + j1;
-      if (I > 0 || b_ih)                                                        // (no inputs: gi = b_ih alone)
-        nt_columns<T>(gates, G, b_ih, 0, xs, wi, I, n0, n1, buf.get());
-      else
-        for (int64_t b = 0; b < B; ++b) std::fill(gates + b * G + n0, gates + b * G + n1, T(0));
-      nt_columns<T>(gh, G, b_hh, 0, hs, wh, H, n0, n1, buf.get());
-    }
+  rows_team_step<T>(x, h, w_ih, w_hh, 3, B, I, H, gates, b_ih, gh, b_hh, [&](int64_t j0, int64_t j1) {
     for (int64_t b = 0; b < B; ++b) {
       T* g = gates + b * G;
       gru_cell_forward(g + j0, gh + b * G + j0, h + b * H + j0, g + j0, g + H + j0, g + 2 * H + j0, ghn + b * H + j0,

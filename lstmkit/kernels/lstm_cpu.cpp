@@ -679,24 +679,13 @@ void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& 
 // costs more than they take (the cells of B = 8 rows of H = 128: ~3 us).
 constexpr int64_t kCellRowsWork = int64_t(1) << 14;
 
-// Rows, as one team for the step split by units (run_one_step, as the one-row step): each member
-// takes its own units' rows of W_ih and W_hh as stored (nt_gemm.h's product, on x^T and h^T packed
-// once by the caller), z = x W_ih^T then z += h W_hh^T, then its units' cells (b added there). Each
-// member reads only its share of the weights, which stays in its own L2 from call to call, and the
-// step wakes the team once. Every sum is one chain over k in order whatever the split.
+// Rows where rows_step_by_team: one team on the weights as stored (one_step.h's rows_team_step),
+// z = x W_ih^T + h W_hh^T in one buffer, then each member's units' cells (b added there).
 template <typename T>
 void lstm_rows_team_impl(const T* x, const T* h, const T* c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
                          const T* b, T* z, T* c, T* out, int64_t B, int64_t I, int64_t H) {
   const int64_t G = 4 * H;
-  const NtRows<T> xs(x, I, B, I), hs(h, H, B, H);                               // x^T, h^T packed
-  const T *wi = w_ih.data_ptr<T>(), *wh = w_hh.data_ptr<T>();
-  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
-    const auto buf = hs.scratch();                                              // (both: the same rows)
-    for (int64_t q = 0; q < 4; ++q) {
-      const int64_t n0 = q * H + j0, n1 = q * H + j1;
-      if (I > 0) nt_columns<T>(z, G, static_cast<const T*>(nullptr), 0, xs, wi, I, n0, n1, buf.get());
-      nt_columns<T>(z, G, I > 0 ? z : nullptr, G, hs, wh, H, n0, n1, buf.get());
-    }
+  rows_team_step<T>(x, h, w_ih, w_hh, 4, B, I, H, z, nullptr, z, nullptr, [&](int64_t j0, int64_t j1) {
     for (int64_t r = 0; r < B; ++r) cell_forward(z + r * G, b, c0 + r * H, c + r * H, out + r * H, H, j0, j1);
   });
 }

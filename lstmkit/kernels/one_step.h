@@ -2,19 +2,21 @@
 // RNNCell): the products of a team member's own units, and the team for one step.
 //
 // What it is: gates_product, the part of x W^T (+ init) that one member's units need, with W as
-// stored; run_one_step, a team split by units for a single step. Each member packs the panels of
+// stored; run_one_step, a team split by units for a single step; rows_team_step, the LSTM and GRU
+// cells' step of rows on that team (rows_step_by_team says where). Each member packs the panels of
 // its own units' rows of W (StepWeight, for_rows) and reads nothing another member writes, so the
 // step needs no barrier, the team reads each weight once, and results do not depend on the thread
 // count (every sum is taken in the same order). One row reads W as stored (no copy). With rows the
 // packing, a copy of W for this one step, costs about as much as the product below ~20 rows: which
 // cells take these with rows is decided in cell_cpu.cpp (kOneStepPackRows); the LSTM and GRU cells'
-// rows read W as stored by nt_gemm.h's product instead (rows_step_by_team).
+// rows read W as stored by nt_gemm.h's product instead (rows_team_step).
 // What it is not: a loop over time (the layer kernels pack once per call and meet once per step).
 // Dimensions: B batch, K the product's inner size (I or H), H hidden, gates 1 (RNN), 3 (GRU), 4 (LSTM).
 #pragma once
 
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu_math.h"
@@ -83,6 +85,36 @@ void run_one_step(int64_t work, int64_t B, int64_t H, const F& body) {
     const auto [j0, j1] = team_slice<T>(H, rank, size);
     if (j0 < j1) body(j0, j1);
   }, 0, true);
+}
+
+// One step of B rows by a team split by units, on the weights as stored (where rows_step_by_team):
+// x^T and h^T packed once here (nt_gemm.h's NtRows); each member, for every gate q, its own units'
+// columns of
+//   zx = (bx ? bx : 0) + x W_ih^T                 bx (G,): one row of init for every row
+//   zh = (zh is zx ? zx : (bh ? bh : 0)) + h W_hh^T
+// (the LSTM adds both products into one buffer, the GRU keeps h's apart with its bias), then
+// cells(j0, j1) for its units [j0, j1). Each member reads only its own rows of the weights, which
+// stay in its L2 from call to call, and the step wakes the team once; every sum is one chain over k
+// in order, whatever the split.
+template <typename T, typename F>
+void rows_team_step(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, int64_t gates, int64_t B,
+                    int64_t I, int64_t H, T* zx, const T* bx, T* zh, const T* bh, const F& cells) {
+  const int64_t G = gates * H;
+  const NtRows<T> xs(x, I, B, I), hs(h, H, B, H);
+  const T *wi = w_ih.data_ptr<T>(), *wh = w_hh.data_ptr<T>();
+  const bool one_buffer = zh == zx;
+  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
+    const auto buf = hs.scratch();                                              // (both: the same rows)
+    for (int64_t q = 0; q < gates; ++q) {
+      const int64_t n0 = q * H + j0, n1 = q * H + j1;
+      if (I > 0 || bx)
+        nt_columns<T>(zx, G, bx, 0, xs, wi, I, n0, n1, buf.get());
+      else                                                                      // no inputs and no bias
+        for (int64_t b = 0; b < B; ++b) std::fill(zx + b * G + n0, zx + b * G + n1, T(0));
+      nt_columns<T>(zh, G, one_buffer ? zx : bh, one_buffer ? G : 0, hs, wh, H, n0, n1, buf.get());
+    }
+    cells(j0, j1);
+  });
 }
 
 }  // namespace lstmkit
