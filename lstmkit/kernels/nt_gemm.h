@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "cpu_math.h"
@@ -79,11 +80,16 @@ struct NtRows {
 
 // out[:, n0:n1) = (init ? init : 0) + x W[n0:n1)^T, x packed (NtRows), W (N,K) with rows ldw apart,
 // in blocks of kNtRows of W's rows, buf a thread's scratch (NtRows::scratch). init may be out itself.
+// K = 0 (no inputs): init, or zeros.
 template <typename T>
 inline void nt_columns(T* out, int64_t ldo, const T* init, int64_t ldi, const NtRows<T>& x, const T* W, int64_t ldw,
                        int64_t n0, int64_t n1, T* buf) {
   constexpr int64_t NP = kPanel<T>;
   const int64_t M = x.M, K = x.K, ldb = x.ldb, ps = K * NP;
+  if (K == 0 && !init) {                                                        // (no product writes buf)
+    for (int64_t r = 0; r < M; ++r) std::fill(out + r * ldo + n0, out + r * ldo + n1, T(0));
+    return;
+  }
   for (int64_t n = n0; n < n1; n += kNtRows) {
     const int64_t nn = std::min(kNtRows, n1 - n);
     if (init) transpose_into(buf, ldb, init + n, ldi, M, nn);                   // out^T starts as init^T

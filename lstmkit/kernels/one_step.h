@@ -16,7 +16,6 @@
 
 #include <torch/extension.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "cpu_math.h"
@@ -107,10 +106,7 @@ void rows_team_step(const T* x, const T* h, const at::Tensor& w_ih, const at::Te
     const auto buf = hs.scratch();                                              // (both: the same rows)
     for (int64_t q = 0; q < gates; ++q) {
       const int64_t n0 = q * H + j0, n1 = q * H + j1;
-      if (I > 0 || bx)
-        nt_columns<T>(zx, G, bx, 0, xs, wi, I, n0, n1, buf.get());
-      else                                                                      // no inputs and no bias
-        for (int64_t b = 0; b < B; ++b) std::fill(zx + b * G + n0, zx + b * G + n1, T(0));
+      nt_columns<T>(zx, G, bx, 0, xs, wi, I, n0, n1, buf.get());
       nt_columns<T>(zh, G, one_buffer ? zx : bh, one_buffer ? G : 0, hs, wh, H, n0, n1, buf.get());
     }
     cells(j0, j1);
