@@ -54,23 +54,18 @@ static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10
 // rows, nt_gemm.h; ATen's GEMM beyond, as torch.nn's cells take it); the RNN
 // cell from kOneStepPackRows rows takes its kernel (measured, 2 threads, over torch's step: B = 20
 // H = 200 0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 20 H = 200 1.04; B = 8 H = 200 1.10 at
-// 2 threads, 1.3 at one: hence the floor). The LSTM and GRU cells with rows measured 0.8-1.2 (two
-// threads), so they keep the GEMMs.
+// 2 threads, 1.3 at one: hence the floor). The LSTM and GRU cells' rows read W as stored instead
+// (one_step.h's rows_team_step), or take GEMMs.
 constexpr int64_t kOneStepPackRows = 16;
 
-// Whether the RNN cell's W_ih and W_hh together fit the L2 caches of the threads that would run its
-// team kernel (one L2 a thread, as the CPU reports it: cpu_math.h). Past them the team's product
+// The RNN cell's team kernel from kOneStepPackRows rows only where its W_ih and W_hh together fit the
+// L2 caches of the threads that would run it (one_step.h's weights_fit_team). Past them the team's product
 // reads its packed panels from L3 again for every block of rows, and gemm.h's cache-blocked products
 // on the weights as stored are ahead. Measured side by side (this AMD EPYC, 512 KB of L2 a core),
 // time over torch's step, I = H, B = 16-128, team / two products: 2 threads H = 300 (720 KB)
 // 0.79-0.88 / 0.89-1.20, H = 512 (2 MB) 0.87-0.92 / 0.75-1.03, H = 650 0.84-0.99 / 0.65-0.92,
 // H = 1000 0.83-0.97 / 0.55-0.83; one thread H = 200 (320 KB) 0.82-0.93 / 0.94-1.00, H = 300
 // 0.93-1.07 / 0.92-0.99, H = 650 0.98-1.66 / 0.70-1.00.
-static bool rnn_weights_fit_team(const at::Tensor& x, const at::Tensor& w_ih) {
-  const int64_t I = x.size(1), H = w_ih.size(0);
-  const int64_t bytes = (I + H) * H * static_cast<int64_t>(x.element_size());
-  return bytes <= static_cast<int64_t>(at::get_num_threads()) * cache_bytes(2);
-}
 
 // -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
 std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
@@ -113,7 +108,7 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
   const int64_t B = x.size(0);
   return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity,
-                      B == 1 || (B >= kOneStepPackRows && rnn_weights_fit_team(x, w_ih)));
+                      B == 1 || (B >= kOneStepPackRows && weights_fit_team(x, w_ih.size(0), 1)));
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products

@@ -67,11 +67,16 @@ std::vector<T> summed_bias(const c10::optional<at::Tensor>& b_ih, const c10::opt
 // H = 100 0.35 / 0.45; past them, B = 8 H = 200 0.42 / 0.43, B = 20 H = 200 0.62 / 0.65, B = 64
 // H = 256 0.56 / 0.50, B = 5 H = 512 0.49 / 0.48, B = 20 H = 650 0.56 / 0.54; one thread (ATen's
 // GEMM, gemm.h), B = 20 H = 200 0.90 / 0.77, B = 8 H = 128 0.59 / 0.56.
+// Whether a cell's W_ih (G,I) and W_hh (G,H), G = gates H, of x's dtype fit together in the L2 caches
+// of the threads a team would run on (one L2 a thread, as the CPU reports it: cpu_math.h).
+inline bool weights_fit_team(const at::Tensor& x, int64_t H, int64_t gates) {
+  const int64_t bytes = (x.size(1) + H) * gates * H * static_cast<int64_t>(x.element_size());
+  return bytes <= static_cast<int64_t>(at::get_num_threads()) * cache_bytes(2);
+}
+
 inline bool rows_step_by_team(const at::Tensor& x, int64_t H, int64_t gates) {
   const int64_t B = x.size(0), I = x.size(1), G = gates * H;
-  const int threads = at::get_num_threads();
-  const int64_t bytes = (I + H) * G * static_cast<int64_t>(x.element_size());
-  return threads > 1 && B >= 2 && B <= kNtMaxRows && bytes <= threads * cache_bytes(2) &&
+  return at::get_num_threads() > 1 && B >= 2 && B <= kNtMaxRows && weights_fit_team(x, H, gates) &&
          !gemm_uses_onednn(x.scalar_type(), B, I, G) && !gemm_uses_onednn(x.scalar_type(), B, H, G);
 }
 
