@@ -1,13 +1,11 @@
 // cell_cpu.cpp: one step of LSTMCell, GRUCell or RNNCell in one call, and its backward in one call.
 //
-// What it is: the cells' compiled step. Forward: for one row (and the RNN cell's larger batches) one
-// kernel a cell for a step with its input projection (lstm_one_step, gru_one_step, rnn_one_step, in
-// the files of their layers; one_step.h); the LSTM and GRU cells' rows where their weights fit the
-// team's L2 caches: one team on the weights as stored (one_step.h's rows_step_by_team); the LSTM
-// cell's other rows, the RNN cell's 2 to kOneStepPackRows - 1 rows and any rows where its weights
-// outgrow the team's L2 caches: two products by gemm.h into one buffer, then the cell by loops
-// (lstm_one_step, rnn_one_step); else (the GRU cell's other rows) the recurrence over a one-step
-// sequence, with gemm.h's products. Backward:
+// What it is: the cells' compiled step. Forward: for one row one kernel a cell for a step with its
+// input projection (lstm_one_step, gru_one_step, rnn_one_step, in the files of their layers;
+// one_step.h); rows where the weights fit the team's L2 caches: one team on the weights as stored
+// (one_step.h's rows_step_by_team); the LSTM and RNN cells' other rows: two products by gemm.h into
+// one buffer, then the cell by loops (lstm_one_step, rnn_one_step); the GRU cell's other rows: the
+// recurrence over a one-step sequence, with gemm.h's products. Backward:
 // the recurrences' backward over a one-step sequence (their checks, their cell math), the weight
 // gradients here. A cell called step by step from Python pays one call each way instead of a
 // layer's operator machinery. cache=false: only the new state (inference); cache=true: also what the
@@ -50,22 +48,21 @@ static at::Tensor project(const at::Tensor& x, const at::Tensor& w_ih, const c10
 // Which kernel a step takes. One row: the cell's one-step kernel (one_step.h: dot products against
 // the weights as stored, the bias summed by a loop; no ATen operator). Rows: packing the weights for
 // one step costs about as much as the product until ~20 rows (a copy of W against 2B flops per
-// weight), so the step takes gemm.h's products on the weights as stored (by hand up to kNtMaxRows
-// rows, nt_gemm.h; ATen's GEMM beyond, as torch.nn's cells take it); the RNN
-// cell from kOneStepPackRows rows takes its kernel (measured, 2 threads, over torch's step: B = 20
-// H = 200 0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 20 H = 200 1.04; B = 8 H = 200 1.10 at
-// 2 threads, 1.3 at one: hence the floor). The LSTM and GRU cells' rows read W as stored instead
-// (one_step.h's rows_team_step), or take GEMMs.
-constexpr int64_t kOneStepPackRows = 16;
-
-// The RNN cell's team kernel from kOneStepPackRows rows only where its W_ih and W_hh together fit the
-// L2 caches of the threads that would run it (one_step.h's weights_fit_team). Past them the team's product
-// reads its packed panels from L3 again for every block of rows, and gemm.h's cache-blocked products
-// on the weights as stored are ahead. Measured side by side (this AMD EPYC, 512 KB of L2 a core),
-// time over torch's step, I = H, B = 16-128, team / two products: 2 threads H = 300 (720 KB)
-// 0.79-0.88 / 0.89-1.20, H = 512 (2 MB) 0.87-0.92 / 0.75-1.03, H = 650 0.84-0.99 / 0.65-0.92,
-// H = 1000 0.83-0.97 / 0.55-0.83; one thread H = 200 (320 KB) 0.82-0.93 / 0.94-1.00, H = 300
-// 0.93-1.07 / 0.92-0.99, H = 650 0.98-1.66 / 0.70-1.00.
+// weight), so no cell packs W for a step of rows: where W_ih and W_hh fit the team's L2 caches
+// (one_step.h's rows_step_by_team, two threads or more), one team on the weights as stored
+// (rows_team_step); else gemm.h's products on the weights as stored (by hand up to kNtMaxRows rows at
+// two threads, nt_gemm.h; ATen's GEMM beyond and at one thread for W of about one L2, as torch.nn's
+// cells take it), except the GRU cell's, which runs its layer's one step. RNN cell, measured side by
+// side (this AMD EPYC, 512 KB of L2 a core), time of 20 chained steps over torch's
+// (torch._VF.rnn_tanh_cell), I = H, team on W as stored / team packing each member's rows of W (what
+// the cell took from 16 rows before) / two products: 2 threads B = 8 H = 128 0.49 / 0.77 / 0.52,
+// B = 16 H = 100 0.44 / 0.62 / 0.48, B = 20 H = 200 0.73 / 0.76 / 0.95, B = 16-128 H = 300 0.52-0.78 /
+// 0.83-0.91 / 0.61-0.90, B = 64 H = 256 0.71 / 0.75 / 0.75, B = 4 H = 200 0.71 / 1.02 / 0.78; one
+// thread (the team is one thread) B = 20 H = 200 0.85 / 0.93 / 0.65, B = 64 H = 256 0.79 / 0.88 /
+// 0.74, B = 100 H = 50 0.62 / 0.62 / 0.49, B = 128 H = 128 0.75 / 0.72 / 0.64 (B = 16 H = 100-300:
+// 0.44-0.58 / 0.73-1.08 / 0.50-0.76). The packed team also allocated its copy of W (160-640 KB) on
+// every call, where glibc may map fresh pages each time: 20 steps of B = 20 H = 200 at one thread
+// took 2.8 or 5.8 ms from one process to the next.
 
 // -> {h' (B,H), c' (B,H)}, with cache also the activated gates (B,4H) [i f g o]
 std::vector<at::Tensor> lstm_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
@@ -106,9 +103,9 @@ at::Tensor rnn_cell_forward(const at::Tensor& x, const at::Tensor& h, const at::
                             const std::string& nonlinearity) {
   const Checks c("rnn_cell_forward", "x", x);
   check_cell(c, x, w_ih, 1, "(H, I)", b_ih, b_hh);
-  const int64_t B = x.size(0);
-  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity,
-                      B == 1 || (B >= kOneStepPackRows && weights_fit_team(x, w_ih.size(0), 1)));
+  const int64_t B = x.size(0), H = w_ih.size(0);
+  const RnnRows path = B == 1 ? RnnRows::kOneRow : rows_step_by_team(x, H, 1) ? RnnRows::kTeam : RnnRows::kGemmCalls;
+  return rnn_one_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity, path);
 }
 
 // ---- backward: dz of the one step from the recurrence's backward, then the products

@@ -586,13 +586,13 @@ struct StepWeight {
   int64_t K, N, lda, ps;
   bool dot;
   int64_t groups = 1, gw, gs = 0;               // packed by blocks: groups of gw columns, gs elements apart
-  StepWeight(const at::Tensor& A, int64_t B, int64_t steps, int64_t blocks = 1, bool for_rows = false)
+  StepWeight(const at::Tensor& A, int64_t B, int64_t steps, int64_t blocks = 1)
       : K(A.size(0)), N(A.size(1)), gw(N) {
     const bool rowmajor = A.is_contiguous(), transposed = A.t().is_contiguous();
     // one row reuses nothing, so row-major A is read as stored (packing would cost a copy a call)
     // (one step of several rows reuses each weight B times only: packing costs about as much as a
-    // GEMM on A as stored, unless each thread packs only its own columns: for_rows, rnn_cpu.cpp)
-    const bool pack = (!rowmajor && !transposed) || (B > 1 && (steps > 1 || for_rows)) ||
+    // GEMM on A as stored)
+    const bool pack = (!rowmajor && !transposed) || (B > 1 && steps > 1) ||
                       (!rowmajor && B == 1 && pack_one_row(K, N, steps));
     dot = !pack && !rowmajor;
     constexpr int64_t NP = kPanel<T>;

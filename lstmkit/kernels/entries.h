@@ -51,9 +51,13 @@ std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, 
 std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
                                      const c10::optional<at::Tensor>& b_hh, bool cache);
+// How rnn_one_step takes its step: one row (a team by units, dot products against the weights as
+// stored); rows by one team on the weights as stored (one_step.h's rows_team_step); two products by
+// gemm.h into one buffer.
+enum class RnnRows { kOneRow, kTeam, kGemmCalls };
 at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                        const std::string& nonlinearity, bool by_units);
+                        const std::string& nonlinearity, RnnRows path);
 at::Tensor rnn_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& w_hh,
                        const std::string& nonlinearity, const c10::optional<at::Tensor>& lengths);
 std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs, const at::Tensor& w_hh,

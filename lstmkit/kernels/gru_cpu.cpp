@@ -144,22 +144,18 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, 
 // ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives
 // empty outputs without running the loop.
 
-// One step with its input projection, for a cell called from Python (gru_cell_forward, cell_cpu.cpp):
-// each member's own units of gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh (one_step.h), then the
-// gate math. gi is taken in the gates tensor, which the gate math overwrites with the activated
-// gates [r z n] (each vector's loads before its stores); ghn (B,H) = h W_hn^T + b_hn.
+// One step of one row with its input projection, for a cell called from Python (gru_cell_forward,
+// cell_cpu.cpp): each member's own units of gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh
+// (one_step.h), then the gate math. gi is taken in the gates row, which the gate math overwrites with
+// the activated gates [r z n] (each vector's loads before its stores); ghn (H,) = h W_hn^T + b_hn.
 template <typename T>
-void gru_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* b_ih,
-                        const T* b_hh, T* gates, T* gh, T* ghn, T* out, int64_t B, int64_t I, int64_t H) {
-  const int64_t G = 3 * H;
-  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
-    gates_product(gates, G, b_ih, 0, x, I, w_ih, 3, H, B, j0, j1);
-    gates_product(gh, G, b_hh, 0, h, H, w_hh, 3, H, B, j0, j1);
-    for (int64_t b = 0; b < B; ++b) {
-      T* g = gates + b * G;
-      gru_cell_forward(g + j0, gh + b * G + j0, h + b * H + j0, g + j0, g + H + j0, g + 2 * H + j0, ghn + b * H + j0,
-                       out + b * H + j0, H, j1 - j0);
-    }
+void gru_row_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* b_ih,
+                       const T* b_hh, T* gates, T* gh, T* ghn, T* out, int64_t I, int64_t H) {
+  run_one_step<T>(3 * H * (I + H), 1, H, [&](int64_t j0, int64_t j1) {
+    gates_product(gates, b_ih, x, w_ih, 3, H, j0, j1);
+    gates_product(gh, b_hh, h, w_hh, 3, H, j0, j1);
+    gru_cell_forward(gates + j0, gh + j0, h + j0, gates + j0, gates + H + j0, gates + 2 * H + j0, ghn + j0, out + j0,
+                     H, j1 - j0);
   });
 }
 
@@ -253,9 +249,9 @@ std::vector<at::Tensor> gru_one_step(const at::Tensor& x, const at::Tensor& h, c
   if (B > 0 && H > 0) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_one_step", [&] {
     const scalar_t *bi = b_ih ? b_ih->data_ptr<scalar_t>() : nullptr, *bh = b_hh ? b_hh->data_ptr<scalar_t>() : nullptr;
     if (B == 1)
-      gru_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh, bi, bh,
-                                   gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
-                                   out.data_ptr<scalar_t>(), B, I, H);
+      gru_row_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh, bi, bh,
+                                  gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),
+                                  out.data_ptr<scalar_t>(), I, H);
     else
       gru_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh, bi, bh,
                                    gates.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), ghn.data_ptr<scalar_t>(),

@@ -661,17 +661,16 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& dhs, const at::Tensor& d
   return {dz, dh0, dc0, dhtot};
 }
 
-// One step with its input projection, for a cell called from Python (lstm_cell_forward, cell_cpu.cpp):
-// each member's own units of z = x W_ih^T + h W_hh^T (one_step.h), then the cell (b added there).
-// z (B,4H) becomes the activated gates [i f g o].
+// One step of one row with its input projection, for a cell called from Python (lstm_cell_forward,
+// cell_cpu.cpp): each member's own units of z = x W_ih^T + h W_hh^T (one_step.h), then the cell (b
+// added there). z (4H,) becomes the activated gates [i f g o].
 template <typename T>
-void lstm_cell_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
-                         const T* b, T* z, T* c, T* out, int64_t B, int64_t I, int64_t H) {
-  const int64_t G = 4 * H;
-  run_one_step<T>(B * G * (I + H), B, H, [&](int64_t j0, int64_t j1) {
-    gates_product(z, G, static_cast<const T*>(nullptr), 0, x, I, w_ih, 4, H, B, j0, j1);
-    gates_product(z, G, z, G, h, H, w_hh, 4, H, B, j0, j1);
-    for (int64_t r = 0; r < B; ++r) cell_forward(z + r * G, b, c0 + r * H, c + r * H, out + r * H, H, j0, j1);
+void lstm_row_step_impl(const T* x, const T* h, const T* c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                        const T* b, T* z, T* c, T* out, int64_t I, int64_t H) {
+  run_one_step<T>(4 * H * (I + H), 1, H, [&](int64_t j0, int64_t j1) {
+    gates_product(z, static_cast<const T*>(nullptr), x, w_ih, 4, H, j0, j1);
+    gates_product(z, z, h, w_hh, 4, H, j0, j1);
+    cell_forward(z, b, c0, c, out, H, j0, j1);
   });
 }
 
@@ -708,7 +707,7 @@ void lstm_rows_step_impl(const at::Tensor& x, const at::Tensor& h, const T* c0, 
 
 // -> {h', c'} or, with cache, {h', c', gates (B,4H)}: x (B,I), w_ih (4H,I) and both biases checked by
 // the caller (cell_cpu.cpp), the rest here; b_ih + b_hh by summed_bias (one_step.h). One row: the
-// team's dot products (lstm_cell_step_impl); rows: a team on the weights as stored
+// team's dot products (lstm_row_step_impl); rows: a team on the weights as stored
 // (lstm_rows_team_impl, where rows_step_by_team) or two GEMM calls (lstm_rows_step_impl; always
 // with gemm_calls, the cell's path 2).
 std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& c0,
@@ -726,9 +725,9 @@ std::vector<at::Tensor> lstm_one_step(const at::Tensor& x, const at::Tensor& h, 
     std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, 4 * H);
     bias.resize(4 * H, scalar_t(0));                                            // none: zeros for cell_forward
     if (B == 1)
-      lstm_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
-                                    w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
-                                    out.data_ptr<scalar_t>(), B, I, H);
+      lstm_row_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
+                                   w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),
+                                   out.data_ptr<scalar_t>(), I, H);
     else if (!gemm_calls && rows_step_by_team(x, H, 4))
       lstm_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(), w_ih,
                                     w_hh, bias.data(), z.data_ptr<scalar_t>(), c1.data_ptr<scalar_t>(),

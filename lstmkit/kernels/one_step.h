@@ -1,15 +1,13 @@
 // one_step.h: one time step with rows, for a cell called step by step from Python (LSTMCell, GRUCell,
 // RNNCell): the products of a team member's own units, and the team for one step.
 //
-// What it is: gates_product, the part of x W^T (+ init) that one member's units need, with W as
-// stored; run_one_step, a team split by units for a single step; rows_team_step, the LSTM and GRU
-// cells' step of rows on that team (rows_step_by_team says where). Each member packs the panels of
-// its own units' rows of W (StepWeight, for_rows) and reads nothing another member writes, so the
-// step needs no barrier, the team reads each weight once, and results do not depend on the thread
-// count (every sum is taken in the same order). One row reads W as stored (no copy). With rows the
-// packing, a copy of W for this one step, costs about as much as the product below ~20 rows: which
-// cells take these with rows is decided in cell_cpu.cpp (kOneStepPackRows); the LSTM and GRU cells'
-// rows read W as stored by nt_gemm.h's product instead (rows_team_step).
+// What it is: run_one_step, a team split by units for a single step; gates_product, the part of one
+// row's x W^T (+ init) that one member's units need, by dot products against W as stored;
+// rows_team_step, the cells' step of rows on that team (rows_step_by_team says where: cell_cpu.cpp),
+// each member the rows of W of its own units, as stored, by nt_gemm.h's product. Nothing of W is
+// copied (packing W for one step costs about as much as the product below ~20 rows), each member
+// reads nothing another member writes, so the step needs no barrier, the team reads each weight
+// once, and results do not depend on the thread count (every sum is taken in the same order).
 // What it is not: a loop over time (the layer kernels pack once per call and meet once per step).
 // Dimensions: B batch, K the product's inner size (I or H), H hidden, gates 1 (RNN), 3 (GRU), 4 (LSTM).
 #pragma once
@@ -24,24 +22,13 @@
 
 namespace lstmkit {
 
-// out[b, q H + j] = (init ? init[b ldi + q H + j] : 0) + x[b, :] . W[q H + j, :] for b < B, every
-// gate q < gates, units j in [j0, j1). W (gates H, K) row-major as stored. ldi = 0: one row of init
-// (a bias) for every row. One row: dot products against W's rows (no copy); more: the member's rows
-// of W packed, one gate at a time (taken with rows by the RNN cell only, gates = 1: cell_cpu.cpp).
+// One row: out[q H + j] = (init ? init[q H + j] : 0) + x . W[q H + j, :] for every gate q < gates,
+// units j in [j0, j1). W (gates H, K) row-major, read as stored (dot products against its rows).
 template <typename T>
-void gates_product(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x, int64_t ldx, const at::Tensor& W,
-                   int64_t gates, int64_t H, int64_t B, int64_t j0, int64_t j1) {
-  if (B == 1) {
-    const StepWeight<T> w(W.t(), 1, 1);                                        // (K, gates H), read as stored
-    for (int64_t q = 0; q < gates; ++q) w.product(out, ldo, init, ldi, x, ldx, 1, q * H + j0, q * H + j1);
-    return;
-  }
-  const int64_t n = j1 - j0;
-  for (int64_t q = 0; q < gates; ++q) {
-    const int64_t c = q * H + j0;
-    const StepWeight<T> w(n == W.size(0) ? W.t() : W.narrow(0, c, n).t(), B, 1, 1, true);   // (K, n), packed
-    w.product(out + c, ldo, init ? init + c : init, ldi, x, ldx, B, 0, n);
-  }
+void gates_product(T* out, const T* init, const T* x, const at::Tensor& W, int64_t gates, int64_t H, int64_t j0,
+                   int64_t j1) {
+  const StepWeight<T> w(W.t(), 1, 1);                                          // (K, gates H), read as stored
+  for (int64_t q = 0; q < gates; ++q) w.product(out, 0, init, 0, x, 0, 1, q * H + j0, q * H + j1);
 }
 
 // b_ih + b_hh (G,) summed by a loop (an ATen add costs ~1.5 us, a cell step pays it every call);

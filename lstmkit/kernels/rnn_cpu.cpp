@@ -82,18 +82,29 @@ void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const 
   });
 }
 
-// One step with its input projection, for a cell called from Python: h' = act(bias + x W_ih^T +
-// h W_hh^T) (B,H), each member its own units (one_step.h; taken for one row, and from
-// kOneStepPackRows rows: cell_cpu.cpp). Measured, time of this step over torch's
-// (torch._VF.rnn_tanh_cell: two GEMMs, an add, tanh), I = H: 2 threads B = 1 H = 128-1000
-// 0.41-0.68, B = 20 H = 200 0.75-0.83, B = 64 H = 128-650 0.68-0.85; one thread B = 1 0.61-0.74,
-// B = 20 H = 200 1.04 (MKL's GEMM on one core is as fast; packing costs the rest).
+// One step of one row with its input projection, for a cell called from Python: h' = act(bias +
+// x W_ih^T + h W_hh^T) (H,), each member its own units (one_step.h). Measured, time of this step over
+// torch's (torch._VF.rnn_tanh_cell: two GEMMs, an add, tanh), I = H: 2 threads H = 128-1000
+// 0.41-0.68; one thread 0.61-0.74.
 template <typename T>
-void rnn_cell_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* bias,
+void rnn_row_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* bias,
+                       bool relu, T* out, int64_t I, int64_t H) {
+  run_one_step<T>(H * (I + H), 1, H, [&](int64_t j0, int64_t j1) {
+    gates_product(out, bias, x, w_ih, 1, H, j0, j1);                            // bias + x W_ih^T
+    gates_product(out, out, h, w_hh, 1, H, j0, j1);                             //  + h W_hh^T
+    if (relu) for (int64_t j = j0; j < j1; ++j) out[j] = out[j] > T(0) ? out[j] : T(0);
+    else tanh_units(out, j0, j1);
+  });
+}
+
+// Rows where rows_step_by_team (one gate): one team on the weights as stored (one_step.h's
+// rows_team_step), both products into out, which starts as the bias row; then each member's units
+// through the activation. Nothing is packed but x^T and h^T (a few KB), where the team kernel above
+// packs each member's rows of both weights for the one step.
+template <typename T>
+void rnn_rows_team_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* bias,
                         bool relu, T* out, int64_t B, int64_t I, int64_t H) {
-  run_one_step<T>(B * H * (I + H), B, H, [&](int64_t j0, int64_t j1) {
-    gates_product(out, H, bias, 0, x, I, w_ih, 1, H, B, j0, j1);               // bias + x W_ih^T: one bias row for all
-    gates_product(out, H, out, H, h, H, w_hh, 1, H, B, j0, j1);                // + h W_hh^T
+  rows_team_step<T>(x, h, w_ih, w_hh, 1, B, I, H, out, bias, out, nullptr, [&](int64_t j0, int64_t j1) {
     for (int64_t b = 0; b < B; ++b) {
       T* __restrict hb = out + b * H;
       if (relu) for (int64_t j = j0; j < j1; ++j) hb[j] = hb[j] > T(0) ? hb[j] : T(0);
@@ -172,15 +183,16 @@ std::vector<at::Tensor> rnn_backward(const at::Tensor& dhs, const at::Tensor& hs
 }
 
 // h' = act(bias + x W_ih^T + h W_hh^T): x (B,I) and w_ih (H,I) checked by the caller (cell_cpu.cpp),
-// the rest here. by_units: the team kernel above (rnn_cell_step_impl: each member packs its own units'
-// weights); else the two products by gemm.h on the weights as stored (a few rows: nt_gemm.h at two
-// threads, ATen's GEMM at one), both into one buffer that starts as the bias, then the activation
-// by loops: one allocation and no ATen operator between them (the projection, the one-step
-// recurrence and an add took three allocations and ~15 us more at B = 8, H = 128).
+// the rest here. path (RnnRows, entries.h): one row, rnn_row_step_impl; rows by a team on the
+// weights as stored, rnn_rows_team_impl; else the two products by gemm.h on the weights as stored (a
+// few rows: nt_gemm.h at two threads, ATen's GEMM at one), both into one buffer that starts as the
+// bias, then the activation by loops: one allocation and no ATen operator between them (the
+// projection, the one-step recurrence and an add took three allocations and ~15 us more at B = 8,
+// H = 128).
 // b_ih and b_hh: checked by the caller; their sum is taken here (summed_bias, one_step.h).
 at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                         const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-                        const std::string& nonlinearity, bool by_units) {
+                        const std::string& nonlinearity, RnnRows path) {
   const Checks c("rnn_cell_forward", "x", x);
   const int64_t B = x.size(0), I = x.size(1), H = w_ih.size(0);
   c.tensor("h", h, "(B, H)", {B, H});
@@ -188,11 +200,19 @@ at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tens
   const bool relu = is_relu(c, nonlinearity);
   at::Tensor out = at::empty({B, H}, x.options());
   if (B == 0 || H == 0) return out;
-  if (by_units) {
+  if (path == RnnRows::kTeam) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_one_step", [&] {
       const std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, H);
-      rnn_cell_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
+      rnn_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
                                    b_ih ? bias.data() : nullptr, relu, out.data_ptr<scalar_t>(), B, I, H);
+    });
+    return out;
+  }
+  if (path == RnnRows::kOneRow) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_one_step", [&] {
+      const std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, H);
+      rnn_row_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
+                                  b_ih ? bias.data() : nullptr, relu, out.data_ptr<scalar_t>(), I, H);
     });
     return out;
   }
