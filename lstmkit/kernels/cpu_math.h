@@ -610,6 +610,8 @@ struct StepWeight {
     lda = pack ? NP : (dot ? K : N);
     ps = pack ? K * NP : NP;
   }
+  // A's size as the user keeps it (what a step reads from memory if not from cache)
+  int64_t bytes() const { return K * N * static_cast<int64_t>(sizeof(T)); }
   // out[b, n0:n1] = (init ? init[b, n0:n1] : 0) + x[b, :] A[:, n0:n1], columns n absolute.
   // reverse (the same results): panels last to first. A loop over time alternates the order, so a
   // step starts on the panels the last one ended on, still in L2: where a thread's share of W is

@@ -90,7 +90,7 @@ void gru_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const T*
       }
       if (!sp.by_rows) team_barrier();
     }
-  });
+  }, W.bytes());                                                  // (team.h: split_by_rows)
 }
 
 // dh_t = dhs_t + dgh_{t+1} W_hh + dh_{t+1} z_{t+1} (dh_{t+1} whole where step t+1 was held).
@@ -138,7 +138,7 @@ void gru_backward_impl(const T* dhs, const T* gates, const T* ghn, const T* hs, 
       W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dgh + b0 * G, G, nb, j0, j1);
     for (int64_t b = sp.b0; b < sp.b1; ++b)
       for (int64_t j = j0; j < j1; ++j) dh0[b * H + j] += dh_buf[b * H + j] * gates[b * G + H + j];
-  });
+  }, W.bytes());                                                  // (team.h: split_by_rows)
 }
 
 // ---- entry points: each checks every argument first (checks.h); T = 0 is refused, B = 0 gives

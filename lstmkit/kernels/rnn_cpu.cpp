@@ -50,7 +50,7 @@ void rnn_forward_impl(const T* zx, const T* h0, const StepWeight<T>& W, const in
       }
       if (!sp.by_rows) team_barrier();
     }
-  });
+  }, W.bytes());                                                  // (team.h: split_by_rows)
 }
 
 // dh_t = dhs_t + dz_{t+1} W_hh (+ dh_{t+1} where step t+1 was held); dz_t = dh_t act'(h_t), from the
@@ -79,7 +79,7 @@ void rnn_backward_impl(const T* dhs, const T* hs, const StepWeight<T>& W, const 
       if (!sp.by_rows) team_barrier();
     }
     W.product(dh0 + b0 * H, H, static_cast<const T*>(nullptr), 0, dz + b0 * H, H, nb, j0, j1);  // dh0 = dz_0 W_hh
-  });
+  }, W.bytes());                                                  // (team.h: split_by_rows)
 }
 
 // One step of one row with its input projection, for a cell called from Python: h' = act(bias +
