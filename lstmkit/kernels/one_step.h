@@ -43,11 +43,11 @@ std::vector<T> summed_bias(const c10::optional<at::Tensor>& b_ih, const c10::opt
   return bias;
 }
 
-// Whether a step of B rows (2 or more) of a cell (gates 4: LSTM, 3: GRU; G = gates H) takes one team
-// on the weights as stored (lstm_rows_team_impl, gru_rows_team_impl: each member the rows of W of its
-// own units, nt_gemm.h's product) rather than two GEMM calls: with a team of two threads or more,
-// where W_ih and W_hh together fit the team's L2 caches (one L2 a thread, as the CPU reports it:
-// cpu_math.h; the RNN cell's rule, cell_cpu.cpp), up to gemm.h's kNtMaxRows rows, and where gemm.h
+// Whether a step of B rows (2 or more) of a cell (gates 4: LSTM, 3: GRU, 1: RNN; G = gates H) takes one
+// team on the weights as stored (lstm_rows_team_impl, gru_rows_team_impl, rnn_rows_team_impl: each
+// member the rows of W of its own units, nt_gemm.h's product) rather than two GEMM calls: with a team
+// of two threads or more, where W_ih and W_hh together fit the team's L2 caches (one L2 a thread, as
+// the CPU reports it: cpu_math.h), up to gemm.h's kNtMaxRows rows, and where gemm.h
 // would not hand either product to oneDNN. Measured side by side (this AMD EPYC, 512 KB of L2 a
 // core), LSTM cell, time of the step over torch's (torch._VF.lstm_cell), I = H, team / two GEMM
 // calls: 2 threads, within the caches, B = 3 H = 64 0.42 / 0.45, B = 8 H = 128 0.39 / 0.57, B = 16

@@ -99,8 +99,7 @@ void rnn_row_step_impl(const T* x, const T* h, const at::Tensor& w_ih, const at:
 
 // Rows where rows_step_by_team (one gate): one team on the weights as stored (one_step.h's
 // rows_team_step), both products into out, which starts as the bias row; then each member's units
-// through the activation. Nothing is packed but x^T and h^T (a few KB), where the team kernel above
-// packs each member's rows of both weights for the one step.
+// through the activation. Nothing of W is copied: only x^T and h^T are packed (a few KB).
 template <typename T>
 void rnn_rows_team_impl(const T* x, const T* h, const at::Tensor& w_ih, const at::Tensor& w_hh, const T* bias,
                         bool relu, T* out, int64_t B, int64_t I, int64_t H) {
