@@ -81,7 +81,7 @@ inline int64_t recurrent_bytes(const at::Tensor& w_hh, const c10::optional<at::T
 inline int64_t fuse_max_bytes(int64_t B, int64_t recurrent) {
   const int n = at::get_num_threads();
   const bool own_rows = n == 1 || split_by_rows(B, n, recurrent);
-  return std::max(cache_bytes(2) * n, own_rows ? cache_bytes(3) * 3 / 8 : int64_t(0));
+  return std::max(cache_bytes(2) * n, own_rows ? shared_cache_share() : int64_t(0));
 }
 
 // The rows one pass of a member's step product takes: its own rows, or every row where the team

@@ -199,19 +199,13 @@ at::Tensor rnn_one_step(const at::Tensor& x, const at::Tensor& h, const at::Tens
   const bool relu = is_relu(c, nonlinearity);
   at::Tensor out = at::empty({B, H}, x.options());
   if (B == 0 || H == 0) return out;
-  if (path == RnnRows::kTeam) {
+  if (path != RnnRows::kGemmCalls) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_one_step", [&] {
       const std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, H);
-      rnn_rows_team_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
-                                   b_ih ? bias.data() : nullptr, relu, out.data_ptr<scalar_t>(), B, I, H);
-    });
-    return out;
-  }
-  if (path == RnnRows::kOneRow) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_one_step", [&] {
-      const std::vector<scalar_t> bias = summed_bias<scalar_t>(b_ih, b_hh, H);
-      rnn_row_step_impl<scalar_t>(x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), w_ih, w_hh,
-                                  b_ih ? bias.data() : nullptr, relu, out.data_ptr<scalar_t>(), I, H);
+      const scalar_t *px = x.data_ptr<scalar_t>(), *ph = h.data_ptr<scalar_t>(), *pb = b_ih ? bias.data() : nullptr;
+      scalar_t* po = out.data_ptr<scalar_t>();
+      if (path == RnnRows::kTeam) rnn_rows_team_impl<scalar_t>(px, ph, w_ih, w_hh, pb, relu, po, B, I, H);
+      else rnn_row_step_impl<scalar_t>(px, ph, w_ih, w_hh, pb, relu, po, I, H);
     });
     return out;
   }

@@ -181,8 +181,8 @@ struct Split {
 // 1.08, 200 (W_hh 640 KB) 0.98 / 1.11 (T = 2000: 0.80 / 1.09); H = 256 (1 MB, one whole L2 here)
 // 1.16-1.22 / 1.00, 300 1.09 / 0.99, 512 1.17 / 0.95.
 // But never by rows where the copies of the weights its members read each step (size x
-// weight_bytes) pass 3/8 of the cache the cores share (cache_bytes(3), as the CPU reports it; the
-// share lstm_cpu.cpp's fused input part keeps to): by units the team reads one copy. On a shared
+// weight_bytes) pass 3/8 of the cache the cores share (cpu_math.h's shared_cache_share, which
+// lstm_cpu.cpp's fused input part keeps to too): by units the team reads one copy. On a shared
 // machine the L3 is also the other tenants', and there by rows could take twice torch.nn's time.
 // Measured, 2 threads, LSTM inference, T = 50, time over nn.LSTM's, by rows / by units, in one
 // process: B = 20 I = 300 H = 650 (W_hh 6.8 MB, two copies 13.6) 0.85 / 0.87, and an hour later
@@ -191,7 +191,7 @@ struct Split {
 // 0.81 / 0.96, H = 300 B = 20 0.79 / 1.09.
 constexpr int64_t kRowsFromL2 = 4;
 inline bool split_by_rows(int64_t B, int size, int64_t weight_bytes = 0) {
-  if (size <= 1 || size * weight_bytes > cache_bytes(3) / 8 * 3) return false;
+  if (size <= 1 || size * weight_bytes > shared_cache_share()) return false;
   return B >= limit(kRowsPerMember, size) * size ||
          (weight_bytes > 0 && B >= kRowsFromL2 * size && weight_bytes <= cache_bytes(2) / 4 * 3);
 }
