@@ -59,8 +59,9 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // the weights (limit(kFuseMinRows), default 4; tuning.h; and a full register block of them a
 // member: rows_per_pass below) and W_ih and W_hh together fit in the L2
 // caches of the team's cores, or, where each member owns whole rows (one thread, or split_by_rows),
-// in 3/8 of the cache the cores share (cache_bytes(2), cache_bytes(3), as the CPU reports them); else
-// the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
+// the members' reads of them (each reads both weights whole every step) in 3/8 of the cache the cores
+// share (cache_bytes(2), cache_bytes(3), as the CPU reports them; team.h's split_by_rows counts W_hh
+// the same way); else the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
 // 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
 // 1.05-1.06; H = 512 (8.4 MB) B = 20 0.92-0.96 / 1.00-1.01, B = 64 1.01-1.08 / 1.08-1.13, B = 256
 // 0.96 / 1.02-1.03; H = 650 (13.5 MB) B = 20 0.98-1.02 / 1.03, B = 64 1.04-1.10 / 1.03-1.07; one
@@ -71,7 +72,12 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // MB of L3 too, shared with other tenants), time fused / not, B = 20: H = 650 1.21 (2 threads), 1.26
 // (one); H = 512 0.95, 1.08; H = 300 0.97, 0.89; B = 64 H = 300-512 0.89-1.03: hence 3/8 of the L3
 // (12 MB), not half (16), which H = 650's 13.5 MB passed. One row (config A of lstmkit bench) is
-// bound by reading the weights: 40% slower fused.
+// bound by reading the weights: 40% slower fused. Two members by rows reading 2 x 8.4 MB (H = 512)
+// had a long tail in the hours the shared L3 is busy (the same machine, 2026-12-02, 10-12 rounds in
+// one process, median / worst over nn.LSTM's, fused / not): B = 20 1.11-1.20 / 1.62-1.97 against
+// 1.06-1.10 / 1.18-1.22, B = 64 1.11-1.14 / 1.26-1.33 against 1.04-1.16 / 1.22-1.27; within the limit
+// H = 400 (2 x 5.1 MB) B = 20 1.05 / 1.31 against 1.12 / 1.17, H = 300 B = 20 0.95 / 0.98 against
+// 0.97 / 1.26.
 // The recurrent weights' bytes (W_hh, and W_hr with a projection), what every step reads: team.h's
 // split_by_rows.
 inline int64_t recurrent_bytes(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr) {
@@ -81,7 +87,7 @@ inline int64_t recurrent_bytes(const at::Tensor& w_hh, const c10::optional<at::T
 inline int64_t fuse_max_bytes(int64_t B, int64_t recurrent) {
   const int n = at::get_num_threads();
   const bool own_rows = n == 1 || split_by_rows(B, n, recurrent);
-  return std::max(cache_bytes(2) * n, own_rows ? shared_cache_share() : int64_t(0));
+  return std::max(cache_bytes(2) * n, own_rows ? shared_cache_share() / n : int64_t(0));
 }
 
 // The rows one pass of a member's step product takes: its own rows, or every row where the team
