@@ -23,6 +23,7 @@
 #include <exception>
 #include <vector>
 
+#include "cpu_math.h"
 #include "entries.h"
 
 namespace lstmkit {
@@ -51,7 +52,7 @@ std::vector<at::Tensor> lstm_layer_forward_pair(
   };
   bool done = false;
 #ifdef _OPENMP
-  if (at::get_num_threads() == 2 && !at::in_parallel_region() && !omp_in_parallel()) {
+  if (at::get_num_threads() == 2 && !at::in_parallel_region() && !omp_in_parallel() && !cores_busy()) {
     std::atomic<int> next{0};                        // claimed: a thread the region does not get runs none
 #pragma omp parallel num_threads(2)
     for (int d; (d = next.fetch_add(1)) < 2;) direction(d);

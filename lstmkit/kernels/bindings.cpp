@@ -42,6 +42,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemm_path", &lstmkit::gemm_path, "(a, b) -> 'few rows', 'W as stored', 'onednn' or 'aten': gemm's way now");
   m.def("vector_bytes", &lstmkit::vector_bytes, "() -> bytes of the vector registers the kernel was built for");
   m.def("cache_size", &lstmkit::cache_size, "(level 2 or 3) -> bytes of one core's L2 or the shared L3, as the kernels read them");
+  m.def("cores_busy", &lstmkit::cores_busy_now,
+        "() -> whether the kernels run their teams on one thread now (a thread came in late: another process has its core)");
+  m.def("set_cores_busy", &lstmkit::set_cores_busy, "(busy) -> None: mark the cores busy for 100 ms, or clear the mark");
   m.def("get_tuning", &lstmkit::get_tuning, "(threads) -> {limit: value}: tuning.h's limits for that thread count");
   m.def("set_tuning", &lstmkit::set_tuning, "(threads, limit, value): set one of tuning.h's limits");
   m.def("default_tuning", &lstmkit::default_tuning, "() -> {limit: value}: the built-in defaults");

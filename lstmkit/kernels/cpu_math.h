@@ -11,11 +11,14 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <immintrin.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <utility>
 #include <cstdint>
 #include <cstring>
@@ -82,6 +85,47 @@ inline int64_t cache_bytes(int level) {
 // is the other tenants' on a shared machine, and the step's inputs and outputs). Measured on a Zen 3
 // EPYC (32 MB of L3): lstm_cpu.cpp's fused input part and team.h's split by rows.
 inline int64_t shared_cache_share() { return cache_bytes(3) / 8 * 3; }
+
+// A core that another process keeps busy: a thread of the call that is not running holds all of
+// it (a team by units waits for it at the roll call and at every step's barrier, and an OpenMP
+// region ends only when each of its threads has arrived), where the scheduler gives it the core
+// back only every few milliseconds. Measured, 2 threads with another process spinning, 20 steps of
+// a cell from Python, time over torch.nn's on 2 threads, lstmkit on 2 threads / on 1 (10 rounds,
+// median): RNNCell B = 20 H = 200 training 0.87 / 0.39, LSTMCell 0.70 / 0.29, RNNCell B = 64
+// H = 650 inference 0.74 / 0.43 (the worst round on 2 threads 1.03, 1.89, 1.65). So a thread found
+// late (team.h: coming into a team's region kLateThreadNs after it began) a second time within
+// kBusyBackoffNs marks the cores busy (one late thread alone may be an idle virtual core slow to
+// wake), and for kBusyBackoffNs every team (run_team, the bidirectional pair) and every loop of
+// the kernels' own (parallel_rows) runs on the calling thread alone; the calls after that try their
+// threads again. Results do not change: every hand-written path gives the same bits on one thread
+// as on several (tests/test_busy_cores.py), and the BLAS calls choose their threads themselves.
+constexpr int64_t kBusyBackoffNs = 100'000'000;                                // 100 ms
+inline std::atomic<int64_t> busy_until_ns{0};
+inline std::atomic<int64_t> late_thread_ns{-kBusyBackoffNs};                    // the last late thread
+
+inline int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+inline bool cores_busy() { return steady_ns() < busy_until_ns.load(std::memory_order_relaxed); }
+inline void mark_cores_busy() { busy_until_ns.store(steady_ns() + kBusyBackoffNs, std::memory_order_relaxed); }
+inline void clear_cores_busy() {
+  busy_until_ns.store(0, std::memory_order_relaxed);
+  late_thread_ns.store(-kBusyBackoffNs, std::memory_order_relaxed);
+}
+// A thread came into a team's region late: the second within kBusyBackoffNs marks the cores busy.
+inline void note_late_thread() {
+  const int64_t now = steady_ns();
+  if (now - late_thread_ns.exchange(now, std::memory_order_relaxed) < kBusyBackoffNs) mark_cores_busy();
+}
+
+// at::parallel_for(begin, end, grain, f), or f(begin, end) on the calling thread while the cores are
+// busy (cores_busy).
+template <typename F>
+inline void parallel_rows(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  if (!cores_busy()) return at::parallel_for(begin, end, grain, f);
+  if (begin < end) f(begin, end);
+}
 
 // 1 / k!, the Taylor coefficients of e^r, as a table built at compile time: a constexpr function
 // called with a loop's k is not folded unless the loop is unrolled, and the double polynomial's
@@ -532,7 +576,7 @@ inline void pack_panels_into(const at::Tensor& A, int64_t NP, T* o) {
       }
     }
   };
-  if (K * N * static_cast<int64_t>(sizeof(T)) > cache_bytes(2)) at::parallel_for(0, np, 1, panels);
+  if (K * N * static_cast<int64_t>(sizeof(T)) > cache_bytes(2)) parallel_rows(0, np, 1, panels);
   else panels(0, np);
 }
 

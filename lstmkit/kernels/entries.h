@@ -19,6 +19,8 @@ std::string gemm_backend(const std::string& dtype, int64_t M, int64_t K, int64_t
 std::string gemm_path(const at::Tensor& a, const at::Tensor& b);
 int64_t vector_bytes();
 int64_t cache_size(int64_t level);
+bool cores_busy_now();
+void set_cores_busy(bool busy);
 std::vector<at::Tensor> lstm_forward(const at::Tensor& zx, const at::Tensor& h0, const at::Tensor& c0,
                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr,
                                      const c10::optional<at::Tensor>& lengths, int64_t path, bool cache);

@@ -61,4 +61,10 @@ int64_t cache_size(int64_t level) {
   return cache_bytes(static_cast<int>(level));
 }
 
+// Whether the kernels run their teams on the calling thread alone now, another process holding a
+// core (cpu_math.h's cores_busy); set_cores_busy marks the cores busy for the backoff, or clears the
+// mark (what the tests of that path use).
+bool cores_busy_now() { return cores_busy(); }
+void set_cores_busy(bool busy) { busy ? mark_cores_busy() : clear_cores_busy(); }
+
 }  // namespace lstmkit

@@ -59,10 +59,10 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // the weights (limit(kFuseMinRows), default 4; tuning.h; and a full register block of them a
 // member: rows_per_pass below) and W_ih and W_hh together fit in the L2
 // caches of the team's cores, or, where each member owns whole rows (one thread, or split_by_rows),
-// the members' reads of them (each reads both weights whole every step) in 3/8 of the cache the cores
-// share (cache_bytes(2), cache_bytes(3), as the CPU reports them; team.h's split_by_rows counts W_hh
-// the same way); else the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
-// 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
+// the members' reads of them (each reads both weights whole every step) in 3/8 of the cache the
+// cores share (cache_bytes(2), cache_bytes(3), as the CPU reports them; team.h's split_by_rows
+// counts W_hh the same way); else the projection is one GEMM per chunk. Measured, T = 50, I = H,
+// time over nn.LSTM's, fused / not: 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
 // 1.05-1.06; H = 512 (8.4 MB) B = 20 0.92-0.96 / 1.00-1.01, B = 64 1.01-1.08 / 1.08-1.13, B = 256
 // 0.96 / 1.02-1.03; H = 650 (13.5 MB) B = 20 0.98-1.02 / 1.03, B = 64 1.04-1.10 / 1.03-1.07; one
 // thread, H = 300-650, B = 8-256: 0.84-0.98 / 0.89-1.04. Not so by units (2 threads, B = 5-8, H = 512
@@ -75,7 +75,7 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // bound by reading the weights: 40% slower fused. Two members by rows reading 2 x 8.4 MB (H = 512)
 // had a long tail in the hours the shared L3 is busy (the same machine, 2026-12-02, 10-12 rounds in
 // one process, median / worst over nn.LSTM's, fused / not): B = 20 1.11-1.20 / 1.62-1.97 against
-// 1.06-1.10 / 1.18-1.22, B = 64 1.11-1.14 / 1.26-1.33 against 1.04-1.16 / 1.22-1.27; within the limit
+// 1.06-1.10 / 1.15-1.41, B = 64 1.11-1.14 / 1.26-1.33 against 1.04-1.16 / 1.21-1.27; within the limit
 // H = 400 (2 x 5.1 MB) B = 20 1.05 / 1.31 against 1.12 / 1.17, H = 300 B = 20 0.95 / 0.98 against
 // 0.97 / 1.26.
 // The recurrent weights' bytes (W_hh, and W_hr with a projection), what every step reads: team.h's
@@ -295,7 +295,7 @@ struct ForwardLoop {
       at::Tensor z_t = gates[zslot(t)];
       if (!inplace) z_t.copy_(zx[t]);
       gemm_out(z_t, t ? hs[t - 1] : h0, W.w_hhT, true);
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+      parallel_rows(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
       if (!proj) continue;
       at::Tensor h_t = hs[t];
       gemm_out(h_t, rbuf, W.w_hrT, false);
@@ -435,7 +435,7 @@ struct BackwardLoop {
         at::Tensor dr = drbuf;
         gemm_out(dr, dh_t, *w_hr, false);
       }
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
+      parallel_rows(0, B, 1, [&](int64_t b0, int64_t b1) { cells(t, 0, H, b0, b1); });
     }
     at::Tensor dh0_ = dh0;
     gemm_out(dh0_, dz[0], w_hh, false);                // dh0 = dz_0 W_hh (step 0 runs)
@@ -706,7 +706,7 @@ void lstm_rows_step_impl(const at::Tensor& x, const at::Tensor& h, const T* c0, 
   gemm_out(z, h, w_hh.t(), true);                                               //  + h W_hh^T
   const int64_t G = 4 * H;
   T* pz = z.data_ptr<T>();
-  at::parallel_for(0, B, std::max<int64_t>(1, kCellRowsWork / G), [&](int64_t b0, int64_t b1) {
+  parallel_rows(0, B, std::max<int64_t>(1, kCellRowsWork / G), [&](int64_t b0, int64_t b1) {
     for (int64_t r = b0; r < b1; ++r) cell_forward(pz + r * G, b, c0 + r * H, c + r * H, out + r * H, H, 0, H);
   });
 }

@@ -112,7 +112,7 @@ inline void nt_columns(T* out, int64_t ldo, const T* init, int64_t ldi, const Nt
 }
 
 // out (M,N) = (init ? init : 0) + x (M,K) W^T, W (N,K) with rows ldw apart; rows of x, out and init
-// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for, each taking whole
+// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for (parallel_rows), each taking whole
 // blocks of kNtRows of W's rows. Made for the few rows of gemm.h's kNtMaxRows: x^T's panels (M K
 // elements) stay in one core's L2 while the thread's blocks of W pass over them, and its buffer
 // holds a block's kNtRows rows of out^T whole.
@@ -122,7 +122,7 @@ inline void nt_gemm(T* out, int64_t ldo, const T* init, int64_t ldi, const T* x,
   const NtRows<T> xp(x, ldx, M, K);
   const int64_t blocks = (N + kNtRows - 1) / kNtRows;
   const int64_t grain = std::max<int64_t>(1, kNtThreadWork / (kNtRows * M * std::max<int64_t>(K, 1)));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+  parallel_rows(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     const auto buf = xp.scratch();
     nt_columns<T>(out, ldo, init, ldi, xp, W, ldw, b0 * kNtRows, std::min(N, b1 * kNtRows), buf.get());
   });

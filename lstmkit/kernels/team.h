@@ -41,6 +41,10 @@ constexpr int64_t kOneStepTeamWork = int64_t(1) << 19;
 // How long a call split by units waits for its threads to arrive (OpenMP's wake a sleeping thread
 // in ~10-50 us; one that is not here by then is busy elsewhere).
 constexpr std::chrono::microseconds kRollCall{200};
+// A thread of a team that comes in this late (from the region's start; a sleeping one is woken in
+// ~10-50 us, an idle virtual core in some hundreds) was waiting for a core another process holds:
+// the scheduler's time slices are milliseconds.
+constexpr int64_t kLateThreadNs = 1'000'000;                                    // 1 ms
 
 // A barrier that spins on one shared word (sense reversal), for the few microseconds a step lasts;
 // OpenMP's own barrier measured ~1 us per step more at B=1 (config A of lstmkit bench).
@@ -90,12 +94,14 @@ struct Job {
   std::atomic<int> next{0};                  // the next rank to hand out (by units: 1, the first has 0)
   std::atomic<bool> go{false};               // by units: the roll call is over, team_size is set
   int team_size = 1;
+  int64_t start_ns = 0;                      // when the region was asked for (steady_ns)
+  std::atomic<int64_t> arrived_ns{0};        // when the last of the other threads came in
   SpinBarrier barrier;
 
   // The first thread's part: by rows a thread like the others; by units it calls the roll (waiting
   // at most kRollCall for the others), then runs rank 0 of the team that came.
   void lead() {
-    if (by_rows) return help();
+    if (by_rows) return shares();
     const auto until = std::chrono::steady_clock::now() + kRollCall;
     spin_until([&] { return next.load() >= size || std::chrono::steady_clock::now() > until; });
     team_size = std::min(next.exchange(kClosed), size);       // who came; later ones skip the call
@@ -107,14 +113,18 @@ struct Job {
     tls_barrier = nullptr;
   }
 
-  // Any other thread's part: shares until none is left; or, by units, a rank if the roll call is open.
+  // By rows: shares until none is left (the region's end waits for shares in progress).
+  void shares() {
+    tls_by_rows = true;
+    for (int r; (r = next.fetch_add(1)) < size;) run(body, r, size);
+    tls_by_rows = false;
+  }
+
+  // Any other thread's part: shares; or, by units, a rank if the roll call is open.
   void help() {
-    if (by_rows) {                           // (the region's end waits for shares in progress)
-      tls_by_rows = true;
-      for (int r; (r = next.fetch_add(1)) < size;) run(body, r, size);
-      tls_by_rows = false;
-      return;
-    }
+    const int64_t now = steady_ns();
+    for (int64_t seen = arrived_ns.load(); now > seen && !arrived_ns.compare_exchange_weak(seen, now);) continue;
+    if (by_rows) return shares();
     const int r = next.fetch_add(1);
     if (r >= size) return;                                   // the roll call is over
     spin_until([&] { return go.load(std::memory_order_acquire); });
@@ -221,7 +231,8 @@ inline Split team_split(int64_t B, int64_t H, int64_t P, int rank, int size, boo
 // One team for a whole loop over time (work: multiply-adds per step, steps: how many, B: rows,
 // weight_bytes: the recurrent weights' size, see split_by_rows):
 // body(rank, size) runs once per member, or by rows (split_by_rows) once per share, on whichever
-// thread claims it. Without OpenMP, or inside another parallel region, the team is the calling thread.
+// thread claims it. Without OpenMP, inside another parallel region, or while another process keeps
+// a core busy (cpu_math.h's cores_busy), the team is the calling thread.
 // units_only: never by rows (one step, where by rows would save no barrier and each member would
 // read all of the weights).
 template <typename F>
@@ -229,8 +240,9 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int6
                      bool units_only = false) {
   const int n = team_threads(work, steps);
 #ifdef _OPENMP
-  if (n > 1 && !at::in_parallel_region() && !omp_in_parallel()) {
+  if (n > 1 && !at::in_parallel_region() && !omp_in_parallel() && !cores_busy()) {
     Job job;
+    job.start_ns = steady_ns();
     job.run = [](const void* b, int rank, int size) { (*static_cast<const F*>(b))(rank, size); };
     job.body = &body;
     job.size = n;
@@ -241,6 +253,9 @@ inline void run_team(int64_t work, int64_t steps, int64_t B, const F& body, int6
       if (omp_get_thread_num() == 0) job.lead();
       else job.help();
     }
+    // the region ended only when its last thread came in: late by kLateThreadNs, another process
+    // may hold its core (cpu_math.h's note_late_thread)
+    if (job.arrived_ns.load() - job.start_ns > kLateThreadNs) note_late_thread();
     return;
   }
 #endif
