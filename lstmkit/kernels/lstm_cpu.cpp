@@ -57,27 +57,27 @@ inline bool use_small(int64_t path, int64_t B, int64_t limit, int64_t T_) {
 // Without the cache, each step takes its input part x_t W_ih^T in the team (no zx buffer, and the
 // input part of step t+1 fills the wait at step t's barrier) when there are rows enough to reuse
 // the weights (limit(kFuseMinRows), default 4; tuning.h; and a full register block of them a
-// member: rows_per_pass below) and W_ih and W_hh together fit in the L2
-// caches of the team's cores, or, where each member owns whole rows (one thread, or split_by_rows),
-// the members' reads of them (each reads both weights whole every step) in 3/8 of the cache the
-// cores share (cache_bytes(2), cache_bytes(3), as the CPU reports them; team.h's split_by_rows
-// counts W_hh the same way); else the projection is one GEMM per chunk. Measured, T = 50, I = H,
-// time over nn.LSTM's, fused / not: 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
+// member: rows_per_pass below) and W_ih and W_hh together fit in the L2 caches of the team's cores,
+// or, where each member owns whole rows (one thread, or split_by_rows), the members' reads of them
+// (each reads both weights whole every step) in 3/8 of the cache the cores share (cache_bytes(2),
+// cache_bytes(3), as the CPU reports them; team.h's split_by_rows counts W_hh the same way); else
+// the projection is one GEMM per chunk. Measured, T = 50, I = H, time over nn.LSTM's, fused / not:
+// 2 threads by rows, H = 300 (2.9 MB of weights) B = 20 0.81-0.90 / 0.97-0.98, B = 64 1.01-1.02 /
 // 1.05-1.06; H = 512 (8.4 MB) B = 20 0.92-0.96 / 1.00-1.01, B = 64 1.01-1.08 / 1.08-1.13, B = 256
 // 0.96 / 1.02-1.03; H = 650 (13.5 MB) B = 20 0.98-1.02 / 1.03, B = 64 1.04-1.10 / 1.03-1.07; one
-// thread, H = 300-650, B = 8-256: 0.84-0.98 / 0.89-1.04. Not so by units (2 threads, B = 5-8, H = 512
-// and 650: 1.03 / 0.99, 0.92 / 0.87: each member reads its share of both weights every step, then
-// waits at the barrier), nor where the weights fill the shared cache (H = 1000, 32 MB, this
-// machine's whole L3: B = 8 0.76 / 0.65, B = 64 0.95 / 0.92). On a Zen 3 EPYC without AVX-512 (32
-// MB of L3 too, shared with other tenants), time fused / not, B = 20: H = 650 1.21 (2 threads), 1.26
-// (one); H = 512 0.95, 1.08; H = 300 0.97, 0.89; B = 64 H = 300-512 0.89-1.03: hence 3/8 of the L3
-// (12 MB), not half (16), which H = 650's 13.5 MB passed. One row (config A of lstmkit bench) is
-// bound by reading the weights: 40% slower fused. Two members by rows reading 2 x 8.4 MB (H = 512)
-// had a long tail in the hours the shared L3 is busy (the same machine, 2026-12-02, 10-12 rounds in
-// one process, median / worst over nn.LSTM's, fused / not): B = 20 1.11-1.20 / 1.62-1.97 against
-// 1.06-1.10 / 1.15-1.41, B = 64 1.11-1.14 / 1.26-1.33 against 1.04-1.16 / 1.21-1.27; within the limit
-// H = 400 (2 x 5.1 MB) B = 20 1.05 / 1.31 against 1.12 / 1.17, H = 300 B = 20 0.95 / 0.98 against
-// 0.97 / 1.26.
+// thread, H = 300-650, B = 8-256: 0.84-0.98 / 0.89-1.04. Not so by units (2 threads, B = 5-8,
+// H = 512 and 650: 1.03 / 0.99, 0.92 / 0.87: each member reads its share of both weights every step,
+// then waits at the barrier), nor where the weights fill the shared cache (H = 1000, 32 MB, this
+// machine's whole L3: B = 8 0.76 / 0.65, B = 64 0.95 / 0.92). On a Zen 3 EPYC without AVX-512
+// (32 MB of L3 too, shared with other tenants), time fused / not, B = 20: H = 650 1.21 (2 threads),
+// 1.26 (one); H = 512 0.95, 1.08; H = 300 0.97, 0.89; B = 64 H = 300-512 0.89-1.03: hence 3/8 of
+// the L3 (12 MB), not half (16), which H = 650's 13.5 MB passed. One row (config A of lstmkit
+// bench) is bound by reading the weights: 40% slower fused. Two members by rows reading 2 x 8.4 MB
+// (H = 512) had a long tail in the hours the shared L3 is busy (the same machine, 2026-12-02, 10-12
+// rounds in one process, median / worst over nn.LSTM's, fused / not): B = 20 1.11-1.20 / 1.62-1.97
+// against 1.06-1.10 / 1.15-1.41, B = 64 1.11-1.14 / 1.26-1.33 against 1.04-1.16 / 1.21-1.27; within
+// the limit H = 400 (2 x 5.1 MB) B = 20 1.05 / 1.31 against 1.12 / 1.17, H = 300 B = 20 0.95 / 0.98
+// against 0.97 / 1.26.
 // The recurrent weights' bytes (W_hh, and W_hr with a projection), what every step reads: team.h's
 // split_by_rows.
 inline int64_t recurrent_bytes(const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr) {

@@ -112,8 +112,8 @@ inline void nt_columns(T* out, int64_t ldo, const T* init, int64_t ldi, const Nt
 }
 
 // out (M,N) = (init ? init : 0) + x (M,K) W^T, W (N,K) with rows ldw apart; rows of x, out and init
-// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for (parallel_rows), each taking whole
-// blocks of kNtRows of W's rows. Made for the few rows of gemm.h's kNtMaxRows: x^T's panels (M K
+// contiguous (init may be out itself: accumulate). Threads of ATen's parallel_for (cpu_math.h's
+// parallel_rows), each taking whole blocks of kNtRows of W's rows. Made for the few rows of gemm.h's kNtMaxRows: x^T's panels (M K
 // elements) stay in one core's L2 while the thread's blocks of W pass over them, and its buffer
 // holds a block's kNtRows rows of out^T whole.
 template <typename T>
