@@ -42,16 +42,21 @@ def test_the_busy_mark_is_set_and_cleared(two_threads):
     assert not ext.cores_busy()
 
 
+def _tensors(out) -> list[torch.Tensor]:
+    """The tensors of a module's or a cell's result: y, (y, h), (y, (h, c)), h or (h, c)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for part in out for t in _tensors(part)]
+
+
 def _run(module, x, train):
     """(outputs, gradients) of one call: inference under no_grad, or forward and backward of a sum."""
     if not train:
         with torch.no_grad():
-            out = module(x)
-        return [t for t in torch.utils._pytree.tree_leaves(out)], []
+            return _tensors(module(x)), []
     for p in module.parameters():
         p.grad = None
-    out = module(x)
-    leaves = torch.utils._pytree.tree_leaves(out)
+    leaves = _tensors(module(x))
     sum(t.sum() for t in leaves).backward()
     return [t.detach() for t in leaves], [p.grad for p in module.parameters()]
 
