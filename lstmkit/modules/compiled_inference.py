@@ -157,7 +157,7 @@ def compiled_inference(module, input, hx):
     """``module(input, hx)`` where nothing is traced and nothing needs a gradient, or one step that
     does: output, h_n (an LSTM: (h_n, c_n)); None where the general path must run (see the module
     docstring)."""
-    if type(input) is not Tensor or input.dim() != 3 or input.device.type != "cpu" or input.dtype not in _FLOATS:
+    if type(input) is not Tensor or input.dim() != 3 or not input.is_cpu or input.dtype not in _FLOATS:
         return None
     x = input.transpose(0, 1) if module.batch_first else input                 # (T,B,I)
     out = _run(module, x, hx)
@@ -170,7 +170,7 @@ def compiled_inference(module, input, hx):
 def compiled_step(module, x_t, state):
     """``module.step(x_t, state)``: y_t (B,P) (unbatched: (P,)) and the new state; None where the
     general step must run. A step is a one-step forward (with a gradient: ``_run``'s one step)."""
-    if type(x_t) is not Tensor or x_t.device.type != "cpu" or x_t.dtype not in _FLOATS or module.bidirectional:
+    if type(x_t) is not Tensor or not x_t.is_cpu or x_t.dtype not in _FLOATS or module.bidirectional:
         return None
     if x_t.dim() == 2:
         out = _run(module, x_t.unsqueeze(0), state)
