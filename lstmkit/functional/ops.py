@@ -123,7 +123,14 @@ def compiled_unobserved(*tensors: Tensor | None):
     from lstmkit.kernels import compiled_cells
 
     rec = compiled_cells()
-    if rec is None or not plain_eager() or torch.is_autocast_enabled("cpu") or use_composite(*tensors):
+    # plain_eager() and use_composite(*tensors), with the states that live in C++ (tracer, modes,
+    # autocast) read in one call (kernels/watchers.cpp: ~1 us, ~3 before)
+    if rec is None or torch.compiler.is_compiling() or torch.compiler.is_exporting() \
+            or torch.autograd.profiler._is_profiler_enabled or not rec.dispatch_unwatched() \
+            or torch._C._functorch.peek_interpreter_stack() is not None:
+        return None
+    if torch.autograd.forward_ad._current_level >= 0 and any(
+            t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         return None
     return rec
 

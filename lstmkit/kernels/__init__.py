@@ -43,7 +43,7 @@ from . import tuning as _tuning
 
 BACKENDS = ("auto", "cpp", "torch")
 _SOURCES = ("bindings.cpp", "lstm_cpu.cpp", "gru_cpu.cpp", "rnn_cpu.cpp", "cell_cpu.cpp", "cell_autograd.cpp",
-            "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp", "stack_cpu.cpp")
+            "gemm.cpp", "tuning.cpp", "bidir_cpu.cpp", "stack_cpu.cpp", "watchers.cpp")
 _HEADERS = ("checks.h", "cpu_math.h", "entries.h", "gemm.h", "nt_gemm.h", "one_step.h", "team.h", "tuning.h",
             "vec_math.h")
 # -ffast-math is left out on purpose: it would let the compiler reorder sums (results would then
@@ -453,5 +453,6 @@ def _cpp_namespace() -> types.SimpleNamespace:
     """The compiled recurrences under the contract's names."""
     global _cpp_ns
     if _cpp_ns is None:
-        _cpp_ns = types.SimpleNamespace(name="cpp", **{fn: globals()[fn] for fn in _CPP_FUNCTIONS})
+        _cpp_ns = types.SimpleNamespace(name="cpp", dispatch_unwatched=_ext.dispatch_unwatched,
+                                        **{fn: globals()[fn] for fn in _CPP_FUNCTIONS})
     return _cpp_ns

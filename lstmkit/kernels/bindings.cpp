@@ -125,5 +125,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stack_one_step", &lstmkit::stack_one_step,
         "(kind, x, state, weights, nonlinearity, path) -> as stack_inference, one step (T = 1) of a unidirectional"
         " module with autograd: each layer the cell's C++ autograd step");
+  m.def("dispatch_unwatched", &lstmkit::dispatch_unwatched,
+        "() -> whether no tracer, torch-function or torch-dispatch mode or CPU autocast watches the dispatcher in"
+        " this thread now");
   m.def("rnn_backward", &lstmkit::rnn_backward, "(dhs, hs, w_hh, nonlinearity, lengths) -> [dz, dh0]");
 }

@@ -90,6 +90,8 @@ std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tenso
 std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor& x, const at::Tensor& h,
                                           const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates,
                                           const at::Tensor& ghn, const at::Tensor& h_new, int64_t need);
+// watchers.cpp: no tracer, torch-function or torch-dispatch mode or CPU autocast now.
+bool dispatch_unwatched();
 std::vector<at::Tensor> stack_inference(const std::string& kind, const at::Tensor& input,
                                         const std::vector<at::Tensor>& state,
                                         const std::vector<c10::optional<at::Tensor>>& weights, int64_t directions,
