@@ -170,22 +170,20 @@ struct RNNCellStep : public torch::autograd::Function<RNNCellStep> {
       });
     }
     auto need = [&](size_t k) { return ctx->needs_input_grad(k); };                 // (no bias: no edges 4, 5)
+    // a b: differentiable where the gradient is itself differentiated, else gemm.h's choice (one
+    // row by hand, large float32 products by oneDNN, as the LSTM and GRU cells' backward)
+    const bool graph = at::GradMode::is_enabled();
+    auto product = [&](const at::Tensor& a, const at::Tensor& b) { return graph ? a.mm(b) : gemm_new(a, b); };
     const bool bias = ctx->saved_data["bias"].toBool(), bi = bias && need(4), bh = bias && need(5);
     const at::Tensor db = bi || bh ? dz.sum(0) : at::Tensor();
-    const at::Tensor none;
-    // dx = dz W_ih, dh = dz W_hh, dW_ih = dz^T x, dW_hh = dz^T h: differentiable where the gradient is
-    // itself differentiated (create_graph), else gemm.h's products, the four at once where they are
-    // small (gemm_new_each; one row by hand, large float32 products by oneDNN, as the LSTM and GRU
-    // cells' backward)
-    variable_list p;
-    if (at::GradMode::is_enabled()) {
-      p = {need(0) ? dz.mm(w_ih) : none, need(1) ? dz.mm(w_hh) : none, need(2) ? dz.t().mm(x) : none,
-           need(3) ? dz.t().mm(h) : none};
-    } else {
-      p = gemm_new_each({{need(0) ? dz : none, w_ih}, {need(1) ? dz : none, w_hh}, {need(2) ? dz.t() : none, x},
-                         {need(3) ? dz.t() : none, h}});
+    if (!graph) {                                                    // the four at once where they are small
+      const auto p = gemm_new_each({{need(0) ? dz : at::Tensor(), w_ih}, {need(1) ? dz : at::Tensor(), w_hh},
+                                    {need(2) ? dz.t() : at::Tensor(), x}, {need(3) ? dz.t() : at::Tensor(), h}});
+      return {p[0], p[1], p[2], p[3], bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};
     }
-    return {p[0], p[1], p[2], p[3], bi ? db : none, bh ? (bi ? db.clone() : db) : none, none};
+    return {need(0) ? product(dz, w_ih) : at::Tensor(), need(1) ? product(dz, w_hh) : at::Tensor(),
+            need(2) ? product(dz.t(), x) : at::Tensor(), need(3) ? product(dz.t(), h) : at::Tensor(),
+            bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};
   }
 };
 

@@ -2,10 +2,9 @@
 // GEMM this PyTorch has for them.
 //
 // What it is: gemm_out(out, a, b, accumulate): out = (accumulate ? out : 0) + a b, for 2-D strided
-// CPU tensors (a or b may be transposed views); gemm_new, the same into a new tensor; gemm_new_each,
-// several independent small products at once, one thread each. float32 goes to oneDNN's matmul,
-// the kernel behind nn.LSTM's own oneDNN path, where that is available and computes in full
-// float32; everything else to ATen's (MKL). Measured side by side, 2 threads, this AMD EPYC: oneDNN 108 G multiply-adds a
+// CPU tensors (a or b may be transposed views). float32 goes to oneDNN's matmul, the kernel behind
+// nn.LSTM's own oneDNN path, where that is available and computes in full float32; everything else
+// to ATen's (MKL). Measured side by side, 2 threads, this AMD EPYC: oneDNN 108 G multiply-adds a
 // second at (256 x 650) x (650 x 2600), MKL 95; 93 against 82 at 64 rows.
 // How it finds oneDNN: at::native::mkldnn_matmul (what torch's own addmm calls in its oneDNN
 // modes) is exported by libtorch_cpu but not in PyTorch's public headers, so it is declared here
