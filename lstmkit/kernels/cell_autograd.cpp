@@ -176,11 +176,6 @@ struct RNNCellStep : public torch::autograd::Function<RNNCellStep> {
     auto product = [&](const at::Tensor& a, const at::Tensor& b) { return graph ? a.mm(b) : gemm_new(a, b); };
     const bool bias = ctx->saved_data["bias"].toBool(), bi = bias && need(4), bh = bias && need(5);
     const at::Tensor db = bi || bh ? dz.sum(0) : at::Tensor();
-    if (!graph) {                                                    // the four at once where they are small
-      const auto p = gemm_new_each({{need(0) ? dz : at::Tensor(), w_ih}, {need(1) ? dz : at::Tensor(), w_hh},
-                                    {need(2) ? dz.t() : at::Tensor(), x}, {need(3) ? dz.t() : at::Tensor(), h}});
-      return {p[0], p[1], p[2], p[3], bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};
-    }
     return {need(0) ? product(dz, w_ih) : at::Tensor(), need(1) ? product(dz, w_hh) : at::Tensor(),
             need(2) ? product(dz.t(), x) : at::Tensor(), need(3) ? product(dz.t(), h) : at::Tensor(),
             bi ? db : at::Tensor(), bh ? (bi ? db.clone() : db) : at::Tensor(), at::Tensor()};

@@ -145,10 +145,9 @@ std::vector<at::Tensor> lstm_cell_backward(const at::Tensor& dh, const at::Tenso
   const auto r = lstm_backward(dh.contiguous().unsqueeze(0), dc.contiguous(), gates.unsqueeze(0), c_new.unsqueeze(0),
                                h, c0, w_hh, c10::nullopt, c10::nullopt, path, false);
   const at::Tensor dz = r[0][0];                                               // (B,4H)
-  const auto p = gemm_new_each({{(need & 1) ? dz : at::Tensor(), w_ih}, {(need >> 3) & 1 ? dz.t() : at::Tensor(), x},
-                                {(need >> 4) & 1 ? dz.t() : at::Tensor(), h}});
-  return {p[0], wanted(need, 1, [&] { return r[1]; }), wanted(need, 2, [&] { return r[2]; }), p[1], p[2],
-          wanted(need, 5, [&] { return dz.sum(0); })};
+  return {wanted(need, 0, [&] { return gemm_new(dz, w_ih); }), wanted(need, 1, [&] { return r[1]; }),
+          wanted(need, 2, [&] { return r[2]; }), wanted(need, 3, [&] { return gemm_new(dz.t(), x); }),
+          wanted(need, 4, [&] { return gemm_new(dz.t(), h); }), wanted(need, 5, [&] { return dz.sum(0); })};
 }
 
 // inputs (x, h, w_ih, w_hh, b_ih, b_hh) -> {dx, dh, dW_ih, dW_hh, db_ih, db_hh}
@@ -160,10 +159,9 @@ std::vector<at::Tensor> gru_cell_backward(const at::Tensor& dh, const at::Tensor
   const auto r = gru_backward(dh.contiguous().unsqueeze(0), gates.unsqueeze(0), ghn.unsqueeze(0), h_new.unsqueeze(0),
                               h, w_hh, c10::nullopt);
   const at::Tensor dzx = r[0][0], dgh = r[1][0];                                // (B,3H) each
-  const auto p = gemm_new_each({{(need & 1) ? dzx : at::Tensor(), w_ih}, {(need >> 2) & 1 ? dzx.t() : at::Tensor(), x},
-                                {(need >> 3) & 1 ? dgh.t() : at::Tensor(), h}});
-  return {p[0], wanted(need, 1, [&] { return r[2]; }), p[1], p[2], wanted(need, 4, [&] { return dzx.sum(0); }),
-          wanted(need, 5, [&] { return dgh.sum(0); })};
+  return {wanted(need, 0, [&] { return gemm_new(dzx, w_ih); }), wanted(need, 1, [&] { return r[2]; }),
+          wanted(need, 2, [&] { return gemm_new(dzx.t(), x); }), wanted(need, 3, [&] { return gemm_new(dgh.t(), h); }),
+          wanted(need, 4, [&] { return dzx.sum(0); }), wanted(need, 5, [&] { return dgh.sum(0); })};
 }
 
 }  // namespace lstmkit

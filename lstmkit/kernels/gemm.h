@@ -24,10 +24,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/version.h>
-
-#include <vector>
 
 #include "cpu_math.h"
 #include "nt_gemm.h"
@@ -197,40 +194,6 @@ inline at::Tensor gemm_new(const at::Tensor& a, const at::Tensor& b,
   at::Tensor out = at::empty({M, N}, a.options());
   if (init) out.copy_(init->expand({M, N}));
   gemm_out(out, a, b, init.has_value());
-  return out;
-}
-
-// Independent products of one call (a cell's backward: dx, dW_ih, dW_hh, ...) at once, one thread
-// each, where each is small enough that its own threads gain little (at most kApartMaxWork
-// multiply-adds) and together they are worth waking a second thread (kApartMinWork); else one after
-// the other, each with its threads. Measured, this AMD EPYC, time on one thread / on two: (20,200) x
-// (200,200) 23 / 19 us, dz^T x (200,20) x (20,200) 25 / 23 us, so an RNNCell's four products at
-// B = 20 H = 200 take two single-thread times (~48 us) against four two-thread ones (~84); at
-// (64,650) x (650,650) two threads halve the time (666 / 371 us): there they keep them.
-// products: (a (M,K), b (K,N)) pairs, a undefined where that product is not wanted (its result too).
-constexpr int64_t kApartMaxWork = int64_t(1) << 21, kApartMinWork = int64_t(1) << 19;
-inline std::vector<at::Tensor> gemm_new_each(const std::vector<std::pair<at::Tensor, at::Tensor>>& products) {
-  std::vector<at::Tensor> out(products.size());
-  std::vector<size_t> todo;
-  int64_t total = 0, largest = 0;
-  for (size_t k = 0; k < products.size(); ++k) {
-    const auto& [a, b] = products[k];
-    if (!a.defined()) continue;
-    todo.push_back(k);
-    const int64_t work = a.size(0) * a.size(1) * b.size(1);
-    total += work;
-    largest = std::max(largest, work);
-  }
-  const bool apart = todo.size() >= 2 && largest <= kApartMaxWork && total >= kApartMinWork &&
-                     at::get_num_threads() >= 2 && !at::in_parallel_region() && !cores_busy();
-  auto one = [&](size_t i) { out[todo[i]] = gemm_new(products[todo[i]].first, products[todo[i]].second); };
-  if (!apart) {
-    for (size_t i = 0; i < todo.size(); ++i) one(i);
-    return out;
-  }
-  at::parallel_for(0, static_cast<int64_t>(todo.size()), 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) one(static_cast<size_t>(i));
-  });
   return out;
 }
 
