@@ -110,6 +110,11 @@ def use_composite(*tensors: Tensor | None) -> bool:
         return False
     if torch._C._functorch.peek_interpreter_stack() is not None:
         return True
+    return has_tangent(*tensors)
+
+
+def has_tangent(*tensors: Tensor | None) -> bool:
+    """True where a tensor carries a forward-mode tangent (only possible inside a dual level)."""
     if torch.autograd.forward_ad._current_level < 0:
         return False
     return any(t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
@@ -127,10 +132,7 @@ def compiled_unobserved(*tensors: Tensor | None):
     # autocast) read in one call (kernels/watchers.cpp: ~1 us, ~3 before)
     if rec is None or torch.compiler.is_compiling() or torch.compiler.is_exporting() \
             or torch.autograd.profiler._is_profiler_enabled or not rec.dispatch_unwatched() \
-            or torch._C._functorch.peek_interpreter_stack() is not None:
-        return None
-    if torch.autograd.forward_ad._current_level >= 0 and any(
-            t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+            or torch._C._functorch.peek_interpreter_stack() is not None or has_tangent(*tensors):
         return None
     return rec
 
